@@ -1,0 +1,148 @@
+//! Wires a node together: the store, intake, the admin listener and background tasks.
+//!
+//! Listeners are bound in `build` and the shutdown signal is a parameter of `run`, so tests run
+//! the same code as `oncehook serve` on port-0 listeners with a token they cancel themselves.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::intake::{self, Intake};
+use crate::store::{self, Store};
+
+/// Which parts of the work this node does when several nodes share one database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    All,
+    Intake,
+    Worker,
+}
+
+pub struct App {
+    config: Config,
+    role: Role,
+    store: Arc<dyn Store>,
+    intake_listener: Option<TcpListener>,
+    admin_listener: TcpListener,
+}
+
+/// How often expired dedupe keys are purged.
+const PURGE_INTERVAL: Duration = Duration::from_secs(30);
+
+impl App {
+    pub async fn build(config: Config, role: Role) -> anyhow::Result<App> {
+        let store = store::open(&config)
+            .await
+            .context("cannot open the store")?;
+        let intake_listener = if role == Role::Worker {
+            None
+        } else {
+            Some(bind(config.server.listen, "server.listen").await?)
+        };
+        let admin_listener = bind(config.admin.listen, "admin.listen").await?;
+        Ok(App {
+            config,
+            role,
+            store,
+            intake_listener,
+            admin_listener,
+        })
+    }
+
+    pub fn intake_addr(&self) -> Option<SocketAddr> {
+        self.intake_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener.local_addr().ok()
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains in-flight requests.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        crate::metrics::install();
+        let tasks = TaskTracker::new();
+
+        let purge_store = Arc::clone(&self.store);
+        let purge_stop = shutdown.clone();
+        tasks.spawn(async move { purge_expired_keys(purge_store, purge_stop).await });
+
+        if let Some(listener) = self.intake_listener {
+            let intake = Arc::new(Intake::new(
+                &self.config,
+                Arc::clone(&self.store),
+                shutdown.clone(),
+            )?);
+            let router = intake::router(intake);
+            let stop = shutdown.clone();
+            tracing::info!(addr = %listener.local_addr()?, role = ?self.role, "intake listening");
+            tasks.spawn(async move {
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(error = %e, "intake server failed");
+                }
+            });
+        }
+
+        let admin_router = admin::router(AdminState {
+            store: Arc::clone(&self.store),
+        });
+        let stop = shutdown.clone();
+        tracing::info!(addr = %self.admin_listener.local_addr()?, "admin listening");
+        let admin_listener = self.admin_listener;
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(admin_listener, admin_router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        });
+
+        tasks.close();
+        shutdown.cancelled().await;
+        if tokio::time::timeout(self.config.server.shutdown_grace, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period over; stopping with work still in flight");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{key}: cannot listen on {addr}"))
+}
+
+async fn purge_expired_keys(store: Arc<dyn Store>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match store.purge_expired(store::now_millis()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "purged expired dedupe keys"),
+            Err(e) => tracing::warn!(error = %e, "purging expired keys failed; will retry"),
+        }
+    }
+}

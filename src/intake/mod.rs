@@ -1,0 +1,433 @@
+//! Intake: `POST /webhooks/{source}`.
+//!
+//! The order of checks is the contract (SPEC §4.1): size limit → rate limit → signature →
+//! parse/schema → `drop_fields` → idempotency key → one atomic store step → respond. Every
+//! check before the store step only reads, so a rejected request stores nothing, and the
+//! response is sent only after the store step has committed.
+
+mod source;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde::Serialize;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::domain::fingerprint::{fingerprint_bytes, fingerprint_json};
+use crate::metrics::{self, IntakeOutcome};
+use crate::store::{self, AcceptOutcome, NewEvent, Store};
+pub use source::SourceRuntime;
+
+/// Everything intake needs, built once from the config.
+pub struct Intake {
+    sources: HashMap<String, Arc<SourceRuntime>>,
+    store: Arc<dyn Store>,
+    /// Cancelled when the node is shutting down: new webhooks get 503 so providers retry elsewhere.
+    stopping: CancellationToken,
+}
+
+impl Intake {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        stopping: CancellationToken,
+    ) -> anyhow::Result<Intake> {
+        let mut sources = HashMap::new();
+        for source in &config.sources {
+            let runtime = SourceRuntime::build(config, source)?;
+            sources.insert(source.name.clone(), Arc::new(runtime));
+        }
+        Ok(Intake {
+            sources,
+            store,
+            stopping,
+        })
+    }
+}
+
+pub fn router(intake: Arc<Intake>) -> Router {
+    Router::new()
+        .route("/webhooks/{source}", post(receive))
+        .with_state(intake)
+}
+
+/// A response body for everything that is not accepted or a duplicate.
+#[derive(Debug)]
+pub struct Rejection {
+    status: StatusCode,
+    outcome: Option<IntakeOutcome>,
+    error: String,
+    detail: Option<Value>,
+    retry_after_secs: Option<u64>,
+}
+
+impl Rejection {
+    fn new(status: StatusCode, outcome: IntakeOutcome, error: impl Into<String>) -> Self {
+        Rejection {
+            status,
+            outcome: Some(outcome),
+            error: error.into(),
+            detail: None,
+            retry_after_secs: None,
+        }
+    }
+
+    fn with_detail(mut self, detail: Value) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+
+    fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs.max(1));
+        self
+    }
+
+    fn unavailable(error: impl Into<String>) -> Self {
+        Rejection::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            IntakeOutcome::Unavailable,
+            error,
+        )
+        .retry_after(1)
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            detail: Option<&'a Value>,
+        }
+        let mut response = (
+            self.status,
+            axum::Json(Body {
+                error: &self.error,
+                detail: self.detail.as_ref(),
+            }),
+        )
+            .into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+#[derive(Serialize)]
+struct AcceptedBody<'a> {
+    status: &'static str,
+    event_id: Uuid,
+    idempotency_key: &'a str,
+}
+
+#[derive(Serialize)]
+struct DuplicateBody<'a> {
+    status: &'static str,
+    event_id: Uuid,
+    idempotency_key: &'a str,
+    reason: &'static str,
+    conflict: bool,
+}
+
+async fn receive(
+    State(intake): State<Arc<Intake>>,
+    Path(source_name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let Some(source) = intake.sources.get(&source_name) else {
+        // Not counted in metrics: a label per unknown path would let anyone grow the series.
+        return Rejection {
+            status: StatusCode::NOT_FOUND,
+            outcome: None,
+            error: format!("unknown source {source_name:?}"),
+            detail: None,
+            retry_after_secs: None,
+        }
+        .into_response();
+    };
+    let (outcome, response) = match handle(&intake, source, headers, body).await {
+        Ok(accepted) => accepted,
+        Err(rejection) => (rejection.outcome, rejection.into_response()),
+    };
+    if let Some(outcome) = outcome {
+        metrics::intake(&source.name, outcome, started.elapsed());
+    }
+    response
+}
+
+async fn handle(
+    intake: &Intake,
+    source: &SourceRuntime,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(Option<IntakeOutcome>, Response), Rejection> {
+    if intake.stopping.is_cancelled() {
+        return Err(Rejection::unavailable(
+            "the gateway is shutting down; retry later",
+        ));
+    }
+    let too_large = || {
+        Rejection::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            IntakeOutcome::TooLarge,
+            format!(
+                "body is larger than this source's max_body of {} bytes",
+                source.max_body
+            ),
+        )
+    };
+    // Refuse a declared oversize body before reading any of it.
+    if content_length(&headers).is_some_and(|len| len > source.max_body as u64) {
+        return Err(too_large());
+    }
+    source.check_rate_limit().map_err(|wait_secs| {
+        Rejection::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            IntakeOutcome::RateLimited,
+            "rate limit exceeded for this source",
+        )
+        .retry_after(wait_secs)
+    })?;
+    let body = read_body(body, source.max_body)
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge => too_large(),
+            ReadError::Broken(message) => Rejection::new(
+                StatusCode::BAD_REQUEST,
+                IntakeOutcome::InvalidBody,
+                "cannot read the request body",
+            )
+            .with_detail(Value::String(message)),
+        })?;
+
+    source
+        .verifier
+        .verify(&headers, &body, unix_now())
+        .map_err(|e| {
+            Rejection::new(
+                StatusCode::UNAUTHORIZED,
+                IntakeOutcome::InvalidSignature,
+                format!("signature verification failed: {e}"),
+            )
+        })?;
+
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut json = parse_body(content_type.as_deref(), &body)?;
+    if let Some(schema) = &source.schema {
+        let Some(value) = &json else {
+            return Err(invalid_body(
+                "this source has a JSON Schema, but the body is not JSON",
+            ));
+        };
+        let errors: Vec<Value> = schema
+            .iter_errors(value)
+            .take(10)
+            .map(|e| serde_json::json!({ "path": e.instance_path().to_string(), "message": e.to_string() }))
+            .collect();
+        if !errors.is_empty() {
+            return Err(invalid_body("body does not match the source's schema")
+                .with_detail(Value::Array(errors)));
+        }
+    }
+
+    // Dropped fields never reach the store; the stored (and delivered) body is re-serialized.
+    let mut stored_body = body;
+    if let Some(value) = json.as_mut()
+        && source.drop_fields(value)
+    {
+        let reserialized = serde_json::to_vec(value)
+            .map_err(|e| Rejection::unavailable(format!("cannot re-serialize the body: {e}")))?;
+        stored_body = Bytes::from(reserialized);
+    }
+
+    let fingerprint = match &json {
+        Some(value) => fingerprint_json(value, &source.fingerprint_ignore),
+        None => fingerprint_bytes(&stored_body),
+    };
+    let key = source
+        .key
+        .derive(&source.name, &headers, json.as_ref(), &fingerprint)
+        .map_err(|e| {
+            Rejection::new(
+                StatusCode::BAD_REQUEST,
+                IntakeOutcome::InvalidBody,
+                "no idempotency key could be derived",
+            )
+            .with_detail(Value::String(e.to_string()))
+        })?;
+
+    let received_at = store::now_millis();
+    let event = NewEvent {
+        id: Uuid::now_v7(),
+        source: Arc::clone(&source.name),
+        received_at,
+        idempotency_key: key.text,
+        dedupe_key: key.dedupe,
+        fingerprint,
+        dedupe_expires_at: received_at.saturating_add(source.dedupe_ttl_ms),
+        near_duplicate: source.near_duplicate_check(&fingerprint, received_at),
+        content_type,
+        headers_json: headers_for_storage(&headers),
+        body: stored_body,
+        deliveries: source.deliveries_for(&headers, json.as_ref(), &fingerprint),
+    };
+    let event_id = event.id;
+    // The key text is needed for the response after `event` moves into the store.
+    let key_text = event.idempotency_key.clone();
+    let outcome = intake.store.accept(event).await.map_err(|e| {
+        if e.is_transient() {
+            tracing::warn!(source = %source.name, error = %e, "store unavailable; answering 503");
+            Rejection::unavailable("the store is unavailable; retry later")
+        } else {
+            tracing::error!(source = %source.name, error = %e, "store failed");
+            Rejection {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                outcome: Some(IntakeOutcome::Unavailable),
+                error: "internal error".into(),
+                detail: None,
+                retry_after_secs: None,
+            }
+        }
+    })?;
+    Ok(match outcome {
+        AcceptOutcome::Accepted => {
+            tracing::debug!(source = %source.name, %event_id, idempotency_key = %key_text, "accepted");
+            let body = AcceptedBody {
+                status: "accepted",
+                event_id,
+                idempotency_key: &key_text,
+            };
+            (
+                Some(IntakeOutcome::Accepted),
+                (StatusCode::ACCEPTED, axum::Json(body)).into_response(),
+            )
+        }
+        AcceptOutcome::Duplicate(duplicate) => {
+            let outcome = if duplicate.conflict {
+                IntakeOutcome::Conflict
+            } else {
+                IntakeOutcome::Duplicate
+            };
+            tracing::debug!(
+                source = %source.name, event_id = %duplicate.event_id, idempotency_key = %key_text,
+                reason = duplicate.reason.as_str(), conflict = duplicate.conflict, "duplicate"
+            );
+            let body = DuplicateBody {
+                status: "duplicate",
+                event_id: duplicate.event_id,
+                idempotency_key: &key_text,
+                reason: duplicate.reason.as_str(),
+                conflict: duplicate.conflict,
+            };
+            (
+                Some(outcome),
+                (StatusCode::OK, axum::Json(body)).into_response(),
+            )
+        }
+    })
+}
+
+fn invalid_body(error: &str) -> Rejection {
+    Rejection::new(StatusCode::BAD_REQUEST, IntakeOutcome::InvalidBody, error)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+enum ReadError {
+    TooLarge,
+    Broken(String),
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ReadError> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge),
+        Err(e) => Err(ReadError::Broken(e.to_string())),
+    }
+}
+
+/// Parses the body when it is JSON. JSON content types (and a missing one) must parse; form and
+/// text bodies must be UTF-8 and are kept as bytes; anything else is opaque bytes.
+fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Option<Value>, Rejection> {
+    let essence = content_type
+        .map(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let is_json = essence.is_empty() || essence == "application/json" || essence.ends_with("+json");
+    if is_json {
+        return serde_json::from_slice(body).map(Some).map_err(|e| {
+            invalid_body("body is not valid JSON").with_detail(Value::String(e.to_string()))
+        });
+    }
+    if (essence.starts_with("text/") || essence == "application/x-www-form-urlencoded")
+        && std::str::from_utf8(body).is_err()
+    {
+        return Err(invalid_body("body is not valid UTF-8"));
+    }
+    Ok(None)
+}
+
+/// Request headers kept with the event for operators; credentials are left out.
+fn headers_for_storage(headers: &HeaderMap) -> String {
+    let mut kept = serde_json::Map::new();
+    for (name, value) in headers {
+        if matches!(
+            name.as_str(),
+            "authorization" | "cookie" | "proxy-authorization"
+        ) {
+            continue;
+        }
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match kept.get_mut(name.as_str()) {
+            Some(Value::String(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&value);
+            }
+            _ => {
+                kept.insert(name.as_str().to_owned(), Value::String(value));
+            }
+        }
+    }
+    Value::Object(kept).to_string()
+}

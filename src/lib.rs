@@ -1,0 +1,14 @@
+//! oncehook: a webhook gateway that makes webhooks effectively once.
+//!
+//! See ARCHITECTURE.md for the map of modules and the flow of one webhook.
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod intake;
+pub mod metrics;
+pub mod shutdown;
+pub mod store;
+pub mod verify;

@@ -1,0 +1,139 @@
+//! Every metric oncehook exports (SPEC §7), and the only place that records them.
+//!
+//! Labels are source and destination names from the config and fixed outcome words, never
+//! request paths or keys, so cardinality is bounded by the config.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const INTAKE_TOTAL: &str = "oncehook_intake_total";
+pub const INTAKE_DURATION: &str = "oncehook_intake_duration_seconds";
+pub const DELIVERIES_TOTAL: &str = "oncehook_deliveries_total";
+pub const DELIVERY_DURATION: &str = "oncehook_delivery_duration_seconds";
+pub const END_TO_END: &str = "oncehook_end_to_end_seconds";
+pub const QUEUE_DEPTH: &str = "oncehook_queue_depth";
+pub const DEAD_TOTAL: &str = "oncehook_dead_total";
+pub const STORE_OP_DURATION: &str = "oncehook_store_op_duration_seconds";
+
+/// How an intake request ended; the `outcome` label of `oncehook_intake_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntakeOutcome {
+    Accepted,
+    Duplicate,
+    Conflict,
+    InvalidSignature,
+    InvalidBody,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+}
+
+impl IntakeOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntakeOutcome::Accepted => "accepted",
+            IntakeOutcome::Duplicate => "duplicate",
+            IntakeOutcome::Conflict => "conflict",
+            IntakeOutcome::InvalidSignature => "invalid_signature",
+            IntakeOutcome::InvalidBody => "invalid_body",
+            IntakeOutcome::RateLimited => "rate_limited",
+            IntakeOutcome::TooLarge => "too_large",
+            IntakeOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once; later calls return the same handle).
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            // Latency buckets from 100µs to 5 min: intake acks live at the low end,
+            // end-to-end times with retries at the high end.
+            let buckets = [
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let handle = match builder.install_recorder() {
+                Ok(handle) => handle,
+                // Another recorder is already installed (an embedding program's): still render ours.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            };
+            describe();
+            handle
+        })
+        .clone()
+}
+
+pub fn render() -> String {
+    install().render()
+}
+
+fn describe() {
+    describe_counter!(INTAKE_TOTAL, "Webhooks received, by source and outcome.");
+    describe_histogram!(
+        INTAKE_DURATION,
+        metrics::Unit::Seconds,
+        "Time from request to response at intake."
+    );
+    describe_counter!(
+        DELIVERIES_TOTAL,
+        "Delivery attempts, by destination and outcome."
+    );
+    describe_histogram!(
+        DELIVERY_DURATION,
+        metrics::Unit::Seconds,
+        "Duration of one delivery attempt."
+    );
+    describe_histogram!(
+        END_TO_END,
+        metrics::Unit::Seconds,
+        "Time from intake to successful delivery."
+    );
+    describe_gauge!(QUEUE_DEPTH, "Deliveries waiting, by destination.");
+    describe_counter!(
+        DEAD_TOTAL,
+        "Deliveries that went dead, by destination and reason."
+    );
+    describe_histogram!(
+        STORE_OP_DURATION,
+        metrics::Unit::Seconds,
+        "Duration of store operations."
+    );
+}
+
+pub fn intake(source: &str, outcome: IntakeOutcome, elapsed: Duration) {
+    counter!(INTAKE_TOTAL, "source" => source.to_owned(), "outcome" => outcome.as_str())
+        .increment(1);
+    histogram!(INTAKE_DURATION, "source" => source.to_owned()).record(elapsed.as_secs_f64());
+}
+
+pub fn store_op(op: &'static str, elapsed: Duration) {
+    histogram!(STORE_OP_DURATION, "op" => op).record(elapsed.as_secs_f64());
+}
+
+pub fn delivery_attempt(destination: &str, outcome: &'static str, elapsed: Duration) {
+    counter!(DELIVERIES_TOTAL, "destination" => destination.to_owned(), "outcome" => outcome)
+        .increment(1);
+    histogram!(DELIVERY_DURATION, "destination" => destination.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+pub fn end_to_end(destination: &str, elapsed: Duration) {
+    histogram!(END_TO_END, "destination" => destination.to_owned()).record(elapsed.as_secs_f64());
+}
+
+pub fn dead(destination: &str, reason: &'static str) {
+    counter!(DEAD_TOTAL, "destination" => destination.to_owned(), "reason" => reason).increment(1);
+}
+
+pub fn queue_depth(destination: &str, depth: u64) {
+    gauge!(QUEUE_DEPTH, "destination" => destination.to_owned()).set(depth as f64);
+}

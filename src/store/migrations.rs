@@ -1,0 +1,58 @@
+//! Versioned schema migrations, embedded in the binary.
+//!
+//! Each backend has an ordered list of SQL files under `migrations/<backend>/`. A store applies
+//! the ones it has not recorded in `oncehook_migrations`, each in its own transaction, when it
+//! opens. A binary that finds a newer schema than it knows refuses to start rather than guess.
+
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "intake",
+    sql: include_str!("../../migrations/sqlite/0001_intake.sql"),
+}];
+
+pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS oncehook_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL,
+    applied_at BIGINT  NOT NULL
+)";
+
+/// The migrations still to apply, given the highest version already recorded.
+pub fn pending(
+    all: &'static [Migration],
+    applied: Option<i64>,
+) -> Result<&'static [Migration], String> {
+    let applied = applied.unwrap_or(0);
+    let known = all.last().map_or(0, |m| m.version);
+    if applied > known {
+        return Err(format!(
+            "the database schema is at version {applied}, newer than this binary knows ({known}); upgrade oncehook"
+        ));
+    }
+    Ok(&all[all.partition_point(|m| m.version <= applied)..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_increasing() {
+        assert!(SQLITE.windows(2).all(|w| w[0].version < w[1].version));
+    }
+
+    #[test]
+    fn pending_skips_applied_and_refuses_newer() {
+        assert_eq!(pending(SQLITE, None).map(|p| p.len()), Ok(SQLITE.len()));
+        assert_eq!(
+            pending(SQLITE, Some(SQLITE.len() as i64)).map(|p| p.len()),
+            Ok(0)
+        );
+        assert!(pending(SQLITE, Some(999)).is_err());
+    }
+}

@@ -1,0 +1,493 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! SQLite allows one writer at a time and makes every commit durable with an fsync, so a
+//! transaction per webhook caps intake at a couple of thousand per second. Instead, all writes
+//! go through one writer thread that takes whatever requests are waiting (up to `batch_max`),
+//! runs each inside its own savepoint of a single transaction, commits once, and only then
+//! answers every request of the batch (group commit). A request that fails rolls back its own
+//! savepoint without disturbing the others; a commit that fails fails the whole batch, and none
+//! of it was acknowledged.
+//!
+//! Reads use separate connections, which WAL lets run beside the writer.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{
+    AcceptOutcome, DeliveryRecord, Duplicate, DuplicateReason, EventRecord, NewEvent, Store,
+    StoreError, UnixMillis, migrations, now_millis,
+};
+
+pub struct SqliteOptions {
+    pub path: PathBuf,
+    /// Most requests committed by one transaction.
+    pub batch_max: usize,
+    /// Most requests waiting for the writer; beyond it writes fail fast as unavailable.
+    pub queue_max: usize,
+}
+
+pub struct SqliteStore {
+    writer: mpsc::Sender<Box<dyn WriteJob>>,
+    readers: Arc<ReadPool>,
+}
+
+/// Rows the purge deletes per transaction, so it never holds the writer for long.
+const PURGE_CHUNK: i64 = 5_000;
+const READ_CONNECTIONS: usize = 4;
+
+impl SqliteStore {
+    /// Opens (creating and migrating) the database and starts the writer thread. Blocking.
+    pub fn open(options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = options.path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let mut writer_conn = open_connection(&options.path)?;
+        migrate(&mut writer_conn)?;
+        let mut readers = Vec::with_capacity(READ_CONNECTIONS);
+        for _ in 0..READ_CONNECTIONS {
+            readers.push(Mutex::new(open_connection(&options.path)?));
+        }
+        let (tx, rx) = mpsc::channel(options.queue_max.max(1));
+        let batch_max = options.batch_max.max(1);
+        thread::Builder::new()
+            .name("oncehook-sqlite-writer".into())
+            .spawn(move || run_writer(writer_conn, rx, batch_max))
+            .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            writer: tx,
+            readers: Arc::new(ReadPool::new(readers)),
+        })
+    }
+
+    /// Queues `work` for the writer and waits for the batch holding it to commit.
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Job {
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        self.writer.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                StoreError::Unavailable("the store's write queue is full".into())
+            }
+            mpsc::error::TrySendError::Closed(_) => {
+                StoreError::Unavailable("the store's writer has stopped".into())
+            }
+        })?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?
+    }
+
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || readers.with(|conn| work(conn).map_err(classify)))
+            .await
+            .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn accept(&self, event: NewEvent) -> Result<AcceptOutcome, StoreError> {
+        self.write(move |conn| accept(conn, &event)).await
+    }
+
+    async fn purge_expired(&self, now: UnixMillis) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        loop {
+            let deleted = self
+                .write(move |conn| {
+                    let keys = conn
+                        .prepare_cached(
+                            "DELETE FROM dedupe_keys WHERE key IN
+                           (SELECT key FROM dedupe_keys WHERE expires_at <= ?1 LIMIT ?2)",
+                        )?
+                        .execute(params![now, PURGE_CHUNK])?;
+                    let fingerprints = conn
+                        .prepare_cached(
+                            "DELETE FROM recent_fingerprints WHERE key IN
+                           (SELECT key FROM recent_fingerprints WHERE expires_at <= ?1 LIMIT ?2)",
+                        )?
+                        .execute(params![now, PURGE_CHUNK])?;
+                    Ok((keys, fingerprints))
+                })
+                .await?;
+            total += (deleted.0 + deleted.1) as u64;
+            if deleted.0 < PURGE_CHUNK as usize && deleted.1 < PURGE_CHUNK as usize {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn event(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
+        self.read(move |conn| load_event(conn, id)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await
+    }
+}
+
+/// The atomic intake step (see `Store::accept`), inside the writer's transaction.
+fn accept(conn: &Connection, event: &NewEvent) -> rusqlite::Result<AcceptOutcome> {
+    let now = event.received_at;
+    let existing: Option<(Vec<u8>, Vec<u8>, i64)> = conn
+        .prepare_cached("SELECT event_id, fingerprint, expires_at FROM dedupe_keys WHERE key = ?1")?
+        .query_row([&event.dedupe_key.0[..]], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    if let Some((event_id, fingerprint, expires_at)) = &existing
+        && *expires_at > now
+    {
+        return Ok(AcceptOutcome::Duplicate(Duplicate {
+            event_id: uuid_from_blob(event_id)?,
+            reason: DuplicateReason::Key,
+            conflict: fingerprint.as_slice() != event.fingerprint.0.as_slice(),
+        }));
+    }
+    if let Some(near) = &event.near_duplicate {
+        let original: Option<Vec<u8>> = conn
+            .prepare_cached(
+                "SELECT event_id FROM recent_fingerprints WHERE key = ?1 AND expires_at > ?2",
+            )?
+            .query_row(params![&near.key.0[..], now], |row| row.get(0))
+            .optional()?;
+        if let Some(original) = original {
+            return Ok(AcceptOutcome::Duplicate(Duplicate {
+                event_id: uuid_from_blob(&original)?,
+                reason: DuplicateReason::Fingerprint,
+                conflict: false,
+            }));
+        }
+    }
+
+    let status = if event.deliveries.is_empty() {
+        "completed"
+    } else {
+        "received"
+    };
+    conn.prepare_cached(
+        "INSERT INTO events (id, source, idempotency_key, fingerprint, received_at, status,
+                             content_type, headers, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        &event.id.as_bytes()[..],
+        &*event.source,
+        event.idempotency_key,
+        &event.fingerprint.0[..],
+        now,
+        status,
+        event.content_type,
+        event.headers_json,
+        &event.body[..],
+    ])?;
+    let seq = conn.last_insert_rowid();
+    // An expired key is replaced: after its TTL the same key is a new event.
+    conn.prepare_cached(
+        "INSERT INTO dedupe_keys (key, event_id, fingerprint, expires_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id,
+             fingerprint = excluded.fingerprint, expires_at = excluded.expires_at",
+    )?
+    .execute(params![
+        &event.dedupe_key.0[..],
+        &event.id.as_bytes()[..],
+        &event.fingerprint.0[..],
+        event.dedupe_expires_at,
+    ])?;
+    if let Some(near) = &event.near_duplicate {
+        conn.prepare_cached(
+            "INSERT INTO recent_fingerprints (key, event_id, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id,
+                 expires_at = excluded.expires_at",
+        )?
+        .execute(params![
+            &near.key.0[..],
+            &event.id.as_bytes()[..],
+            near.expires_at
+        ])?;
+    }
+    if !event.deliveries.is_empty() {
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO deliveries (event_seq, destination, state, next_attempt_at, ordering_key,
+                                     updated_at)
+             VALUES (?1, ?2, 'pending', ?3, ?4, ?3)",
+        )?;
+        for delivery in &event.deliveries {
+            insert.execute(params![
+                seq,
+                &*delivery.destination,
+                now,
+                delivery.ordering_key
+            ])?;
+        }
+    }
+    Ok(AcceptOutcome::Accepted)
+}
+
+fn load_event(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<EventRecord>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT seq, source, idempotency_key, received_at, status, content_type, headers, body
+             FROM events WHERE id = ?1",
+        )?
+        .query_row([&id.as_bytes()[..]], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                EventRecord {
+                    id,
+                    source: row.get(1)?,
+                    idempotency_key: row.get(2)?,
+                    received_at: row.get(3)?,
+                    status: row.get(4)?,
+                    content_type: row.get(5)?,
+                    headers_json: row.get(6)?,
+                    body: Bytes::from(row.get::<_, Vec<u8>>(7)?),
+                    deliveries: Vec::new(),
+                },
+            ))
+        })
+        .optional()?;
+    let Some((seq, mut event)) = row else {
+        return Ok(None);
+    };
+    let mut statement = conn.prepare_cached(
+        "SELECT id, destination, state, attempts, ordering_key FROM deliveries
+         WHERE event_seq = ?1 ORDER BY id",
+    )?;
+    let deliveries = statement.query_map([seq], |row| {
+        Ok(DeliveryRecord {
+            id: row.get(0)?,
+            destination: row.get(1)?,
+            state: row.get(2)?,
+            attempts: row.get(3)?,
+            ordering_key: row.get(4)?,
+        })
+    })?;
+    event.deliveries = deliveries.collect::<rusqlite::Result<_>>()?;
+    Ok(Some(event))
+}
+
+fn uuid_from_blob(blob: &[u8]) -> rusqlite::Result<Uuid> {
+    Uuid::from_slice(blob).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+    })
+}
+
+fn open_connection(path: &std::path::Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    // WAL lets readers run beside the writer; synchronous=FULL fsyncs the WAL at every commit,
+    // which is what makes a 202 durable. Group commit is what keeps that affordable.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA busy_timeout = 5000;
+         PRAGMA foreign_keys = OFF;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -32768;",
+    )
+    .map_err(classify)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.execute_batch(migrations::CREATE_TABLE)
+        .map_err(classify)?;
+    let applied: Option<i64> = conn
+        .query_row("SELECT MAX(version) FROM oncehook_migrations", [], |row| {
+            row.get(0)
+        })
+        .map_err(classify)?;
+    let pending = migrations::pending(migrations::SQLITE, applied).map_err(StoreError::Internal)?;
+    for migration in pending {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(classify)?;
+        tx.execute_batch(migration.sql).map_err(|e| {
+            StoreError::Internal(format!(
+                "migration {} ({}) failed: {e}",
+                migration.version, migration.name
+            ))
+        })?;
+        tx.execute(
+            "INSERT INTO oncehook_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![migration.version, migration.name, now_millis()],
+        )
+        .map_err(classify)?;
+        tx.commit().map_err(classify)?;
+    }
+    Ok(())
+}
+
+/// Errors a retry may cure (busy, locked, full, I/O) are `Unavailable`; the rest are bugs.
+fn classify(error: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::*;
+    match &error {
+        rusqlite::Error::SqliteFailure(e, _)
+            if matches!(
+                e.code,
+                DatabaseBusy
+                    | DatabaseLocked
+                    | DiskFull
+                    | SystemIoFailure
+                    | CannotOpen
+                    | OutOfMemory
+            ) =>
+        {
+            StoreError::Unavailable(error.to_string())
+        }
+        _ => StoreError::Internal(error.to_string()),
+    }
+}
+
+/// One request to the writer: work that runs inside the batch transaction, and its reply.
+trait WriteJob: Send {
+    /// Runs the work; returns false when it failed and its savepoint must be rolled back.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the batch's fate is known.
+    fn complete(self: Box<Self>, committed: Result<(), &StoreError>);
+}
+
+struct Job<T, F> {
+    work: Option<F>,
+    result: Option<rusqlite::Result<T>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> WriteJob for Job<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> rusqlite::Result<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        let result = work(conn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn complete(self: Box<Self>, committed: Result<(), &StoreError>) {
+        let outcome = match (committed, self.result) {
+            (Err(e), _) => Err(match e {
+                StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+                StoreError::Internal(m) => StoreError::Internal(m.clone()),
+            }),
+            (Ok(()), Some(Ok(value))) => Ok(value),
+            (Ok(()), Some(Err(e))) => Err(classify(e)),
+            (Ok(()), None) => Err(StoreError::Internal("the write was not run".into())),
+        };
+        // The caller may have gone away (client disconnected); the write stands regardless.
+        let _ = self.reply.send(outcome);
+    }
+}
+
+fn run_writer(
+    mut conn: Connection,
+    mut queue: mpsc::Receiver<Box<dyn WriteJob>>,
+    batch_max: usize,
+) {
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(batch_max);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < batch_max {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        let committed = run_batch(&mut conn, &mut batch);
+        crate::metrics::store_op("commit_batch", started.elapsed());
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, jobs = batch.len(), "store commit failed; the batch was not acknowledged");
+        }
+        for job in batch.drain(..) {
+            job.complete(committed.as_ref().map(|_| ()));
+        }
+    }
+}
+
+fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(classify)?;
+    for job in batch.iter_mut() {
+        tx.prepare_cached("SAVEPOINT job")
+            .and_then(|mut s| s.execute([]))
+            .map_err(classify)?;
+        if job.run(&tx) {
+            tx.prepare_cached("RELEASE job")
+                .and_then(|mut s| s.execute([]))
+                .map_err(classify)?;
+        } else {
+            tx.prepare_cached("ROLLBACK TO job")
+                .and_then(|mut s| s.execute([]))
+                .map_err(classify)?;
+            tx.prepare_cached("RELEASE job")
+                .and_then(|mut s| s.execute([]))
+                .map_err(classify)?;
+        }
+    }
+    tx.commit().map_err(classify)
+}
+
+/// A few read connections, each used by one blocking task at a time.
+struct ReadPool {
+    connections: Vec<Mutex<Connection>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl ReadPool {
+    fn new(connections: Vec<Mutex<Connection>>) -> Self {
+        Self {
+            connections,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn with<T>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Take the first free connection, else wait on the one round-robin picked.
+        for offset in 0..self.connections.len() {
+            let slot = &self.connections[(start + offset) % self.connections.len()];
+            if let Ok(conn) = slot.try_lock() {
+                return work(&conn);
+            }
+        }
+        let slot = &self.connections[start % self.connections.len()];
+        let conn = slot
+            .lock()
+            .map_err(|_| StoreError::Internal("a read connection was poisoned".into()))?;
+        work(&conn)
+    }
+}

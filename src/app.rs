@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::delivery::{self, Wakeups};
 use crate::intake::{self, Intake};
 use crate::store::{self, Store};
 
@@ -79,10 +80,22 @@ impl App {
         let purge_stop = shutdown.clone();
         tasks.spawn(async move { purge_expired_keys(purge_store, purge_stop).await });
 
+        let wakeups = Arc::new(Wakeups::new(&self.config));
+        if matches!(self.role, Role::All | Role::Worker) {
+            delivery::spawn_workers(
+                &self.config,
+                Arc::clone(&self.store),
+                Arc::clone(&wakeups),
+                &tasks,
+                shutdown.clone(),
+            )?;
+        }
+
         if let Some(listener) = self.intake_listener {
             let intake = Arc::new(Intake::new(
                 &self.config,
                 Arc::clone(&self.store),
+                Arc::clone(&wakeups),
                 shutdown.clone(),
             )?);
             let router = intake::router(intake);

@@ -444,6 +444,10 @@ impl Config {
                     format!("must be http:// or https://, got {:?}", destination.url),
                 ));
             }
+            if let Some(secret) = &destination.signing_secret {
+                crate::delivery::signing_verifier(secret)
+                    .map_err(|e| (at("signing_secret"), e.message))?;
+            }
             if destination.max_attempts == 0 {
                 return Err((at("max_attempts"), "must be at least 1".into()));
             }

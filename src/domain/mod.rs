@@ -1,3 +1,4 @@
 pub mod fingerprint;
 pub mod key;
 pub mod pointer;
+pub mod retry;

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::delivery::Wakeups;
 use crate::domain::fingerprint::{fingerprint_bytes, fingerprint_json};
 use crate::metrics::{self, IntakeOutcome};
 use crate::store::{self, AcceptOutcome, NewEvent, Store};
@@ -34,6 +35,7 @@ pub use source::SourceRuntime;
 pub struct Intake {
     sources: HashMap<String, Arc<SourceRuntime>>,
     store: Arc<dyn Store>,
+    wakeups: Arc<Wakeups>,
     /// Cancelled when the node is shutting down: new webhooks get 503 so providers retry elsewhere.
     stopping: CancellationToken,
 }
@@ -42,6 +44,7 @@ impl Intake {
     pub fn new(
         config: &Config,
         store: Arc<dyn Store>,
+        wakeups: Arc<Wakeups>,
         stopping: CancellationToken,
     ) -> anyhow::Result<Intake> {
         let mut sources = HashMap::new();
@@ -52,6 +55,7 @@ impl Intake {
         Ok(Intake {
             sources,
             store,
+            wakeups,
             stopping,
         })
     }
@@ -312,6 +316,9 @@ async fn handle(
     })?;
     Ok(match outcome {
         AcceptOutcome::Accepted => {
+            for destination in source.destination_names() {
+                intake.wakeups.wake(destination);
+            }
             tracing::debug!(source = %source.name, %event_id, idempotency_key = %key_text, "accepted");
             let body = AcceptedBody {
                 status: "accepted",

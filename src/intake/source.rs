@@ -96,6 +96,13 @@ impl SourceRuntime {
         })
     }
 
+    /// Every destination any of this source's routes may deliver to.
+    pub fn destination_names(&self) -> impl Iterator<Item = &str> {
+        self.routes
+            .iter()
+            .flat_map(|r| r.destinations.iter().map(|d| &**d))
+    }
+
     /// Takes one request from the source's budget; on refusal, the seconds to wait.
     pub fn check_rate_limit(&self) -> Result<(), u64> {
         let Some(limiter) = &self.rate_limiter else {

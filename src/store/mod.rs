@@ -124,6 +124,66 @@ pub struct DeliveryRecord {
     pub state: String,
     pub attempts: u32,
     pub ordering_key: Option<String>,
+    pub next_attempt_at: UnixMillis,
+    pub last_error: Option<String>,
+    pub dead_reason: Option<String>,
+    pub delivered_at: Option<UnixMillis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub number: u32,
+    pub started_at: UnixMillis,
+    pub duration_ms: i64,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub outcome: String,
+    pub replay_id: Option<Uuid>,
+}
+
+/// A delivery taken by one worker under a lease. Until `record_attempt` or `release_claim`
+/// (or the lease's expiry) no other worker can claim it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    /// Proves the claim is still ours when the outcome is recorded.
+    pub lease_token: i64,
+    pub event_id: Uuid,
+    pub source: String,
+    pub destination: String,
+    /// This attempt's number, from 1; counted at claim so a crashed attempt still counts.
+    pub attempt: u32,
+    pub received_at: UnixMillis,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+    pub replay_id: Option<Uuid>,
+}
+
+/// What happened on the wire, and what should happen next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryAttempt {
+    pub started_at: UnixMillis,
+    pub duration_ms: i64,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub outcome: AttemptOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Delivered,
+    Retry { next_attempt_at: UnixMillis },
+    Dead { reason: String },
+}
+
+impl AttemptOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AttemptOutcome::Delivered => "delivered",
+            AttemptOutcome::Retry { .. } => "retry",
+            AttemptOutcome::Dead { .. } => "dead",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,8 +216,74 @@ pub trait Store: Send + Sync + 'static {
 
     async fn event(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError>;
 
+    /// Claims up to `limit` deliveries to `destination` that are due at `now` (pending or
+    /// retrying with `next_attempt_at <= now`, or in flight under an expired lease), oldest
+    /// due first. A delivery with an ordering key is only claimable while no earlier delivery
+    /// to the same destination with the same key is still open. Each claim counts an attempt
+    /// and holds a lease until `lease_until`.
+    async fn claim_due_deliveries(
+        &self,
+        destination: &str,
+        now: UnixMillis,
+        lease_until: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
+
+    /// Records an attempt and moves the delivery on (delivered, retrying or dead), and the
+    /// event's status with it. Returns false, changing nothing but the attempt log, when the
+    /// lease was lost to another worker in the meantime.
+    async fn record_attempt(
+        &self,
+        claim: &ClaimedDelivery,
+        attempt: DeliveryAttempt,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives a claimed delivery back without an attempt (shutdown): it is due again at once.
+    async fn release_claim(&self, claim: &ClaimedDelivery) -> Result<(), StoreError>;
+
+    /// When the next delivery to `destination` becomes due (None: nothing open).
+    async fn next_due_at(&self, destination: &str) -> Result<Option<UnixMillis>, StoreError>;
+
+    /// Open deliveries (pending, retrying, in flight) per destination.
+    async fn queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Every attempt of one delivery, oldest first.
+    async fn delivery_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>, StoreError>;
+
     /// Succeeds when the store answers queries.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// An event's status over the states of its deliveries (SPEC §5), given (state, count) pairs.
+pub fn event_status<'a>(states: impl IntoIterator<Item = (&'a str, i64)>) -> &'static str {
+    let (mut open, mut retrying, mut delivered, mut dead, mut attempted) = (0, 0, 0, 0, false);
+    for (state, count) in states {
+        match state {
+            "pending" => open += count,
+            "in_flight" => {
+                open += count;
+                attempted = true;
+            }
+            "retrying" => {
+                open += count;
+                retrying += count;
+            }
+            "delivered" => delivered += count,
+            "dead" => dead += count,
+            _ => {}
+        }
+    }
+    if open == 0 && dead == 0 {
+        "completed"
+    } else if open == 0 {
+        "failed_terminal"
+    } else if retrying > 0 {
+        "failed_retryable"
+    } else if attempted || delivered > 0 || dead > 0 {
+        "processing"
+    } else {
+        "received"
+    }
 }
 
 /// Opens the store named by `store.url`, creating and migrating it as needed.

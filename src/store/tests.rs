@@ -55,6 +55,13 @@ conformance!(
     concurrent_accepts_of_one_key_record_one_event,
     accepted_events_are_stored_with_their_deliveries,
     unknown_events_are_none,
+    claims_hold_a_lease_until_it_expires,
+    retries_wait_for_their_time,
+    dead_deliveries_keep_their_reason_and_fail_the_event,
+    ordering_keys_release_one_delivery_at_a_time,
+    released_claims_are_due_again_without_counting_an_attempt,
+    concurrent_claims_never_share_a_delivery,
+    queue_depths_count_open_deliveries,
 );
 
 const T0: UnixMillis = 1_800_000_000_000;
@@ -293,4 +300,405 @@ async fn accepted_events_are_stored_with_their_deliveries(store: Arc<dyn Store>)
 async fn unknown_events_are_none(store: Arc<dyn Store>) {
     assert_eq!(store.event(Uuid::now_v7()).await.expect("read"), None);
     store.ping().await.expect("ping");
+}
+
+fn with_deliveries(mut new: NewEvent, deliveries: &[(&str, Option<&str>)]) -> NewEvent {
+    new.deliveries = deliveries
+        .iter()
+        .map(|(d, k)| NewDelivery {
+            destination: Arc::from(*d),
+            ordering_key: k.map(str::to_owned),
+        })
+        .collect();
+    new
+}
+
+fn attempt(at: UnixMillis, status: Option<u16>, outcome: AttemptOutcome) -> DeliveryAttempt {
+    DeliveryAttempt {
+        started_at: at,
+        duration_ms: 5,
+        status_code: status,
+        error: status.filter(|s| *s >= 300).map(|s| format!("HTTP {s}")),
+        outcome,
+    }
+}
+
+async fn claims_hold_a_lease_until_it_expires(store: Arc<dyn Store>) {
+    let new = with_deliveries(event(key(1), 1, T0), &[("crm", None), ("analytics", None)]);
+    let event_id = new.id;
+    store.accept(new).await.expect("accept");
+
+    let claims = store
+        .claim_due_deliveries("crm", T0, T0 + 10_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(claims.len(), 1, "one delivery per destination");
+    let first = &claims[0];
+    assert_eq!(
+        (first.event_id, first.attempt, first.destination.as_str()),
+        (event_id, 1, "crm")
+    );
+    assert_eq!(first.body, Bytes::from_static(b"{\"a\":1}"));
+    assert_eq!(first.source, "src");
+    assert_eq!(first.content_type.as_deref(), Some("application/json"));
+    assert_eq!(
+        store
+            .event(event_id)
+            .await
+            .expect("read")
+            .expect("event")
+            .status,
+        "processing"
+    );
+
+    // Held: nobody else gets it before the lease runs out.
+    assert!(
+        store
+            .claim_due_deliveries("crm", T0 + 9_999, T0 + 20_000, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    // The other destination has its own delivery.
+    assert_eq!(
+        store
+            .claim_due_deliveries("analytics", T0, T0 + 10_000, 10)
+            .await
+            .expect("claim")
+            .len(),
+        1
+    );
+
+    // The worker vanished: after the lease the delivery is claimed again, as a new attempt.
+    let again = store
+        .claim_due_deliveries("crm", T0 + 10_000, T0 + 20_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempt), (first.id, 2));
+    assert_ne!(again[0].lease_token, first.lease_token);
+
+    // The stale worker's late report changes nothing but the attempt log.
+    let stale = store.record_attempt(
+        first,
+        attempt(T0 + 11_000, Some(200), AttemptOutcome::Delivered),
+    );
+    assert!(!stale.await.expect("record"));
+    let current = store.record_attempt(
+        &again[0],
+        attempt(T0 + 11_000, Some(200), AttemptOutcome::Delivered),
+    );
+    assert!(current.await.expect("record"));
+    let stored = store.event(event_id).await.expect("read").expect("event");
+    let crm = stored
+        .deliveries
+        .iter()
+        .find(|d| d.destination == "crm")
+        .expect("crm");
+    assert_eq!((crm.state.as_str(), crm.attempts), ("delivered", 2));
+    assert_eq!(crm.delivered_at, Some(T0 + 11_005));
+    assert_eq!(
+        store
+            .delivery_attempts(crm.id)
+            .await
+            .expect("attempts")
+            .len(),
+        2
+    );
+    assert!(
+        store
+            .claim_due_deliveries("crm", T0 + 100_000, T0 + 200_000, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+}
+
+async fn retries_wait_for_their_time(store: Arc<dyn Store>) {
+    let new = with_deliveries(event(key(1), 1, T0), &[("crm", None)]);
+    let event_id = new.id;
+    store.accept(new).await.expect("accept");
+    assert_eq!(store.next_due_at("crm").await.expect("due"), Some(T0));
+    let claim = store
+        .claim_due_deliveries("crm", T0, T0 + 10_000, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    let retry = AttemptOutcome::Retry {
+        next_attempt_at: T0 + 5_000,
+    };
+    assert!(
+        store
+            .record_attempt(&claim, attempt(T0, Some(503), retry))
+            .await
+            .expect("record")
+    );
+    let stored = store.event(event_id).await.expect("read").expect("event");
+    assert_eq!(stored.status, "failed_retryable");
+    assert_eq!(stored.deliveries[0].state, "retrying");
+    assert_eq!(stored.deliveries[0].last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(
+        store.next_due_at("crm").await.expect("due"),
+        Some(T0 + 5_000)
+    );
+    assert!(
+        store
+            .claim_due_deliveries("crm", T0 + 4_999, T0 + 20_000, 1)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let second = store
+        .claim_due_deliveries("crm", T0 + 5_000, T0 + 20_000, 1)
+        .await
+        .expect("claim");
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].attempt, 2);
+    assert!(
+        store
+            .record_attempt(
+                &second[0],
+                attempt(T0 + 5_000, Some(200), AttemptOutcome::Delivered)
+            )
+            .await
+            .expect("record")
+    );
+    assert_eq!(
+        store
+            .event(event_id)
+            .await
+            .expect("read")
+            .expect("event")
+            .status,
+        "completed"
+    );
+    let attempts = store
+        .delivery_attempts(second[0].id)
+        .await
+        .expect("attempts");
+    let summary: Vec<(u32, Option<u16>, &str)> = attempts
+        .iter()
+        .map(|a| (a.number, a.status_code, a.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![(1, Some(503), "retry"), (2, Some(200), "delivered")]
+    );
+    assert_eq!(store.next_due_at("crm").await.expect("due"), None);
+}
+
+async fn dead_deliveries_keep_their_reason_and_fail_the_event(store: Arc<dyn Store>) {
+    let new = with_deliveries(event(key(1), 1, T0), &[("crm", None), ("analytics", None)]);
+    let event_id = new.id;
+    store.accept(new).await.expect("accept");
+    let crm = store
+        .claim_due_deliveries("crm", T0, T0 + 10_000, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    let dead = AttemptOutcome::Dead {
+        reason: "http_4xx".into(),
+    };
+    assert!(
+        store
+            .record_attempt(&crm, attempt(T0, Some(400), dead))
+            .await
+            .expect("record")
+    );
+    // One dead, one still open: the event is not final yet.
+    assert_eq!(
+        store
+            .event(event_id)
+            .await
+            .expect("read")
+            .expect("event")
+            .status,
+        "processing"
+    );
+    let analytics = store
+        .claim_due_deliveries("analytics", T0, T0 + 10_000, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    assert!(
+        store
+            .record_attempt(
+                &analytics,
+                attempt(T0, Some(200), AttemptOutcome::Delivered)
+            )
+            .await
+            .expect("record")
+    );
+    let stored = store.event(event_id).await.expect("read").expect("event");
+    assert_eq!(stored.status, "failed_terminal");
+    let crm = stored
+        .deliveries
+        .iter()
+        .find(|d| d.destination == "crm")
+        .expect("crm");
+    assert_eq!(crm.state, "dead");
+    assert_eq!(crm.dead_reason.as_deref(), Some("http_4xx"));
+    assert_eq!(crm.last_error.as_deref(), Some("HTTP 400"));
+    assert!(
+        store
+            .claim_due_deliveries("crm", T0 + 1_000_000, T0 + 2_000_000, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+}
+
+async fn ordering_keys_release_one_delivery_at_a_time(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for (n, ordering) in [(1, "k"), (2, "k"), (3, "j"), (4, "k")] {
+        let new = with_deliveries(
+            event(key(n), n, T0 + i64::from(n)),
+            &[("crm", Some(ordering))],
+        );
+        ids.push(new.id);
+        store.accept(new).await.expect("accept");
+    }
+    let unordered = with_deliveries(event(key(9), 9, T0 + 9), &[("crm", None)]);
+    let unordered_id = unordered.id;
+    store.accept(unordered).await.expect("accept");
+
+    let now = T0 + 100;
+    let claims = store
+        .claim_due_deliveries("crm", now, now + 10_000, 10)
+        .await
+        .expect("claim");
+    let mut claimed: Vec<Uuid> = claims.iter().map(|c| c.event_id).collect();
+    claimed.sort();
+    let mut expected = vec![ids[0], ids[2], unordered_id];
+    expected.sort();
+    assert_eq!(
+        claimed, expected,
+        "only the head of each key, plus unordered deliveries"
+    );
+
+    // While the head of "k" is retrying, the rest of "k" waits; other keys do not.
+    let head = claims.iter().find(|c| c.event_id == ids[0]).expect("head");
+    let retry = AttemptOutcome::Retry {
+        next_attempt_at: now + 1_000,
+    };
+    store
+        .record_attempt(head, attempt(now, Some(500), retry))
+        .await
+        .expect("record");
+    assert!(
+        store
+            .claim_due_deliveries("crm", now + 10, now + 10_000, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let head = store
+        .claim_due_deliveries("crm", now + 1_000, now + 10_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(
+        head.iter().map(|c| c.event_id).collect::<Vec<_>>(),
+        vec![ids[0]]
+    );
+    store
+        .record_attempt(
+            &head[0],
+            attempt(now + 1_000, Some(200), AttemptOutcome::Delivered),
+        )
+        .await
+        .expect("record");
+    let next = store
+        .claim_due_deliveries("crm", now + 1_001, now + 10_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(
+        next.iter().map(|c| c.event_id).collect::<Vec<_>>(),
+        vec![ids[1]]
+    );
+    // A dead head releases its key too.
+    let dead = AttemptOutcome::Dead {
+        reason: "http_4xx".into(),
+    };
+    store
+        .record_attempt(&next[0], attempt(now + 1_001, Some(400), dead))
+        .await
+        .expect("record");
+    let last = store
+        .claim_due_deliveries("crm", now + 1_002, now + 10_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(
+        last.iter().map(|c| c.event_id).collect::<Vec<_>>(),
+        vec![ids[3]]
+    );
+}
+
+async fn released_claims_are_due_again_without_counting_an_attempt(store: Arc<dyn Store>) {
+    let new = with_deliveries(event(key(1), 1, T0), &[("crm", None)]);
+    store.accept(new).await.expect("accept");
+    let claim = store
+        .claim_due_deliveries("crm", T0, T0 + 60_000, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    store.release_claim(&claim).await.expect("release");
+    let again = store
+        .claim_due_deliveries("crm", now_millis().max(T0), T0 + 60_000, 1)
+        .await
+        .expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 1);
+}
+
+async fn concurrent_claims_never_share_a_delivery(store: Arc<dyn Store>) {
+    for n in 0..100u8 {
+        let new = with_deliveries(event(key(n), n, T0), &[("crm", None)]);
+        store.accept(new).await.expect("accept");
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let claims = store
+                    .claim_due_deliveries("crm", T0, T0 + 60_000, 3)
+                    .await
+                    .expect("claim");
+                if claims.is_empty() {
+                    return mine;
+                }
+                mine.extend(claims.into_iter().map(|c| c.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("task"));
+    }
+    let distinct: std::collections::HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(all.len(), 100);
+    assert_eq!(distinct.len(), 100, "a delivery was claimed twice");
+}
+
+async fn queue_depths_count_open_deliveries(store: Arc<dyn Store>) {
+    for n in 0..3u8 {
+        let new = with_deliveries(event(key(n), n, T0), &[("crm", None), ("analytics", None)]);
+        store.accept(new).await.expect("accept");
+    }
+    let claim = store
+        .claim_due_deliveries("crm", T0, T0 + 60_000, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    store
+        .record_attempt(&claim, attempt(T0, Some(200), AttemptOutcome::Delivered))
+        .await
+        .expect("record");
+    let mut depths = store.queue_depths().await.expect("depths");
+    depths.sort();
+    assert_eq!(
+        depths,
+        vec![("analytics".to_owned(), 3), ("crm".to_owned(), 2)]
+    );
 }

@@ -1,0 +1,246 @@
+//! One delivery attempt: send, classify, record.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, HeaderValue, header};
+use tokio::sync::Notify;
+
+use super::Destination;
+use crate::domain::retry::{AttemptResult, Decision};
+use crate::metrics;
+use crate::store::{AttemptOutcome, ClaimedDelivery, DeliveryAttempt, Store, millis, now_millis};
+
+/// How much of an error response is kept as the attempt's error text.
+const ERROR_BODY_LIMIT: usize = 512;
+/// How often recording an outcome is retried while the store is unavailable. After that the
+/// lease runs out and the delivery is attempted again: at least once, never lost.
+const RECORD_TRIES: u32 = 5;
+
+pub(super) struct Attempt {
+    pub destination: Arc<Destination>,
+    pub store: Arc<dyn Store>,
+    pub client: reqwest::Client,
+    pub wake: Arc<Notify>,
+    pub claim: ClaimedDelivery,
+}
+
+impl Attempt {
+    pub async fn run(self) {
+        let started_at = now_millis();
+        let clock = Instant::now();
+        let (result, retry_after, error) = self.send().await;
+        let elapsed = clock.elapsed();
+        let decision = self.destination.policy.decide(
+            self.claim.attempt,
+            &result,
+            retry_after,
+            rand::random::<f64>(),
+        );
+        let name = &self.destination.name;
+        let outcome = match &decision {
+            Decision::Delivered => {
+                metrics::end_to_end(
+                    name,
+                    Duration::from_millis(
+                        now_millis().saturating_sub(self.claim.received_at).max(0) as u64,
+                    ),
+                );
+                AttemptOutcome::Delivered
+            }
+            Decision::Retry { after, .. } => AttemptOutcome::Retry {
+                next_attempt_at: now_millis().saturating_add(millis(*after)),
+            },
+            Decision::Dead { reason } => {
+                metrics::dead(name, reason);
+                AttemptOutcome::Dead {
+                    reason: (*reason).to_owned(),
+                }
+            }
+        };
+        metrics::delivery_attempt(name, outcome.as_str(), elapsed);
+        tracing::debug!(
+            destination = %name, event_id = %self.claim.event_id, attempt = self.claim.attempt,
+            outcome = outcome.as_str(), error = error.as_deref().unwrap_or(""), "delivery attempt"
+        );
+        let status_code = match result {
+            AttemptResult::Status(code) => Some(code),
+            _ => None,
+        };
+        let record = DeliveryAttempt {
+            started_at,
+            duration_ms: millis(elapsed),
+            status_code,
+            error,
+            outcome,
+        };
+        for tries in 1..=RECORD_TRIES {
+            match self.store.record_attempt(&self.claim, record.clone()).await {
+                Ok(true) => break,
+                Ok(false) => {
+                    tracing::warn!(destination = %name, event_id = %self.claim.event_id,
+                        "lease lost before the outcome was recorded; another worker owns the delivery");
+                    break;
+                }
+                Err(e) if tries < RECORD_TRIES && e.is_transient() => {
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
+                }
+                Err(e) => {
+                    tracing::error!(destination = %name, event_id = %self.claim.event_id, error = %e,
+                        "cannot record the delivery outcome; it will be attempted again after its lease");
+                    break;
+                }
+            }
+        }
+        // A finished attempt may unblock the next delivery with the same ordering key.
+        self.wake.notify_one();
+    }
+
+    async fn send(&self) -> (AttemptResult, Option<Duration>, Option<String>) {
+        let request = self
+            .client
+            .post(self.destination.url.clone())
+            .timeout(self.destination.timeout)
+            .headers(self.headers())
+            .body(self.claim.body.clone());
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                let result = if e.is_timeout() {
+                    AttemptResult::Timeout
+                } else if e.is_connect() {
+                    AttemptResult::Connect
+                } else {
+                    AttemptResult::Network
+                };
+                return (result, None, Some(describe(&e)));
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let error = if response.status().is_success() {
+            // Read the body so the connection can be reused; its content does not matter.
+            let _ = tokio::time::timeout(self.destination.timeout, response.bytes()).await;
+            None
+        } else {
+            let body = tokio::time::timeout(Duration::from_secs(2), response.bytes()).await;
+            let snippet = match body {
+                Ok(Ok(bytes)) => {
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(ERROR_BODY_LIMIT)])
+                        .into_owned()
+                }
+                _ => String::new(),
+            };
+            Some(if snippet.trim().is_empty() {
+                format!("HTTP {status}")
+            } else {
+                format!("HTTP {status}: {}", snippet.trim())
+            })
+        };
+        (AttemptResult::Status(status), retry_after, error)
+    }
+
+    /// The same identifying headers on every attempt, retry and replay (SPEC §5).
+    fn headers(&self) -> HeaderMap {
+        let claim = &self.claim;
+        let mut headers = self.destination.headers.clone();
+        let event_id = claim.event_id.to_string();
+        if let Ok(value) = HeaderValue::from_str(&event_id) {
+            headers.insert("idempotency-key", value.clone());
+            headers.insert("webhook-id", value);
+        }
+        if let Some(content_type) = claim
+            .content_type
+            .as_deref()
+            .and_then(|c| HeaderValue::from_str(c).ok())
+        {
+            headers.insert(header::CONTENT_TYPE, content_type);
+        }
+        if let Ok(source) = HeaderValue::from_str(&claim.source) {
+            headers.insert("oncehook-source", source);
+        }
+        headers.insert("oncehook-attempt", HeaderValue::from(claim.attempt));
+        if let Some(replay) = claim
+            .replay_id
+            .and_then(|r| HeaderValue::from_str(&r.to_string()).ok())
+        {
+            headers.insert("oncehook-replay", replay);
+        }
+        if let Some(signer) = &self.destination.signer {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            for (name, value) in signer.sign(&claim.body, &event_id, now) {
+                headers.insert(name, value);
+            }
+        }
+        headers
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate_to_system_time(value)?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+fn httpdate_to_system_time(value: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(value).ok().or_else(|| {
+        // IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
+        let parts: Vec<&str> = value.split_whitespace().collect();
+        let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+            return None;
+        };
+        let month = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ]
+        .iter()
+        .position(|m| m == month)?
+            + 1;
+        humantime::parse_rfc3339(&format!("{year}-{month:02}-{day:0>2}T{time}Z")).ok()
+    })
+}
+
+/// A transport error with its causes, without the URL's query string.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = match error.url() {
+        Some(url) => error.to_string().replace(url.as_str(), url.path()),
+        None => error.to_string(),
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after(" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        let future = httpdate_to_system_time("Fri, 01 Jan 2100 00:00:00 GMT").expect("date");
+        assert!(future > SystemTime::now());
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -615,3 +615,59 @@ async fn sigterm_stops_cleanly() {
     assert!(status.success(), "{status}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_back_in_flight_deliveries_which_resume_after_restart() {
+    let crm = Receiver::start().await;
+    crm.set_script(|_, previous| {
+        if previous == 0 {
+            Reply::Slow(Duration::from_secs(30), 200)
+        } else {
+            Reply::Status(200)
+        }
+    });
+    let mut gateway = Gateway::start(&format!(
+        "{}{}{}",
+        source("s"),
+        destination("crm", &crm.url, "timeout = \"60s\""),
+        route("s", &["crm"], ""),
+    ));
+    let client = reqwest::Client::new();
+    let event_id = send_twice(&client, &gateway, "s", "d-grace", &json!({"n": 1})).await;
+    crm.wait_for(WAIT, "the slow attempt", |r| !r.is_empty())
+        .await;
+    let started = Instant::now();
+    let status = gateway.terminate();
+    assert!(status.success(), "{status}");
+    // The harness sets shutdown_grace = 2s.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    let (state, attempts): (String, u32) = gateway
+        .db()
+        .query_row("SELECT state, attempts FROM deliveries", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("delivery");
+    assert_eq!(
+        (state.as_str(), attempts),
+        ("pending", 0),
+        "the unfinished attempt was handed back"
+    );
+    gateway.spawn();
+    crm.wait_for(WAIT, "the delivery after restart", |r| {
+        r.iter()
+            .any(|r| r.answered == Some(200) && r.attempt() == 1 && r.at > started)
+    })
+    .await;
+    gateway
+        .wait_for_deliveries(WAIT, "delivered", |d| d.iter().all(|d| d.2 == "delivered"))
+        .await;
+    assert!(
+        crm.received()
+            .iter()
+            .all(|r| r.idempotency_key() == event_id)
+    );
+}

@@ -25,7 +25,35 @@ pub(super) struct Attempt {
     pub claim: ClaimedDelivery,
 }
 
+/// Time kept back from the shutdown grace period to hand unfinished deliveries back.
+const RELEASE_MARGIN: Duration = Duration::from_millis(500);
+
 impl Attempt {
+    /// Runs the attempt; if the node is stopping and the grace period is nearly over first,
+    /// abandons it and releases the claim (the destination may still have received it: at
+    /// least once, with the same key).
+    pub async fn run_until_shutdown(
+        self,
+        stop: tokio_util::sync::CancellationToken,
+        grace: Duration,
+    ) {
+        let deadline = async {
+            stop.cancelled().await;
+            tokio::time::sleep(grace.saturating_sub(RELEASE_MARGIN)).await;
+        };
+        let store = Arc::clone(&self.store);
+        let claim = self.claim.clone();
+        tokio::select! {
+            () = self.run() => {}
+            () = deadline => {
+                if let Err(e) = store.release_claim(&claim).await {
+                    tracing::warn!(event_id = %claim.event_id, error = %e,
+                        "cannot release an unfinished delivery; it is retried after its lease");
+                }
+            }
+        }
+    }
+
     pub async fn run(self) {
         let started_at = now_millis();
         let clock = Instant::now();

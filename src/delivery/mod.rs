@@ -119,14 +119,16 @@ impl Wakeups {
     }
 }
 
-/// Starts one lane per destination and the queue-depth gauge on `tasks`; they stop claiming
-/// when `stop` is cancelled and finish the attempts they have started.
+/// Starts one lane per destination and the queue-depth gauge on `tasks`. When `stop` is
+/// cancelled, lanes stop claiming; attempts already started may finish within `grace`, and
+/// the ones still running then hand their delivery back so it is due again at once.
 pub fn spawn_workers(
     config: &Config,
     store: Arc<dyn Store>,
     wakeups: Arc<Wakeups>,
     tasks: &TaskTracker,
     stop: CancellationToken,
+    grace: Duration,
 ) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -144,6 +146,7 @@ pub fn spawn_workers(
             client: client.clone(),
             wake: wakeups.lane(&destination_config.name),
             stop: stop.clone(),
+            grace,
             tasks: tasks.clone(),
         };
         tasks.spawn(lane.run());
@@ -158,6 +161,7 @@ struct Lane {
     client: reqwest::Client,
     wake: Arc<Notify>,
     stop: CancellationToken,
+    grace: Duration,
     tasks: TaskTracker,
 }
 
@@ -221,8 +225,9 @@ impl Lane {
                     wake: Arc::clone(&self.wake),
                     claim,
                 };
+                let (stop, grace) = (self.stop.clone(), self.grace);
                 self.tasks.spawn(async move {
-                    attempt.run().await;
+                    attempt.run_until_shutdown(stop, grace).await;
                     drop(slot);
                 });
             }

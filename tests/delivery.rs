@@ -671,3 +671,51 @@ async fn sigterm_hands_back_in_flight_deliveries_which_resume_after_restart() {
             .all(|r| r.idempotency_key() == event_id)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_payloads_never_reach_the_disk_in_clear_but_arrive_intact() {
+    let crm = Receiver::start().await;
+    let mut gateway = Gateway::start(&format!(
+        "{}search_fields = {{ email = \"/email\" }}\n{}{}",
+        source("s"),
+        destination("crm", &crm.url, ""),
+        route("s", &["crm"], ""),
+    ));
+    // Restart with an encryption key (the harness writes [store] itself, so add the key there).
+    gateway.kill();
+    let config = std::fs::read_to_string(&gateway.config_path).expect("config");
+    let config = config.replace(
+        "[store]\n",
+        "[store]\nencryption_key = \"${ONCEHOOK_TEST_KEY}\"\n",
+    );
+    std::fs::write(&gateway.config_path, config).expect("config");
+    gateway.spawn_with_env(&[("ONCEHOOK_TEST_KEY", "correct horse battery staple")]);
+
+    let client = reqwest::Client::new();
+    let secret_marker = "very-private-lead-7f3a";
+    let body = json!({"email": "ann@example.com", "note": secret_marker});
+    send_twice(&client, &gateway, "s", "d-enc", &body).await;
+    crm.wait_for(WAIT, "the delivery", |r| {
+        r.iter().any(|r| r.answered == Some(200))
+    })
+    .await;
+    assert_eq!(
+        crm.received()[0].json(),
+        body,
+        "the destination gets the plaintext"
+    );
+    assert_eq!(gateway.count("SELECT COUNT(*) FROM event_search"), 1);
+    for path in [
+        gateway.db_path(),
+        gateway.db_path().with_extension("db-wal"),
+    ] {
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        for needle in [secret_marker.as_bytes(), b"ann@example.com"] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} holds plaintext",
+                path.display()
+            );
+        }
+    }
+}

@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 use super::Destination;
 use crate::domain::retry::{AttemptResult, Decision};
 use crate::metrics;
+use crate::privacy::{PayloadCipher, decrypt_with};
 use crate::store::{AttemptOutcome, ClaimedDelivery, DeliveryAttempt, Store, millis, now_millis};
 
 /// How much of an error response is kept as the attempt's error text.
@@ -21,6 +22,7 @@ pub(super) struct Attempt {
     pub destination: Arc<Destination>,
     pub store: Arc<dyn Store>,
     pub client: reqwest::Client,
+    pub cipher: Option<Arc<PayloadCipher>>,
     pub wake: Arc<Notify>,
     pub claim: ClaimedDelivery,
 }
@@ -57,7 +59,12 @@ impl Attempt {
     pub async fn run(self) {
         let started_at = now_millis();
         let clock = Instant::now();
-        let (result, retry_after, error) = self.send().await;
+        let (result, retry_after, error) =
+            match decrypt_with(self.cipher.as_deref(), &self.claim.body) {
+                Ok(body) => self.send(body).await,
+                // Without the key the payload cannot be sent; sending ciphertext would be worse.
+                Err(e) => (AttemptResult::Undeliverable, None, Some(e.to_string())),
+            };
         let elapsed = clock.elapsed();
         let decision = self.destination.policy.decide(
             self.claim.attempt,
@@ -124,13 +131,13 @@ impl Attempt {
         self.wake.notify_one();
     }
 
-    async fn send(&self) -> (AttemptResult, Option<Duration>, Option<String>) {
+    async fn send(&self, body: bytes::Bytes) -> (AttemptResult, Option<Duration>, Option<String>) {
         let request = self
             .client
             .post(self.destination.url.clone())
             .timeout(self.destination.timeout)
-            .headers(self.headers())
-            .body(self.claim.body.clone());
+            .headers(self.headers(&body))
+            .body(body);
         let response = match request.send().await {
             Ok(response) => response,
             Err(e) => {
@@ -173,7 +180,7 @@ impl Attempt {
     }
 
     /// The same identifying headers on every attempt, retry and replay (SPEC §5).
-    fn headers(&self) -> HeaderMap {
+    fn headers(&self, body: &[u8]) -> HeaderMap {
         let claim = &self.claim;
         let mut headers = self.destination.headers.clone();
         let event_id = claim.event_id.to_string();
@@ -202,7 +209,7 @@ impl Attempt {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64);
-            for (name, value) in signer.sign(&claim.body, &event_id, now) {
+            for (name, value) in signer.sign(body, &event_id, now) {
                 headers.insert(name, value);
             }
         }

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, DestinationConfig};
 use crate::domain::retry::RetryPolicy;
+use crate::privacy::PayloadCipher;
 use crate::store::{Store, millis, now_millis};
 use crate::verify::{SchemeName, Verifier, VerifyConfig};
 
@@ -136,6 +137,7 @@ pub fn spawn_workers(
         .connect_timeout(Duration::from_secs(10))
         .build()
         .context("cannot build the HTTP client")?;
+    let cipher = config.payload_cipher().map(Arc::new);
     let mut names = Vec::new();
     for destination_config in &config.destinations {
         let destination = Arc::new(Destination::build(destination_config)?);
@@ -144,6 +146,7 @@ pub fn spawn_workers(
             destination,
             store: Arc::clone(&store),
             client: client.clone(),
+            cipher: cipher.clone(),
             wake: wakeups.lane(&destination_config.name),
             stop: stop.clone(),
             grace,
@@ -159,6 +162,7 @@ struct Lane {
     destination: Arc<Destination>,
     store: Arc<dyn Store>,
     client: reqwest::Client,
+    cipher: Option<Arc<PayloadCipher>>,
     wake: Arc<Notify>,
     stop: CancellationToken,
     grace: Duration,
@@ -222,6 +226,7 @@ impl Lane {
                     destination: Arc::clone(&self.destination),
                     store: Arc::clone(&self.store),
                     client: self.client.clone(),
+                    cipher: self.cipher.clone(),
                     wake: Arc::clone(&self.wake),
                     claim,
                 };

@@ -21,6 +21,11 @@ pub const SQLITE: &[Migration] = &[
         name: "delivery",
         sql: include_str!("../../migrations/sqlite/0002_delivery.sql"),
     },
+    Migration {
+        version: 3,
+        name: "search",
+        sql: include_str!("../../migrations/sqlite/0003_search.sql"),
+    },
 ];
 
 pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS oncehook_migrations (

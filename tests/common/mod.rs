@@ -55,10 +55,15 @@ impl Gateway {
     }
 
     pub fn spawn(&mut self) {
+        self.spawn_with_env(&[]);
+    }
+
+    pub fn spawn_with_env(&mut self, env: &[(&str, &str)]) {
         let child = Command::new(BIN)
             .args(["serve", "-c"])
             .arg(&self.config_path)
             .env("ONCEHOOK_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -26,6 +26,11 @@ pub const SQLITE: &[Migration] = &[
         name: "search",
         sql: include_str!("../../migrations/sqlite/0003_search.sql"),
     },
+    Migration {
+        version: 4,
+        name: "operators",
+        sql: include_str!("../../migrations/sqlite/0004_operators.sql"),
+    },
 ];
 
 pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS oncehook_migrations (

@@ -189,6 +189,215 @@ impl AttemptOutcome {
     }
 }
 
+/// Where a page of a newest-first listing ended: the sort position of its last item. The next
+/// page starts strictly after it, so items that arrive meanwhile never shift or repeat a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor<I> {
+    /// The item's time (an event's `received_at`, a dead delivery's death, a replay's creation).
+    pub at: UnixMillis,
+    /// Breaks ties between items of the same millisecond.
+    pub id: I,
+}
+
+/// Which events `list_events` returns. Every criterion given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventQuery {
+    pub source: Option<String>,
+    /// An event status (SPEC §5: `received`, `processing`, `completed`, …).
+    pub status: Option<String>,
+    /// The idempotency key's display text, exactly.
+    pub idempotency_key: Option<String>,
+    /// Keyed hashes of `search_fields` values (`SearchKey::hash`); the event must carry each.
+    pub search: Vec<[u8; 16]>,
+    /// Received at or after.
+    pub since: Option<UnixMillis>,
+    /// Received before.
+    pub until: Option<UnixMillis>,
+    /// Continue after this position (the last item of the previous page).
+    pub after: Option<Cursor<Uuid>>,
+    pub limit: usize,
+}
+
+/// An event in a listing: what it is and how far it got, without its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSummary {
+    pub id: Uuid,
+    pub source: String,
+    pub idempotency_key: String,
+    pub received_at: UnixMillis,
+    pub status: String,
+    pub content_type: Option<String>,
+    pub deliveries: u32,
+}
+
+impl EventSummary {
+    pub fn cursor(&self) -> Cursor<Uuid> {
+        Cursor {
+            at: self.received_at,
+            id: self.id,
+        }
+    }
+}
+
+/// Which dead deliveries `dead_deliveries` returns, newest death first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadQuery {
+    pub destination: Option<String>,
+    pub source: Option<String>,
+    /// Continue after this position (`Cursor { at: died_at, id: delivery_id }`).
+    pub after: Option<Cursor<i64>>,
+    pub limit: usize,
+}
+
+/// A delivery in the dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadDelivery {
+    pub delivery_id: i64,
+    pub event_id: Uuid,
+    pub source: String,
+    pub destination: String,
+    pub idempotency_key: String,
+    pub received_at: UnixMillis,
+    /// When the delivery went dead (its last update).
+    pub died_at: UnixMillis,
+    pub reason: Option<String>,
+    pub last_error: Option<String>,
+    pub attempts: u32,
+}
+
+impl DeadDelivery {
+    pub fn cursor(&self) -> Cursor<i64> {
+        Cursor {
+            at: self.died_at,
+            id: self.delivery_id,
+        }
+    }
+}
+
+/// The dead-letter queue summed up per destination and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterGroup {
+    pub destination: String,
+    pub reason: Option<String>,
+    pub count: u64,
+    /// The error of the group's most recent death, and when that was.
+    pub last_error: Option<String>,
+    pub last_at: UnixMillis,
+}
+
+/// Which deliveries a replay takes. Every criterion given must hold; callers refuse an empty
+/// filter (it would match every delivery ever made).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayFilter {
+    /// Only deliveries of these events (empty: any event).
+    pub event_ids: Vec<Uuid>,
+    pub source: Option<String>,
+    pub destination: Option<String>,
+    /// A delivery state (`dead`, `delivered`, …).
+    pub delivery_state: Option<String>,
+    /// An event status (`failed_terminal`, `completed`, …).
+    pub event_status: Option<String>,
+    /// The event was received at or after.
+    pub since: Option<UnixMillis>,
+    /// The event was received before.
+    pub until: Option<UnixMillis>,
+}
+
+/// A replay to run (or, with `dry_run`, only to count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReplay {
+    pub id: Uuid,
+    pub filter: ReplayFilter,
+    /// The filter as the operator gave it, normalised, for the record (JSON).
+    pub filter_json: String,
+    pub requested_by: String,
+    pub reason: String,
+    pub dry_run: bool,
+    /// When the replay is made; re-queued deliveries are due then.
+    pub now: UnixMillis,
+    /// How many matched deliveries to return as a sample.
+    pub sample_size: usize,
+}
+
+/// What a replay matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayOutcome {
+    /// Deliveries re-queued (or, in a dry run, that would be).
+    pub matched: u64,
+    /// Deliveries that matched but were left alone because an attempt is in flight.
+    pub skipped_in_flight: u64,
+    /// Some of the matched deliveries, newest event first.
+    pub sample: Vec<ReplaySample>,
+    /// The destinations of the matched deliveries (their lanes should be woken).
+    pub destinations: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplaySample {
+    pub delivery_id: i64,
+    pub event_id: Uuid,
+    pub source: String,
+    pub destination: String,
+    /// The delivery's state before the replay.
+    pub state: String,
+    pub received_at: UnixMillis,
+}
+
+/// A recorded replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayRecord {
+    pub id: Uuid,
+    pub created_at: UnixMillis,
+    pub requested_by: String,
+    pub reason: String,
+    pub filter_json: String,
+    pub matched: u64,
+    pub skipped_in_flight: u64,
+}
+
+impl ReplayRecord {
+    pub fn cursor(&self) -> Cursor<Uuid> {
+        Cursor {
+            at: self.created_at,
+            id: self.id,
+        }
+    }
+}
+
+/// Where the deliveries a replay re-queued are now. A delivery replayed again by a later
+/// replay counts as `superseded` here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayProgress {
+    pub pending: u64,
+    pub in_flight: u64,
+    pub retrying: u64,
+    pub delivered: u64,
+    pub dead: u64,
+    pub superseded: u64,
+}
+
+/// One replay that re-queued one of an event's deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryReplay {
+    pub replay_id: Uuid,
+    pub delivery_id: i64,
+    pub destination: String,
+    pub created_at: UnixMillis,
+    pub requested_by: String,
+    pub reason: String,
+}
+
+/// Delivery states (SPEC §5).
+pub const DELIVERY_STATES: &[&str] = &["pending", "in_flight", "retrying", "delivered", "dead"];
+/// Event statuses over their deliveries (SPEC §5).
+pub const EVENT_STATUSES: &[&str] = &[
+    "received",
+    "processing",
+    "completed",
+    "failed_retryable",
+    "failed_terminal",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot take the write now (queue full, database unreachable, disk full);
@@ -252,6 +461,43 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every attempt of one delivery, oldest first.
     async fn delivery_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>, StoreError>;
+
+    /// Events matching `query`, newest first: ordered by `(received_at, id)` descending, at
+    /// most `query.limit`, starting strictly after `query.after` when given.
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError>;
+
+    /// Every replay that re-queued one of the event's deliveries, newest first.
+    async fn event_replays(&self, event_id: Uuid) -> Result<Vec<DeliveryReplay>, StoreError>;
+
+    /// Runs a replay in one transaction: every delivery matching `replay.filter` that is not in
+    /// flight becomes `pending`, due at `replay.now`, with its attempt count reset to zero (a
+    /// fresh `max_attempts` budget; attempt numbers restart at 1 under the replay), its dead
+    /// reason cleared and `replay_id` set (workers send it as `Oncehook-Replay`); the events'
+    /// statuses follow; the replay is recorded with its count and linked to each delivery.
+    /// In-flight deliveries are counted in `skipped_in_flight` and left alone (their attempt
+    /// decides). With `dry_run`, nothing changes and nothing is recorded: only the counts and
+    /// the sample are computed.
+    async fn replay(&self, replay: &NewReplay) -> Result<ReplayOutcome, StoreError>;
+
+    /// Recorded replays, newest first (by `(created_at, id)` descending), after `after`.
+    async fn replays(
+        &self,
+        after: Option<Cursor<Uuid>>,
+        limit: usize,
+    ) -> Result<Vec<ReplayRecord>, StoreError>;
+
+    /// One recorded replay and where its deliveries are now.
+    async fn replay_progress(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(ReplayRecord, ReplayProgress)>, StoreError>;
+
+    /// Dead deliveries matching `query`, newest death first (by `(died_at, delivery_id)`
+    /// descending), after `query.after`.
+    async fn dead_deliveries(&self, query: &DeadQuery) -> Result<Vec<DeadDelivery>, StoreError>;
+
+    /// Dead deliveries counted per destination and reason, largest group first.
+    async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError>;
 
     /// Succeeds when the store answers queries.
     async fn ping(&self) -> Result<(), StoreError>;

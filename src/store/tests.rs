@@ -62,6 +62,13 @@ conformance!(
     released_claims_are_due_again_without_counting_an_attempt,
     concurrent_claims_never_share_a_delivery,
     queue_depths_count_open_deliveries,
+    events_are_listed_newest_first_with_filters,
+    event_pages_return_every_event_once,
+    replays_requeue_matching_deliveries_with_a_fresh_budget,
+    dry_runs_change_and_record_nothing,
+    replays_leave_in_flight_deliveries_alone,
+    replays_match_by_event_ids_destination_and_event_status,
+    dead_letters_are_listed_newest_first_and_grouped,
 );
 
 const T0: UnixMillis = 1_800_000_000_000;
@@ -701,5 +708,549 @@ async fn queue_depths_count_open_deliveries(store: Arc<dyn Store>) {
     assert_eq!(
         depths,
         vec![("analytics".to_owned(), 3), ("crm".to_owned(), 2)]
+    );
+}
+
+fn ids(events: &[EventSummary]) -> Vec<Uuid> {
+    events.iter().map(|e| e.id).collect()
+}
+
+async fn events_are_listed_newest_first_with_filters(store: Arc<dyn Store>) {
+    let mut made = Vec::new();
+    for n in 0..4u8 {
+        let mut new = event(key(n), n, T0 + i64::from(n) * 1_000);
+        if n == 2 {
+            new.source = Arc::from("other");
+        }
+        new.search = vec![[n % 2; 16], [9; 16]];
+        made.push(new.id);
+        store.accept(new).await.expect("accept");
+    }
+    let all = EventQuery {
+        limit: 10,
+        ..EventQuery::default()
+    };
+    let listed = store.list_events(&all).await.expect("list");
+    assert_eq!(ids(&listed), vec![made[3], made[2], made[1], made[0]]);
+    assert_eq!(listed[0].source, "src");
+    assert_eq!(listed[0].idempotency_key, "key-3");
+    assert_eq!(listed[0].received_at, T0 + 3_000);
+    assert_eq!(listed[0].status, "received");
+    assert_eq!(listed[0].deliveries, 1);
+
+    let check = |query: EventQuery, expected: Vec<Uuid>| {
+        let store = Arc::clone(&store);
+        async move {
+            let listed = store.list_events(&query).await.expect("list");
+            assert_eq!(ids(&listed), expected, "{query:?}");
+        }
+    };
+    check(
+        EventQuery {
+            source: Some("other".into()),
+            ..all.clone()
+        },
+        vec![made[2]],
+    )
+    .await;
+    check(
+        EventQuery {
+            idempotency_key: Some("key-1".into()),
+            ..all.clone()
+        },
+        vec![made[1]],
+    )
+    .await;
+    check(
+        EventQuery {
+            search: vec![[1; 16]],
+            ..all.clone()
+        },
+        vec![made[3], made[1]],
+    )
+    .await;
+    check(
+        EventQuery {
+            search: vec![[0; 16], [9; 16]],
+            ..all.clone()
+        },
+        vec![made[2], made[0]],
+    )
+    .await;
+    check(
+        EventQuery {
+            search: vec![[0; 16], [1; 16]],
+            ..all.clone()
+        },
+        vec![],
+    )
+    .await;
+    check(
+        EventQuery {
+            since: Some(T0 + 1_000),
+            until: Some(T0 + 3_000),
+            ..all.clone()
+        },
+        vec![made[2], made[1]],
+    )
+    .await;
+    check(
+        EventQuery {
+            status: Some("completed".into()),
+            ..all.clone()
+        },
+        vec![],
+    )
+    .await;
+    check(
+        EventQuery {
+            limit: 2,
+            ..all.clone()
+        },
+        vec![made[3], made[2]],
+    )
+    .await;
+}
+
+async fn event_pages_return_every_event_once(store: Arc<dyn Store>) {
+    // Many events share a millisecond: the id breaks the tie, so no page repeats or skips one.
+    let mut made = std::collections::HashSet::new();
+    for n in 0..23u8 {
+        let new = event(key(n), n, T0 + i64::from(n / 5));
+        made.insert(new.id);
+        store.accept(new).await.expect("accept");
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_events(&EventQuery {
+                after,
+                limit: 4,
+                ..EventQuery::default()
+            })
+            .await
+            .expect("list");
+        let Some(last) = page.last() else { break };
+        after = Some(last.cursor());
+        seen.extend(page.iter().map(|e| (e.received_at, e.id)));
+    }
+    assert_eq!(seen.len(), 23);
+    let distinct: std::collections::HashSet<Uuid> = seen.iter().map(|(_, id)| *id).collect();
+    assert_eq!(distinct, made);
+    let mut sorted = seen.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, sorted, "newest first");
+}
+
+fn replay_of(filter: ReplayFilter, dry_run: bool, now: UnixMillis) -> NewReplay {
+    NewReplay {
+        id: Uuid::now_v7(),
+        filter,
+        filter_json: "{}".into(),
+        requested_by: "ops@example.com".into(),
+        reason: "crm was down".into(),
+        dry_run,
+        now,
+        sample_size: 10,
+    }
+}
+
+/// Accepts an event with one delivery to `destination` and makes that delivery dead.
+async fn dead_event(store: &Arc<dyn Store>, n: u8, destination: &str, at: UnixMillis) -> Uuid {
+    let new = with_deliveries(event(key(n), n, at), &[(destination, None)]);
+    let id = new.id;
+    store.accept(new).await.expect("accept");
+    let claim = store
+        .claim_due_deliveries(destination, at, at + 10_000, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    let dead = AttemptOutcome::Dead {
+        reason: "http_4xx".into(),
+    };
+    assert!(
+        store
+            .record_attempt(&claim, attempt(at, Some(400), dead))
+            .await
+            .expect("record")
+    );
+    id
+}
+
+async fn replays_requeue_matching_deliveries_with_a_fresh_budget(store: Arc<dyn Store>) {
+    let dead = dead_event(&store, 1, "crm", T0).await;
+    let delivered = with_deliveries(event(key(2), 2, T0 + 1), &[("crm", None)]);
+    store.accept(delivered).await.expect("accept");
+    let claim = store
+        .claim_due_deliveries("crm", T0 + 1, T0 + 10_000, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    store
+        .record_attempt(
+            &claim,
+            attempt(T0 + 1, Some(200), AttemptOutcome::Delivered),
+        )
+        .await
+        .expect("record");
+
+    let filter = ReplayFilter {
+        source: Some("src".into()),
+        delivery_state: Some("dead".into()),
+        ..ReplayFilter::default()
+    };
+    let replay = replay_of(filter, false, T0 + 50_000);
+    let outcome = store.replay(&replay).await.expect("replay");
+    assert_eq!((outcome.matched, outcome.skipped_in_flight), (1, 0));
+    assert_eq!(outcome.destinations, vec!["crm".to_owned()]);
+    assert_eq!(outcome.sample.len(), 1);
+    assert_eq!(outcome.sample[0].event_id, dead);
+    assert_eq!(outcome.sample[0].state, "dead");
+
+    let stored = store.event(dead).await.expect("read").expect("event");
+    assert_eq!(stored.status, "received", "the event is open again");
+    assert_eq!(
+        (
+            stored.deliveries[0].state.as_str(),
+            stored.deliveries[0].attempts
+        ),
+        ("pending", 0)
+    );
+    assert_eq!(stored.deliveries[0].dead_reason, None);
+    // Due at the replay's time, with the replay's id and attempt numbers from 1 again.
+    assert!(
+        store
+            .claim_due_deliveries("crm", T0 + 49_999, T0 + 60_000, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let again = store
+        .claim_due_deliveries("crm", T0 + 50_000, T0 + 60_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].event_id, again[0].attempt, again[0].replay_id),
+        (dead, 1, Some(replay.id))
+    );
+    store
+        .record_attempt(
+            &again[0],
+            attempt(T0 + 50_000, Some(200), AttemptOutcome::Delivered),
+        )
+        .await
+        .expect("record");
+    let attempts = store
+        .delivery_attempts(again[0].id)
+        .await
+        .expect("attempts");
+    let replays: Vec<Option<Uuid>> = attempts.iter().map(|a| a.replay_id).collect();
+    assert_eq!(replays, vec![None, Some(replay.id)]);
+    assert_eq!(
+        store
+            .event(dead)
+            .await
+            .expect("read")
+            .expect("event")
+            .status,
+        "completed"
+    );
+
+    let recorded = store.replays(None, 10).await.expect("replays");
+    assert_eq!(recorded.len(), 1);
+    let record = &recorded[0];
+    assert_eq!(
+        (
+            record.id,
+            record.created_at,
+            record.requested_by.as_str(),
+            record.reason.as_str(),
+            record.matched,
+            record.filter_json.as_str()
+        ),
+        (
+            replay.id,
+            T0 + 50_000,
+            "ops@example.com",
+            "crm was down",
+            1,
+            "{}"
+        )
+    );
+    let (_, progress) = store
+        .replay_progress(replay.id)
+        .await
+        .expect("progress")
+        .expect("recorded");
+    assert_eq!(
+        progress,
+        ReplayProgress {
+            delivered: 1,
+            ..ReplayProgress::default()
+        }
+    );
+    assert_eq!(
+        store
+            .replay_progress(Uuid::now_v7())
+            .await
+            .expect("progress"),
+        None
+    );
+    let history = store.event_replays(dead).await.expect("history");
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        (
+            history[0].replay_id,
+            history[0].destination.as_str(),
+            history[0].reason.as_str()
+        ),
+        (replay.id, "crm", "crm was down")
+    );
+
+    // A second replay of the same delivery supersedes the first one's claim on it.
+    let second = replay_of(
+        ReplayFilter {
+            event_ids: vec![dead],
+            ..ReplayFilter::default()
+        },
+        false,
+        T0 + 60_000,
+    );
+    assert_eq!(store.replay(&second).await.expect("replay").matched, 1);
+    let (_, progress) = store
+        .replay_progress(replay.id)
+        .await
+        .expect("progress")
+        .expect("recorded");
+    assert_eq!(progress.superseded, 1);
+    let listed = store.replays(None, 10).await.expect("replays");
+    assert_eq!(
+        listed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![second.id, replay.id],
+        "newest first"
+    );
+    let page = store
+        .replays(Some(listed[0].cursor()), 10)
+        .await
+        .expect("replays");
+    assert_eq!(
+        page.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![replay.id]
+    );
+    assert_eq!(store.event_replays(dead).await.expect("history").len(), 2);
+}
+
+async fn dry_runs_change_and_record_nothing(store: Arc<dyn Store>) {
+    let dead = dead_event(&store, 1, "crm", T0).await;
+    let before = store.event(dead).await.expect("read");
+    let filter = ReplayFilter {
+        delivery_state: Some("dead".into()),
+        ..ReplayFilter::default()
+    };
+    let outcome = store
+        .replay(&replay_of(filter, true, T0 + 1_000))
+        .await
+        .expect("dry run");
+    assert_eq!(outcome.matched, 1);
+    assert_eq!(outcome.sample[0].event_id, dead);
+    assert_eq!(store.event(dead).await.expect("read"), before);
+    assert!(store.replays(None, 10).await.expect("replays").is_empty());
+    assert!(store.event_replays(dead).await.expect("history").is_empty());
+}
+
+async fn replays_leave_in_flight_deliveries_alone(store: Arc<dyn Store>) {
+    let new = with_deliveries(event(key(1), 1, T0), &[("crm", None), ("analytics", None)]);
+    let id = new.id;
+    store.accept(new).await.expect("accept");
+    let claim = store
+        .claim_due_deliveries("crm", T0, T0 + 60_000, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    let replay = replay_of(
+        ReplayFilter {
+            event_ids: vec![id],
+            ..ReplayFilter::default()
+        },
+        false,
+        T0 + 1_000,
+    );
+    let outcome = store.replay(&replay).await.expect("replay");
+    assert_eq!((outcome.matched, outcome.skipped_in_flight), (1, 1));
+    assert_eq!(outcome.destinations, vec!["analytics".to_owned()]);
+    // The in-flight attempt still owns its delivery and records its outcome as usual.
+    assert!(
+        store
+            .record_attempt(
+                &claim,
+                attempt(T0 + 2_000, Some(200), AttemptOutcome::Delivered)
+            )
+            .await
+            .expect("record")
+    );
+    let stored = store.event(id).await.expect("read").expect("event");
+    let crm = stored
+        .deliveries
+        .iter()
+        .find(|d| d.destination == "crm")
+        .expect("crm");
+    assert_eq!((crm.state.as_str(), crm.attempts), ("delivered", 1));
+    let recorded = store.replays(None, 10).await.expect("replays");
+    assert_eq!((recorded[0].matched, recorded[0].skipped_in_flight), (1, 1));
+}
+
+async fn replays_match_by_event_ids_destination_and_event_status(store: Arc<dyn Store>) {
+    let first = dead_event(&store, 1, "crm", T0).await;
+    let second = dead_event(&store, 2, "analytics", T0 + 1).await;
+    let open = with_deliveries(event(key(3), 3, T0 + 2), &[("crm", None)]);
+    let open_id = open.id;
+    store.accept(open).await.expect("accept");
+    let count = |filter: ReplayFilter| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .replay(&replay_of(filter, true, T0 + 10_000))
+                .await
+                .expect("dry run")
+                .matched
+        }
+    };
+    assert_eq!(
+        count(ReplayFilter {
+            event_ids: vec![first, second],
+            ..ReplayFilter::default()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        count(ReplayFilter {
+            event_ids: vec![first, second],
+            destination: Some("analytics".into()),
+            ..ReplayFilter::default()
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        count(ReplayFilter {
+            event_status: Some("failed_terminal".into()),
+            ..ReplayFilter::default()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        count(ReplayFilter {
+            destination: Some("crm".into()),
+            ..ReplayFilter::default()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        count(ReplayFilter {
+            delivery_state: Some("pending".into()),
+            since: Some(T0 + 2),
+            until: Some(T0 + 3),
+            ..ReplayFilter::default()
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        count(ReplayFilter {
+            event_ids: vec![open_id],
+            source: Some("elsewhere".into()),
+            ..ReplayFilter::default()
+        })
+        .await,
+        0
+    );
+}
+
+async fn dead_letters_are_listed_newest_first_and_grouped(store: Arc<dyn Store>) {
+    let first = dead_event(&store, 1, "crm", T0).await;
+    let second = dead_event(&store, 2, "crm", T0 + 1_000).await;
+    let third = dead_event(&store, 3, "analytics", T0 + 2_000).await;
+    // An open delivery is not dead.
+    store
+        .accept(with_deliveries(event(key(4), 4, T0), &[("crm", None)]))
+        .await
+        .expect("accept");
+
+    let all = DeadQuery {
+        limit: 10,
+        ..DeadQuery::default()
+    };
+    let listed = store.dead_deliveries(&all).await.expect("dlq");
+    let event_ids: Vec<Uuid> = listed.iter().map(|d| d.event_id).collect();
+    assert_eq!(event_ids, vec![third, second, first]);
+    let newest = &listed[0];
+    assert_eq!(
+        (
+            newest.destination.as_str(),
+            newest.source.as_str(),
+            newest.reason.as_deref(),
+            newest.last_error.as_deref(),
+            newest.attempts,
+            newest.died_at,
+            newest.idempotency_key.as_str()
+        ),
+        (
+            "analytics",
+            "src",
+            Some("http_4xx"),
+            Some("HTTP 400"),
+            1,
+            T0 + 2_005,
+            "key-3"
+        )
+    );
+    let crm = store
+        .dead_deliveries(&DeadQuery {
+            destination: Some("crm".into()),
+            ..all.clone()
+        })
+        .await
+        .expect("dlq");
+    assert_eq!(
+        crm.iter().map(|d| d.event_id).collect::<Vec<_>>(),
+        vec![second, first]
+    );
+    let page = store
+        .dead_deliveries(&DeadQuery {
+            after: Some(listed[0].cursor()),
+            limit: 1,
+            ..all.clone()
+        })
+        .await
+        .expect("dlq");
+    assert_eq!(
+        page.iter().map(|d| d.event_id).collect::<Vec<_>>(),
+        vec![second]
+    );
+
+    let groups = store.dead_letter_groups().await.expect("groups");
+    assert_eq!(
+        groups,
+        vec![
+            DeadLetterGroup {
+                destination: "crm".into(),
+                reason: Some("http_4xx".into()),
+                count: 2,
+                last_error: Some("HTTP 400".into()),
+                last_at: T0 + 1_005,
+            },
+            DeadLetterGroup {
+                destination: "analytics".into(),
+                reason: Some("http_4xx".into()),
+                count: 1,
+                last_error: Some("HTTP 400".into()),
+                last_at: T0 + 2_005,
+            },
+        ]
     );
 }

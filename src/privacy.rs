@@ -7,6 +7,14 @@
 //!   encrypts, the current and `store.previous_encryption_keys` decrypt.
 //! - `SearchKey` turns `search_fields` values into keyed hashes: the store can find an event by
 //!   email without holding the email.
+//! - `SensitiveValues` scrubs the values of a payload's masked and searchable fields out of free
+//!   text that may repeat them (an idempotency key built from a field, a header, the error text a
+//!   destination answered with), before that text is stored or logged.
+//!
+//! Searchable fields are hidden like masked ones wherever the API shows a payload: a value an
+//! operator can search by is exactly the kind of value that should not be on screen.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
@@ -15,6 +23,7 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::config::SourceConfig;
 use crate::domain::pointer::JsonPointer;
 
 /// What a masked value is shown as.
@@ -55,6 +64,156 @@ pub fn masked_preview(body: &[u8], pointers: &[JsonPointer]) -> Value {
         )),
         Err(_) => Value::String(String::from_utf8_lossy(body).into_owned()),
     }
+}
+
+/// The fields of a source's payloads that operators never see in clear: `mask_fields` and the
+/// pointers of `search_fields`.
+pub fn hidden_fields(source: &SourceConfig) -> Vec<JsonPointer> {
+    let mut fields = source.mask_fields.clone();
+    for pointer in source.search_fields.values() {
+        if !fields.contains(pointer) {
+            fields.push(pointer.clone());
+        }
+    }
+    fields
+}
+
+/// Values shorter than this are not scrubbed from free text: they would match nearly anything.
+const MIN_SCRUBBED_LEN: usize = 3;
+
+/// The values of one payload's hidden fields (see `hidden_fields`), to scrub from free text.
+#[derive(Debug, Default, Clone)]
+pub struct SensitiveValues {
+    /// ASCII-lowercased, so matching ignores ASCII case (emails are matched that way too).
+    values: Vec<String>,
+}
+
+impl SensitiveValues {
+    /// Collects the strings and numbers at `pointers` (every leaf, when a pointer names an
+    /// object or an array).
+    pub fn collect<'a>(
+        body: &Value,
+        pointers: impl IntoIterator<Item = &'a JsonPointer>,
+    ) -> SensitiveValues {
+        let mut values = Vec::new();
+        for pointer in pointers {
+            if let Some(value) = pointer.get(body) {
+                collect_leaves(value, &mut values);
+            }
+        }
+        values.sort();
+        values.dedup();
+        SensitiveValues { values }
+    }
+
+    /// Collects from a stored body when it is JSON; nothing otherwise.
+    pub fn from_body<'a>(
+        body: &[u8],
+        pointers: impl IntoIterator<Item = &'a JsonPointer>,
+    ) -> SensitiveValues {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(json) => SensitiveValues::collect(&json, pointers),
+            Err(_) => SensitiveValues::default(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// `text` with every occurrence of a sensitive value replaced by the mask.
+    pub fn scrub<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        if self.values.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        // ASCII lowercasing keeps byte offsets, so ranges found in `lower` apply to `text`.
+        let lower = text.to_ascii_lowercase();
+        let mut ranges: Vec<(usize, usize)> = Vec::new();
+        for value in &self.values {
+            let mut from = 0;
+            while let Some(found) = lower[from..].find(value.as_str()) {
+                let start = from + found;
+                ranges.push((start, start + value.len()));
+                from = start + value.len();
+            }
+        }
+        if ranges.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        ranges.sort_unstable();
+        let mut out = String::with_capacity(text.len());
+        let mut copied = 0;
+        for (start, end) in ranges {
+            if end <= copied {
+                continue;
+            }
+            if start > copied {
+                out.push_str(&text[copied..start]);
+            }
+            if start >= copied {
+                out.push_str(MASK);
+            }
+            copied = end;
+        }
+        out.push_str(&text[copied..]);
+        Cow::Owned(out)
+    }
+
+    /// A JSON object of header values, each scrubbed.
+    pub fn scrub_headers_json(&self, headers_json: &str) -> String {
+        if self.values.is_empty() {
+            return headers_json.to_owned();
+        }
+        match serde_json::from_str::<Value>(headers_json) {
+            Ok(Value::Object(mut headers)) => {
+                for value in headers.values_mut() {
+                    if let Value::String(text) = value
+                        && let Cow::Owned(scrubbed) = self.scrub(text)
+                    {
+                        *text = scrubbed;
+                    }
+                }
+                Value::Object(headers).to_string()
+            }
+            _ => self.scrub(headers_json).into_owned(),
+        }
+    }
+}
+
+fn collect_leaves(value: &Value, into: &mut Vec<String>) {
+    let text = match value {
+        Value::String(s) => s.trim().to_ascii_lowercase(),
+        Value::Number(n) => n.to_string(),
+        Value::Array(items) => {
+            items.iter().for_each(|item| collect_leaves(item, into));
+            return;
+        }
+        Value::Object(fields) => {
+            fields.values().for_each(|item| collect_leaves(item, into));
+            return;
+        }
+        Value::Bool(_) | Value::Null => return,
+    };
+    if text.len() >= MIN_SCRUBBED_LEN {
+        into.push(text);
+    }
+}
+
+/// Header names whose values are credentials or signatures: never shown, whatever they hold.
+pub fn is_secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "authorization",
+        "cookie",
+        "signature",
+        "token",
+        "secret",
+        "api-key",
+        "apikey",
+        "password",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 const CIPHERTEXT_MAGIC: &[u8; 4] = b"OHE1";
@@ -286,5 +445,29 @@ mod tests {
             hashes,
             vec![("email".to_owned(), key.hash("email", "ann@example.com"))]
         );
+    }
+    #[test]
+    fn sensitive_values_are_scrubbed_from_free_text() {
+        let body =
+            json!({"email": "Ann@Example.com", "contact": 4242, "tags": ["vip-x", "no"], "id": 7});
+        let sensitive = SensitiveValues::collect(
+            &body,
+            &pointers(&["/email", "/contact", "/tags", "/missing", "/id"]),
+        );
+        let check = |text: &str, expected: &str| assert_eq!(sensitive.scrub(text), expected);
+        check("sub_1+ann@example.com", "sub_1+***");
+        check(
+            "HTTP 400: unknown ANN@EXAMPLE.COM (4242)",
+            "HTTP 400: unknown *** (***)",
+        );
+        check("vip-x", "***");
+        check("nothing here, no 7", "nothing here, no 7");
+        check("", "");
+        let headers = sensitive.scrub_headers_json(r#"{"x-user":"ann@example.com","x-n":"1"}"#);
+        assert!(!headers.contains("ann@"), "{headers}");
+        assert!(SensitiveValues::from_body(b"not json", &pointers(&["/email"])).is_empty());
+        assert!(is_secret_header("X-Hub-Signature-256"));
+        assert!(is_secret_header("X-Api-Key"));
+        assert!(!is_secret_header("content-type"));
     }
 }

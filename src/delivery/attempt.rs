@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use super::Destination;
 use crate::domain::retry::{AttemptResult, Decision};
 use crate::metrics;
-use crate::privacy::{PayloadCipher, decrypt_with};
+use crate::privacy::{PayloadCipher, SensitiveValues, decrypt_with};
 use crate::store::{AttemptOutcome, ClaimedDelivery, DeliveryAttempt, Store, millis, now_millis};
 
 /// How much of an error response is kept as the attempt's error text.
@@ -24,6 +24,7 @@ pub(super) struct Attempt {
     pub client: reqwest::Client,
     pub cipher: Option<Arc<PayloadCipher>>,
     pub wake: Arc<Notify>,
+    pub hidden_fields: Arc<super::HiddenFields>,
     pub claim: ClaimedDelivery,
 }
 
@@ -61,7 +62,10 @@ impl Attempt {
         let clock = Instant::now();
         let (result, retry_after, error) =
             match decrypt_with(self.cipher.as_deref(), &self.claim.body) {
-                Ok(body) => self.send(body).await,
+                Ok(body) => {
+                    let (result, retry_after, error) = self.send(body.clone()).await;
+                    (result, retry_after, error.map(|e| self.scrub(&body, e)))
+                }
                 // Without the key the payload cannot be sent; sending ciphertext would be worse.
                 Err(e) => (AttemptResult::Undeliverable, None, Some(e.to_string())),
             };
@@ -94,14 +98,25 @@ impl Attempt {
             }
         };
         metrics::delivery_attempt(name, outcome.as_str(), elapsed);
-        tracing::debug!(
-            destination = %name, event_id = %self.claim.event_id, attempt = self.claim.attempt,
-            outcome = outcome.as_str(), error = error.as_deref().unwrap_or(""), "delivery attempt"
-        );
         let status_code = match result {
             AttemptResult::Status(code) => Some(code),
             _ => None,
         };
+        // The delivery's Idempotency-Key is its event id (SPEC §5).
+        tracing::info!(
+            destination = %name,
+            source = %self.claim.source,
+            event_id = %self.claim.event_id,
+            idempotency_key = %self.claim.event_id,
+            attempt = self.claim.attempt,
+            replay_id = self.claim.replay_id.map(|r| r.to_string()),
+            outcome = outcome.as_str(),
+            status_code,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            error = error.as_deref(),
+            "delivery {}",
+            outcome.as_str()
+        );
         let record = DeliveryAttempt {
             started_at,
             duration_ms: millis(elapsed),
@@ -129,6 +144,17 @@ impl Attempt {
         }
         // A finished attempt may unblock the next delivery with the same ordering key.
         self.wake.notify_one();
+    }
+
+    /// A destination's error text may quote the payload: masked and searchable values are
+    /// scrubbed before it is logged or stored.
+    fn scrub(&self, body: &[u8], error: String) -> String {
+        let Some(fields) = self.hidden_fields.get(&self.claim.source) else {
+            return error;
+        };
+        SensitiveValues::from_body(body, fields)
+            .scrub(&error)
+            .into_owned()
     }
 
     async fn send(&self, body: bytes::Bytes) -> (AttemptResult, Option<Duration>, Option<String>) {

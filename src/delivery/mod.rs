@@ -92,6 +92,10 @@ pub fn signing_verifier(secret: &str) -> Result<Verifier, crate::verify::VerifyC
     })
 }
 
+/// Each source's hidden fields (`privacy::hidden_fields`), by source name; sources without any
+/// are left out.
+pub type HiddenFields = HashMap<String, Vec<crate::domain::pointer::JsonPointer>>;
+
 /// Per-destination wake-ups: intake rings after it commits new deliveries, attempts ring when
 /// they finish, so lanes do not wait for their poll interval.
 #[derive(Default)]
@@ -138,6 +142,14 @@ pub fn spawn_workers(
         .build()
         .context("cannot build the HTTP client")?;
     let cipher = config.payload_cipher().map(Arc::new);
+    let hidden_fields: Arc<HiddenFields> = Arc::new(
+        config
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), crate::privacy::hidden_fields(s)))
+            .filter(|(_, fields)| !fields.is_empty())
+            .collect(),
+    );
     let mut names = Vec::new();
     for destination_config in &config.destinations {
         let destination = Arc::new(Destination::build(destination_config)?);
@@ -148,6 +160,7 @@ pub fn spawn_workers(
             client: client.clone(),
             cipher: cipher.clone(),
             wake: wakeups.lane(&destination_config.name),
+            hidden_fields: Arc::clone(&hidden_fields),
             stop: stop.clone(),
             grace,
             tasks: tasks.clone(),
@@ -164,6 +177,7 @@ struct Lane {
     client: reqwest::Client,
     cipher: Option<Arc<PayloadCipher>>,
     wake: Arc<Notify>,
+    hidden_fields: Arc<HiddenFields>,
     stop: CancellationToken,
     grace: Duration,
     tasks: TaskTracker,
@@ -228,6 +242,7 @@ impl Lane {
                     client: self.client.clone(),
                     cipher: self.cipher.clone(),
                     wake: Arc::clone(&self.wake),
+                    hidden_fields: Arc::clone(&self.hidden_fields),
                     claim,
                 };
                 let (stop, grace) = (self.stop.clone(), self.grace);

@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::delivery::Wakeups;
 use crate::domain::fingerprint::{fingerprint_bytes, fingerprint_json};
 use crate::metrics::{self, IntakeOutcome};
-use crate::privacy::{PayloadCipher, SearchKey};
+use crate::privacy::{PayloadCipher, SearchKey, SensitiveValues};
 use crate::store::{self, AcceptOutcome, NewEvent, Store};
 pub use source::SourceRuntime;
 
@@ -172,14 +172,47 @@ async fn receive(
         }
         .into_response();
     };
-    let (outcome, response) = match handle(&intake, source, headers, body).await {
-        Ok(accepted) => accepted,
-        Err(rejection) => (rejection.outcome, rejection.into_response()),
-    };
-    if let Some(outcome) = outcome {
-        metrics::intake(&source.name, outcome, started.elapsed());
+    match handle(&intake, source, headers, body).await {
+        Ok(handled) => {
+            let elapsed = started.elapsed();
+            metrics::intake(&source.name, handled.outcome, elapsed);
+            tracing::info!(
+                source = %source.name,
+                event_id = %handled.event_id,
+                idempotency_key = %handled.logged_key,
+                outcome = handled.outcome.as_str(),
+                latency_ms = elapsed.as_secs_f64() * 1000.0,
+                "webhook {}",
+                handled.outcome.as_str()
+            );
+            handled.response
+        }
+        Err(rejection) => {
+            let elapsed = started.elapsed();
+            if let Some(outcome) = rejection.outcome {
+                metrics::intake(&source.name, outcome, elapsed);
+            }
+            // The rejection's text is not logged: a schema error may quote the payload.
+            tracing::info!(
+                source = %source.name,
+                outcome = rejection.outcome.map_or("error", IntakeOutcome::as_str),
+                status = rejection.status.as_u16(),
+                latency_ms = elapsed.as_secs_f64() * 1000.0,
+                "webhook rejected"
+            );
+            rejection.into_response()
+        }
     }
-    response
+}
+
+/// A webhook that was accepted or recognised as a duplicate.
+struct Handled {
+    outcome: IntakeOutcome,
+    response: Response,
+    /// The new event's id, or the original's for a duplicate.
+    event_id: Uuid,
+    /// The idempotency key with any masked or searchable value scrubbed out.
+    logged_key: String,
 }
 
 async fn handle(
@@ -187,7 +220,7 @@ async fn handle(
     source: &SourceRuntime,
     headers: HeaderMap,
     body: Body,
-) -> Result<(Option<IntakeOutcome>, Response), Rejection> {
+) -> Result<Handled, Rejection> {
     if intake.stopping.is_cancelled() {
         return Err(Rejection::unavailable(
             "the gateway is shutting down; retry later",
@@ -295,6 +328,15 @@ async fn handle(
             .collect(),
         _ => Vec::new(),
     };
+    // A key or a header may repeat a masked or searchable value; what is stored and logged
+    // of them is scrubbed (the provider's own response still echoes the key it sent).
+    let sensitive = match &json {
+        Some(value) if !source.hidden_fields.is_empty() => {
+            SensitiveValues::collect(value, &source.hidden_fields)
+        }
+        _ => SensitiveValues::default(),
+    };
+    let stored_key = sensitive.scrub(&key.text).into_owned();
     let deliveries = source.deliveries_for(&headers, json.as_ref(), &fingerprint);
     if let Some(cipher) = &intake.cipher {
         stored_body = cipher.encrypt(&stored_body);
@@ -305,20 +347,19 @@ async fn handle(
         id: Uuid::now_v7(),
         source: Arc::clone(&source.name),
         received_at,
-        idempotency_key: key.text,
+        idempotency_key: stored_key.clone(),
         dedupe_key: key.dedupe,
         fingerprint,
         dedupe_expires_at: received_at.saturating_add(source.dedupe_ttl_ms),
         near_duplicate: source.near_duplicate_check(&fingerprint, received_at),
         content_type,
-        headers_json: headers_for_storage(&headers),
+        headers_json: sensitive.scrub_headers_json(&headers_for_storage(&headers)),
         body: stored_body,
         deliveries,
         search,
     };
     let event_id = event.id;
-    // The key text is needed for the response after `event` moves into the store.
-    let key_text = event.idempotency_key.clone();
+    let key_text = key.text;
     let outcome = intake.store.accept(event).await.map_err(|e| {
         if e.is_transient() {
             tracing::warn!(source = %source.name, error = %e, "store unavailable; answering 503");
@@ -339,16 +380,17 @@ async fn handle(
             for destination in source.destination_names() {
                 intake.wakeups.wake(destination);
             }
-            tracing::debug!(source = %source.name, %event_id, idempotency_key = %key_text, "accepted");
             let body = AcceptedBody {
                 status: "accepted",
                 event_id,
                 idempotency_key: &key_text,
             };
-            (
-                Some(IntakeOutcome::Accepted),
-                (StatusCode::ACCEPTED, axum::Json(body)).into_response(),
-            )
+            Handled {
+                outcome: IntakeOutcome::Accepted,
+                response: (StatusCode::ACCEPTED, axum::Json(body)).into_response(),
+                event_id,
+                logged_key: stored_key,
+            }
         }
         AcceptOutcome::Duplicate(duplicate) => {
             let outcome = if duplicate.conflict {
@@ -356,10 +398,6 @@ async fn handle(
             } else {
                 IntakeOutcome::Duplicate
             };
-            tracing::debug!(
-                source = %source.name, event_id = %duplicate.event_id, idempotency_key = %key_text,
-                reason = duplicate.reason.as_str(), conflict = duplicate.conflict, "duplicate"
-            );
             let body = DuplicateBody {
                 status: "duplicate",
                 event_id: duplicate.event_id,
@@ -367,10 +405,12 @@ async fn handle(
                 reason: duplicate.reason.as_str(),
                 conflict: duplicate.conflict,
             };
-            (
-                Some(outcome),
-                (StatusCode::OK, axum::Json(body)).into_response(),
-            )
+            Handled {
+                outcome,
+                response: (StatusCode::OK, axum::Json(body)).into_response(),
+                event_id: duplicate.event_id,
+                logged_key: stored_key,
+            }
         }
     })
 }

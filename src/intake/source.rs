@@ -27,6 +27,8 @@ pub struct SourceRuntime {
     pub max_body: usize,
     pub schema: Option<jsonschema::Validator>,
     pub search_fields: std::collections::BTreeMap<String, JsonPointer>,
+    /// `mask_fields` and the `search_fields` pointers: scrubbed from stored keys and headers.
+    pub hidden_fields: Vec<JsonPointer>,
     drop_fields: Vec<JsonPointer>,
     rate_limiter: Option<DefaultDirectRateLimiter>,
     routes: Vec<RouteRuntime>,
@@ -92,6 +94,7 @@ impl SourceRuntime {
             max_body: usize::try_from(source.max_body.as_u64()).unwrap_or(usize::MAX),
             schema,
             search_fields: source.search_fields.clone(),
+            hidden_fields: crate::privacy::hidden_fields(source),
             drop_fields: source.drop_fields.clone(),
             rate_limiter,
             routes,

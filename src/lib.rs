@@ -12,5 +12,6 @@ pub mod intake;
 pub mod metrics;
 pub mod privacy;
 pub mod shutdown;
+pub mod stats;
 pub mod store;
 pub mod verify;

@@ -2,12 +2,17 @@
 //!
 //! Labels are source and destination names from the config and fixed outcome words, never
 //! request paths or keys, so cardinality is bounded by the config.
+//!
+//! The same calls feed the in-process recorder behind `GET /api/v1/stats` (`stats.rs`).
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::stats::{self, DeliveryOutcome};
+use crate::store::now_millis;
 
 pub const INTAKE_TOTAL: &str = "oncehook_intake_total";
 pub const INTAKE_DURATION: &str = "oncehook_intake_duration_seconds";
@@ -17,6 +22,7 @@ pub const END_TO_END: &str = "oncehook_end_to_end_seconds";
 pub const QUEUE_DEPTH: &str = "oncehook_queue_depth";
 pub const DEAD_TOTAL: &str = "oncehook_dead_total";
 pub const STORE_OP_DURATION: &str = "oncehook_store_op_duration_seconds";
+pub const REPLAYS_TOTAL: &str = "oncehook_replays_total";
 
 /// How an intake request ended; the `outcome` label of `oncehook_intake_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +38,22 @@ pub enum IntakeOutcome {
 }
 
 impl IntakeOutcome {
+    pub const ALL: [IntakeOutcome; 8] = [
+        IntakeOutcome::Accepted,
+        IntakeOutcome::Duplicate,
+        IntakeOutcome::Conflict,
+        IntakeOutcome::InvalidSignature,
+        IntakeOutcome::InvalidBody,
+        IntakeOutcome::RateLimited,
+        IntakeOutcome::TooLarge,
+        IntakeOutcome::Unavailable,
+    ];
+
+    /// The outcome's position in `ALL`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             IntakeOutcome::Accepted => "accepted",
@@ -107,12 +129,17 @@ fn describe() {
         metrics::Unit::Seconds,
         "Duration of store operations."
     );
+    describe_counter!(
+        REPLAYS_TOTAL,
+        "Replays requested through the admin API, by mode (replay or dry_run)."
+    );
 }
 
 pub fn intake(source: &str, outcome: IntakeOutcome, elapsed: Duration) {
     counter!(INTAKE_TOTAL, "source" => source.to_owned(), "outcome" => outcome.as_str())
         .increment(1);
     histogram!(INTAKE_DURATION, "source" => source.to_owned()).record(elapsed.as_secs_f64());
+    stats::global().record_intake(now_millis(), outcome, elapsed);
 }
 
 pub fn store_op(op: &'static str, elapsed: Duration) {
@@ -124,10 +151,26 @@ pub fn delivery_attempt(destination: &str, outcome: &'static str, elapsed: Durat
         .increment(1);
     histogram!(DELIVERY_DURATION, "destination" => destination.to_owned())
         .record(elapsed.as_secs_f64());
+    let counted = match outcome {
+        "delivered" => Some(DeliveryOutcome::Delivered),
+        "retry" => Some(DeliveryOutcome::Retry),
+        "dead" => Some(DeliveryOutcome::Dead),
+        _ => None,
+    };
+    if let Some(counted) = counted {
+        stats::global().record_delivery(now_millis(), counted);
+    }
 }
 
 pub fn end_to_end(destination: &str, elapsed: Duration) {
     histogram!(END_TO_END, "destination" => destination.to_owned()).record(elapsed.as_secs_f64());
+    stats::global().record_end_to_end(now_millis(), elapsed);
+}
+
+/// A replay requested through the admin API (`dry_run`: only counted, nothing re-queued).
+pub fn replay(dry_run: bool) {
+    let mode = if dry_run { "dry_run" } else { "replay" };
+    counter!(REPLAYS_TOTAL, "mode" => mode).increment(1);
 }
 
 pub fn dead(destination: &str, reason: &'static str) {

@@ -1,0 +1,399 @@
+//! Recent figures for `GET /api/v1/stats`: intake outcomes and ack latency, delivery outcomes
+//! and end-to-end latency, over the last 24 hours, in this process.
+//!
+//! Much of this is not in the database (a duplicate stores nothing; latencies are not kept), so
+//! the recorder keeps its own small time series: one slot per 10 seconds, each with counts per
+//! outcome and fixed log-scale latency histograms from which percentiles are read. It is fed by
+//! `metrics.rs` (the same calls that record the Prometheus metrics), so its figures are this
+//! node's; several nodes sharing a database each answer for themselves.
+
+use std::collections::VecDeque;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use crate::metrics::IntakeOutcome;
+use crate::store::{UnixMillis, now_millis};
+
+/// One slot covers this many milliseconds.
+pub const SLOT_MILLIS: i64 = 10_000;
+/// How far back the recorder remembers, and the longest window it answers for.
+pub const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// The most points a window's intake series has (for a sparkline).
+const SERIES_POINTS: i64 = 30;
+
+/// Latency histograms have buckets growing by √2 from 0.1 ms: bucket `i` holds latencies below
+/// `0.1 ms · √2^(i+1)`. 56 buckets reach about 6 hours; slower ones land in the last bucket.
+/// A percentile is reported as its bucket's geometric middle, within ±19% of the truth.
+const LATENCY_BUCKETS: usize = 56;
+const FIRST_BOUND_MS: f64 = 0.1;
+
+#[derive(Clone)]
+struct Histogram {
+    counts: [u32; LATENCY_BUCKETS],
+}
+
+impl Histogram {
+    fn new() -> Histogram {
+        Histogram {
+            counts: [0; LATENCY_BUCKETS],
+        }
+    }
+
+    fn record(&mut self, latency: Duration) {
+        let ms = latency.as_secs_f64() * 1000.0;
+        let index = if ms < FIRST_BOUND_MS {
+            0
+        } else {
+            // log base √2 of (ms / first bound).
+            ((ms / FIRST_BOUND_MS).log2() * 2.0).floor() as usize
+        };
+        let bucket = &mut self.counts[index.min(LATENCY_BUCKETS - 1)];
+        *bucket = bucket.saturating_add(1);
+    }
+
+    fn add(&mut self, other: &Histogram) {
+        for (mine, theirs) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *mine = mine.saturating_add(*theirs);
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.counts.iter().map(|c| u64::from(*c)).sum()
+    }
+
+    /// The latency (ms) below which a fraction `q` of the recorded ones fall; None when empty.
+    fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0u64;
+        for (index, count) in self.counts.iter().enumerate() {
+            seen += u64::from(*count);
+            if seen >= rank {
+                return Some(bucket_middle_ms(index));
+            }
+        }
+        None
+    }
+
+    fn percentiles(&self) -> Percentiles {
+        Percentiles {
+            count: self.total(),
+            p50_ms: self.quantile(0.50),
+            p95_ms: self.quantile(0.95),
+            p99_ms: self.quantile(0.99),
+        }
+    }
+}
+
+fn bucket_middle_ms(index: usize) -> f64 {
+    if index == 0 {
+        return FIRST_BOUND_MS * std::f64::consts::SQRT_2 / 2.0;
+    }
+    // Between √2^index and √2^(index+1) times the first bound: the geometric middle.
+    FIRST_BOUND_MS * 2f64.powf((index as f64 + 0.5) / 2.0)
+}
+
+/// How a delivery attempt ended, as the recorder counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Delivered,
+    Retry,
+    Dead,
+}
+
+#[derive(Clone)]
+struct Slot {
+    /// `time / SLOT_MILLIS`.
+    index: i64,
+    intake: [u64; IntakeOutcome::ALL.len()],
+    ack: Histogram,
+    deliveries: [u64; 3],
+    end_to_end: Histogram,
+}
+
+impl Slot {
+    fn new(index: i64) -> Slot {
+        Slot {
+            index,
+            intake: [0; IntakeOutcome::ALL.len()],
+            ack: Histogram::new(),
+            deliveries: [0; 3],
+            end_to_end: Histogram::new(),
+        }
+    }
+}
+
+/// p50/p95/p99 in milliseconds over `count` samples (None when there were none).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// The recorder's figures over one window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsSnapshot {
+    pub window: Duration,
+    /// The part of the window this process has been recording (it may have started later).
+    pub covered: Duration,
+    /// Requests per intake outcome, in `IntakeOutcome::ALL` order.
+    pub intake: Vec<(IntakeOutcome, u64)>,
+    pub ack_latency: Percentiles,
+    pub delivered: u64,
+    pub retried: u64,
+    pub dead: u64,
+    pub end_to_end: Percentiles,
+    /// Intake requests per `series_step`, oldest first, covering the window.
+    pub intake_series: Vec<u64>,
+    pub series_step: Duration,
+}
+
+impl StatsSnapshot {
+    pub fn intake_total(&self) -> u64 {
+        self.intake.iter().map(|(_, n)| n).sum()
+    }
+
+    pub fn intake_count(&self, outcome: IntakeOutcome) -> u64 {
+        self.intake
+            .iter()
+            .find(|(o, _)| *o == outcome)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// Requests per second over the covered part of the window.
+    pub fn intake_rate(&self) -> f64 {
+        self.intake_total() as f64 / self.covered.as_secs_f64().max(1.0)
+    }
+
+    /// Duplicates (and conflicts) among the requests that reached the dedupe step.
+    pub fn dedupe_hit_rate(&self) -> Option<f64> {
+        let repeats = self.intake_count(IntakeOutcome::Duplicate)
+            + self.intake_count(IntakeOutcome::Conflict);
+        let reached = repeats + self.intake_count(IntakeOutcome::Accepted);
+        (reached > 0).then(|| repeats as f64 / reached as f64)
+    }
+}
+
+pub struct StatsRecorder {
+    started_at: UnixMillis,
+    slots: Mutex<VecDeque<Slot>>,
+}
+
+impl StatsRecorder {
+    pub fn new(started_at: UnixMillis) -> StatsRecorder {
+        StatsRecorder {
+            started_at,
+            slots: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub fn record_intake(&self, now: UnixMillis, outcome: IntakeOutcome, latency: Duration) {
+        self.with_slot(now, |slot| {
+            slot.intake[outcome.index()] += 1;
+            slot.ack.record(latency);
+        });
+    }
+
+    pub fn record_delivery(&self, now: UnixMillis, outcome: DeliveryOutcome) {
+        self.with_slot(now, |slot| slot.deliveries[outcome as usize] += 1);
+    }
+
+    pub fn record_end_to_end(&self, now: UnixMillis, latency: Duration) {
+        self.with_slot(now, |slot| slot.end_to_end.record(latency));
+    }
+
+    fn with_slot(&self, now: UnixMillis, update: impl FnOnce(&mut Slot)) {
+        let index = now.div_euclid(SLOT_MILLIS);
+        let oldest_kept = index - slots_in(MAX_WINDOW);
+        // A poisoned lock only means another recording panicked; the counts are still usable.
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        while slots.front().is_some_and(|s| s.index <= oldest_kept) {
+            slots.pop_front();
+        }
+        // Recordings arrive in time order but for a few milliseconds of skew between threads,
+        // so the slot is nearly always the last one.
+        let position = match slots.back() {
+            Some(last) if last.index == index => slots.len() - 1,
+            Some(last) if last.index < index => {
+                slots.push_back(Slot::new(index));
+                slots.len() - 1
+            }
+            None => {
+                slots.push_back(Slot::new(index));
+                0
+            }
+            Some(_) => match slots.binary_search_by_key(&index, |s| s.index) {
+                Ok(position) => position,
+                Err(position) => {
+                    slots.insert(position, Slot::new(index));
+                    position
+                }
+            },
+        };
+        if let Some(slot) = slots.get_mut(position) {
+            update(slot);
+        }
+    }
+
+    /// The figures of the last `window` (at most `MAX_WINDOW`), as of `now`.
+    pub fn snapshot(&self, now: UnixMillis, window: Duration) -> StatsSnapshot {
+        let window = window
+            .min(MAX_WINDOW)
+            .max(Duration::from_millis(SLOT_MILLIS as u64));
+        let window_slots = slots_in(window);
+        let last = now.div_euclid(SLOT_MILLIS);
+        let first = last - window_slots + 1;
+        let step = ((window_slots + SERIES_POINTS - 1) / SERIES_POINTS).max(1);
+        let points = (window_slots + step - 1) / step;
+
+        let mut intake = [0u64; IntakeOutcome::ALL.len()];
+        let mut ack = Histogram::new();
+        let mut deliveries = [0u64; 3];
+        let mut end_to_end = Histogram::new();
+        let mut series = vec![0u64; usize::try_from(points).unwrap_or(0)];
+        {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            for slot in slots.iter().filter(|s| s.index >= first && s.index <= last) {
+                for (total, count) in intake.iter_mut().zip(slot.intake.iter()) {
+                    *total += count;
+                }
+                ack.add(&slot.ack);
+                for (total, count) in deliveries.iter_mut().zip(slot.deliveries.iter()) {
+                    *total += count;
+                }
+                end_to_end.add(&slot.end_to_end);
+                let point = usize::try_from((slot.index - first) / step).unwrap_or(0);
+                if let Some(value) = series.get_mut(point) {
+                    *value += slot.intake.iter().sum::<u64>();
+                }
+            }
+        }
+        let recording_for =
+            Duration::from_millis(now.saturating_sub(self.started_at).max(0) as u64);
+        StatsSnapshot {
+            window,
+            covered: window.min(recording_for),
+            intake: IntakeOutcome::ALL
+                .iter()
+                .map(|outcome| (*outcome, intake[outcome.index()]))
+                .collect(),
+            ack_latency: ack.percentiles(),
+            delivered: deliveries[DeliveryOutcome::Delivered as usize],
+            retried: deliveries[DeliveryOutcome::Retry as usize],
+            dead: deliveries[DeliveryOutcome::Dead as usize],
+            end_to_end: end_to_end.percentiles(),
+            intake_series: series,
+            series_step: Duration::from_millis((step * SLOT_MILLIS) as u64),
+        }
+    }
+}
+
+fn slots_in(window: Duration) -> i64 {
+    let millis = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    ((millis + SLOT_MILLIS - 1) / SLOT_MILLIS).max(1)
+}
+
+static RECORDER: LazyLock<StatsRecorder> = LazyLock::new(|| StatsRecorder::new(now_millis()));
+
+/// This process's recorder (fed by `metrics.rs`).
+pub fn global() -> &'static StatsRecorder {
+    &RECORDER
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: UnixMillis = 1_800_000_000_000;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn counts_outcomes_and_rates_within_the_window() {
+        let recorder = StatsRecorder::new(T0 - 3_600_000);
+        for _ in 0..30 {
+            recorder.record_intake(T0, IntakeOutcome::Accepted, ms(2));
+        }
+        for _ in 0..10 {
+            recorder.record_intake(T0 + 1_000, IntakeOutcome::Duplicate, ms(1));
+        }
+        recorder.record_intake(T0 + 2_000, IntakeOutcome::InvalidSignature, ms(1));
+        // Outside a 15-minute window as of T0 + 60s:
+        recorder.record_intake(T0 - 1_200_000, IntakeOutcome::Accepted, ms(1));
+
+        let now = T0 + 60_000;
+        let snapshot = recorder.snapshot(now, Duration::from_secs(900));
+        assert_eq!(snapshot.intake_count(IntakeOutcome::Accepted), 30);
+        assert_eq!(snapshot.intake_count(IntakeOutcome::Duplicate), 10);
+        assert_eq!(snapshot.intake_total(), 41);
+        assert_eq!(snapshot.dedupe_hit_rate(), Some(0.25));
+        assert!((snapshot.intake_rate() - 41.0 / 900.0).abs() < 1e-9);
+        assert_eq!(snapshot.intake_series.len(), 30);
+        assert_eq!(snapshot.series_step, Duration::from_secs(30));
+        assert_eq!(snapshot.intake_series.iter().sum::<u64>(), 41);
+        assert_eq!(snapshot.ack_latency.count, 41);
+
+        let day = recorder.snapshot(now, Duration::from_secs(48 * 3600));
+        assert_eq!(day.window, MAX_WINDOW, "windows are capped at 24h");
+        assert_eq!(day.intake_total(), 42);
+        assert_eq!(
+            day.covered,
+            Duration::from_secs(3660),
+            "recording for an hour"
+        );
+    }
+
+    #[test]
+    fn percentiles_come_from_log_buckets() {
+        let recorder = StatsRecorder::new(T0);
+        for n in 1..=100u64 {
+            recorder.record_intake(T0, IntakeOutcome::Accepted, ms(n));
+            recorder.record_end_to_end(T0, ms(n * 10));
+        }
+        let snapshot = recorder.snapshot(T0 + 1, Duration::from_secs(60));
+        let check = |actual: Option<f64>, truth: f64| {
+            let actual = actual.expect("a value");
+            assert!(
+                actual > truth * 0.75 && actual < truth * 1.35,
+                "{actual} is not near {truth}"
+            );
+        };
+        check(snapshot.ack_latency.p50_ms, 50.0);
+        check(snapshot.ack_latency.p95_ms, 95.0);
+        check(snapshot.ack_latency.p99_ms, 99.0);
+        check(snapshot.end_to_end.p50_ms, 500.0);
+        assert_eq!(snapshot.end_to_end.count, 100);
+        let empty = StatsRecorder::new(T0).snapshot(T0, Duration::from_secs(60));
+        assert_eq!(empty.ack_latency.p50_ms, None);
+        assert_eq!(empty.dedupe_hit_rate(), None);
+    }
+
+    #[test]
+    fn forgets_after_a_day_and_tolerates_late_recordings() {
+        let recorder = StatsRecorder::new(T0);
+        recorder.record_delivery(T0, DeliveryOutcome::Dead);
+        recorder.record_delivery(T0 + 20_000, DeliveryOutcome::Delivered);
+        // A few milliseconds late, into an earlier slot than the newest.
+        recorder.record_delivery(T0 + 10_000, DeliveryOutcome::Retry);
+        let snapshot = recorder.snapshot(T0 + 30_000, Duration::from_secs(60));
+        assert_eq!(
+            (snapshot.delivered, snapshot.retried, snapshot.dead),
+            (1, 1, 1)
+        );
+        let day_later = T0 + 24 * 3_600_000 + 30_000;
+        recorder.record_delivery(day_later, DeliveryOutcome::Delivered);
+        let snapshot = recorder.snapshot(day_later, MAX_WINDOW);
+        assert_eq!(
+            (snapshot.delivered, snapshot.retried, snapshot.dead),
+            (1, 0, 0)
+        );
+        assert!(recorder.slots.lock().expect("lock").len() <= 2);
+    }
+}

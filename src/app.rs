@@ -112,9 +112,11 @@ impl App {
             });
         }
 
-        let admin_router = admin::router(AdminState {
-            store: Arc::clone(&self.store),
-        });
+        let admin_router = admin::router(AdminState::new(
+            &self.config,
+            Arc::clone(&self.store),
+            Arc::clone(&wakeups),
+        ));
         let stop = shutdown.clone();
         tracing::info!(addr = %self.admin_listener.local_addr()?, "admin listening");
         let admin_listener = self.admin_listener;

@@ -1,8 +1,30 @@
-//! The admin listener: health, readiness and metrics (and, later, the admin API and console).
+//! The admin listener (`admin.listen`): health, readiness and metrics, open to anyone who can
+//! reach the listener, and the admin API under `/api/v1`, closed to anyone without the token.
 //!
-//! It binds to its own address (`admin.listen`) so that operators' endpoints are never exposed
-//! on the public intake port.
+//! It binds to its own address so that operators' endpoints are never exposed on the public
+//! intake port. Handlers hold an `ApiContext` (the store behind `Arc<dyn Store>`, the payload
+//! cipher, the search key, each source's hidden fields) and never see SQL.
+//!
+//! | route | module |
+//! |---|---|
+//! | `GET /api/v1/events`, `GET /api/v1/events/{id}` | `events` |
+//! | `POST /api/v1/replays`, `GET /api/v1/replays`, `GET /api/v1/replays/{id}` | `replays` |
+//! | `GET /api/v1/dlq` | `dlq` |
+//! | `GET /api/v1/stats` | `stats` |
+//! | `GET /api/v1/openapi.json` | `openapi` |
 
+mod auth;
+mod dlq;
+pub mod error;
+mod events;
+pub mod openapi;
+pub mod params;
+mod replays;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use axum::Router;
@@ -12,19 +34,129 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
+use crate::config::Config;
+use crate::delivery::Wakeups;
+use crate::domain::pointer::JsonPointer;
+use crate::privacy::{PayloadCipher, SearchKey};
 use crate::store::Store;
+use error::ApiError;
+
+/// Search field names always accepted by `GET /api/v1/events` (SPEC §6), even when no source
+/// declares them (the search then finds nothing).
+const SPEC_SEARCH_FIELDS: [&str; 2] = ["email", "contact"];
+
+/// Every route of the admin API, as (method, path template): the router serves exactly these and
+/// the OpenAPI document lists exactly these (a test holds both to it).
+pub const API_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/events"),
+    ("GET", "/api/v1/events/{id}"),
+    ("POST", "/api/v1/replays"),
+    ("GET", "/api/v1/replays"),
+    ("GET", "/api/v1/replays/{id}"),
+    ("GET", "/api/v1/dlq"),
+    ("GET", "/api/v1/stats"),
+    ("GET", "/api/v1/openapi.json"),
+];
+
+/// What the admin API's handlers share, built once from the config.
+pub struct ApiContext {
+    store: Arc<dyn Store>,
+    token: auth::TokenCheck,
+    cipher: Option<PayloadCipher>,
+    search_key: SearchKey,
+    /// Every configured source's hidden fields (`privacy::hidden_fields`), possibly none.
+    hidden_fields: HashMap<String, Vec<JsonPointer>>,
+    search_fields: BTreeSet<String>,
+    destinations: Vec<String>,
+    wakeups: Arc<Wakeups>,
+}
+
+impl ApiContext {
+    fn is_search_field(&self, name: &str) -> bool {
+        self.search_fields.contains(name)
+    }
+
+    fn search_field_names(&self) -> Vec<&str> {
+        self.search_fields.iter().map(String::as_str).collect()
+    }
+}
 
 #[derive(Clone)]
 pub struct AdminState {
     pub store: Arc<dyn Store>,
+    api: Arc<ApiContext>,
+}
+
+impl AdminState {
+    /// `wakeups` lets a replay wake the lanes of the destinations it re-queued.
+    pub fn new(config: &Config, store: Arc<dyn Store>, wakeups: Arc<Wakeups>) -> AdminState {
+        let mut search_fields: BTreeSet<String> =
+            SPEC_SEARCH_FIELDS.iter().map(|f| (*f).to_owned()).collect();
+        for source in &config.sources {
+            search_fields.extend(source.search_fields.keys().cloned());
+        }
+        let api = ApiContext {
+            store: Arc::clone(&store),
+            token: auth::TokenCheck::new(config.admin.token.as_deref()),
+            cipher: config.payload_cipher(),
+            search_key: SearchKey::new(config.store.encryption_key.as_deref()),
+            hidden_fields: config
+                .sources
+                .iter()
+                .map(|s| (s.name.clone(), crate::privacy::hidden_fields(s)))
+                .collect(),
+            search_fields,
+            destinations: config.destinations.iter().map(|d| d.name.clone()).collect(),
+            wakeups,
+        };
+        AdminState {
+            store,
+            api: Arc::new(api),
+        }
+    }
 }
 
 pub fn router(state: AdminState) -> Router {
+    let api = api_router(Arc::clone(&state.api));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .nest("/api/v1", api)
+}
+
+/// `/api/v1`: every route, and the answers for unknown paths and methods, behind the token.
+fn api_router(context: Arc<ApiContext>) -> Router {
+    Router::new()
+        .route("/events", get(events::list))
+        .route("/events/{id}", get(events::show))
+        .route("/replays", get(replays::list).post(replays::create))
+        .route("/replays/{id}", get(replays::show))
+        .route("/dlq", get(dlq::list))
+        .route("/stats", get(stats::show))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&context),
+            auth::require_token,
+        ))
+        .with_state(context)
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::not_found("no such route; GET /api/v1/openapi.json lists them")
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(error::ErrorBody {
+            error: "method not allowed on this route".into(),
+        }),
+    )
+        .into_response()
 }
 
 async fn healthz() -> Response {

@@ -1,0 +1,205 @@
+//! `GET /api/v1/stats`: recent intake and delivery figures with the queue as it stands.
+//!
+//! Intake and delivery figures come from this node's in-process recorder (`crate::stats`): a
+//! duplicate stores nothing, so the database cannot tell them. Queue depth and dead letters
+//! come from the store and cover every node.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::ApiContext;
+use super::error::{ApiError, ErrorBody};
+use super::params::format_time;
+use crate::stats::{MAX_WINDOW, Percentiles, SLOT_MILLIS, StatsSnapshot};
+use crate::store::now_millis;
+
+const DEFAULT_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsParams {
+    /// How far back: a duration from 10s to 24h (default 15m).
+    window: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatsResponse {
+    /// The window as asked for.
+    pub window: String,
+    pub window_seconds: u64,
+    /// The part of the window this node has been running (rates are over it).
+    pub covered_seconds: u64,
+    pub intake: IntakeStats,
+    pub delivery: DeliveryStats,
+    /// Open deliveries (pending, in flight, retrying) per destination, all nodes.
+    pub queue_depth: BTreeMap<String, u64>,
+    /// The dead-letter queue as it stands, per destination and reason, all nodes.
+    pub dead_by_reason: Vec<DeadByReason>,
+}
+
+/// Intake over the window, as seen by this node only.
+#[derive(Serialize, ToSchema)]
+pub struct IntakeStats {
+    /// Always `node`: these figures are this node's, not the cluster's.
+    pub scope: &'static str,
+    pub total: u64,
+    pub rate_per_second: f64,
+    /// Requests per outcome (accepted, duplicate, conflict, invalid_signature, …).
+    pub outcomes: BTreeMap<&'static str, u64>,
+    /// Duplicates and conflicts among requests that reached the dedupe step; null when none did.
+    pub dedupe_hit_rate: Option<f64>,
+    /// Time from request to response.
+    pub ack_latency_ms: LatencyStats,
+    /// Requests per `step_seconds`, oldest first, over the window.
+    pub series: Series,
+}
+
+/// Delivery over the window, as seen by this node only.
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryStats {
+    pub scope: &'static str,
+    /// Attempts per outcome (delivered, retry, dead).
+    pub outcomes: BTreeMap<&'static str, u64>,
+    /// From intake to successful delivery.
+    pub end_to_end_ms: LatencyStats,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LatencyStats {
+    pub count: u64,
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+impl From<Percentiles> for LatencyStats {
+    fn from(p: Percentiles) -> LatencyStats {
+        let round = |v: Option<f64>| v.map(|ms| (ms * 1000.0).round() / 1000.0);
+        LatencyStats {
+            count: p.count,
+            p50: round(p.p50_ms),
+            p95: round(p.p95_ms),
+            p99: round(p.p99_ms),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Series {
+    pub step_seconds: u64,
+    pub counts: Vec<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeadByReason {
+    pub destination: String,
+    pub reason: Option<String>,
+    pub count: u64,
+    #[schema(format = DateTime)]
+    pub last_at: String,
+}
+
+fn parse_window(text: Option<&str>) -> Result<Duration, ApiError> {
+    let Some(text) = text else {
+        return Ok(DEFAULT_WINDOW);
+    };
+    let shortest = Duration::from_millis(SLOT_MILLIS as u64);
+    match humantime::parse_duration(text.trim()) {
+        Ok(window) if window >= shortest && window <= MAX_WINDOW => Ok(window),
+        _ => Err(ApiError::bad_request(
+            "window: expected a duration from 10s to 24h (e.g. 15m, 1h)",
+        )),
+    }
+}
+
+/// Intake rate and outcomes, dedupe hit rate, latency percentiles, queue depth, dead letters.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stats",
+    tag = "stats",
+    params(StatsParams),
+    responses(
+        (status = 200, description = "Figures over the window", body = StatsResponse),
+        (status = 400, description = "The window is invalid", body = ErrorBody),
+        (status = 401, description = "Missing or invalid admin token", body = ErrorBody),
+    )
+)]
+pub async fn show(
+    State(context): State<Arc<ApiContext>>,
+    query: Result<Query<StatsParams>, QueryRejection>,
+) -> Result<Json<StatsResponse>, ApiError> {
+    let Query(params) = query?;
+    let window = parse_window(params.window.as_deref())?;
+    let snapshot = crate::stats::global().snapshot(now_millis(), window);
+    let mut queue_depth: BTreeMap<String, u64> = context
+        .destinations
+        .iter()
+        .map(|name| (name.clone(), 0))
+        .collect();
+    queue_depth.extend(context.store.queue_depths().await?);
+    let dead_by_reason = context
+        .store
+        .dead_letter_groups()
+        .await?
+        .into_iter()
+        .map(|group| DeadByReason {
+            destination: group.destination,
+            reason: group.reason,
+            count: group.count,
+            last_at: format_time(group.last_at),
+        })
+        .collect();
+    Ok(Json(response(
+        params.window.unwrap_or_else(|| "15m".into()),
+        &snapshot,
+        queue_depth,
+        dead_by_reason,
+    )))
+}
+
+fn response(
+    window: String,
+    snapshot: &StatsSnapshot,
+    queue_depth: BTreeMap<String, u64>,
+    dead_by_reason: Vec<DeadByReason>,
+) -> StatsResponse {
+    StatsResponse {
+        window,
+        window_seconds: snapshot.window.as_secs(),
+        covered_seconds: snapshot.covered.as_secs(),
+        intake: IntakeStats {
+            scope: "node",
+            total: snapshot.intake_total(),
+            rate_per_second: (snapshot.intake_rate() * 1000.0).round() / 1000.0,
+            outcomes: snapshot
+                .intake
+                .iter()
+                .map(|(outcome, count)| (outcome.as_str(), *count))
+                .collect(),
+            dedupe_hit_rate: snapshot.dedupe_hit_rate(),
+            ack_latency_ms: snapshot.ack_latency.into(),
+            series: Series {
+                step_seconds: snapshot.series_step.as_secs(),
+                counts: snapshot.intake_series.clone(),
+            },
+        },
+        delivery: DeliveryStats {
+            scope: "node",
+            outcomes: BTreeMap::from([
+                ("delivered", snapshot.delivered),
+                ("retry", snapshot.retried),
+                ("dead", snapshot.dead),
+            ]),
+            end_to_end_ms: snapshot.end_to_end.into(),
+        },
+        queue_depth,
+        dead_by_reason,
+    }
+}

@@ -1,9 +1,14 @@
 //! The command line: parsing, logging set-up and dispatch to one module per command.
 
+mod admin_client;
 mod check;
+mod dlq;
+mod events;
 mod listen;
+mod replay;
 mod send;
 mod serve;
+mod stats;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -68,6 +73,20 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         status: u16,
     },
+    /// Search events and show one, through the admin API.
+    Events {
+        #[command(subcommand)]
+        command: events::EventsCommand,
+    },
+    /// The dead-letter queue, through the admin API.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
+    /// Re-queue deliveries on purpose (recorded with who and why), through the admin API.
+    Replay(replay::ReplayArgs),
+    /// Intake rate, dedupe hit rate, latency percentiles, queue depth, dead letters.
+    Stats(stats::StatsArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -99,6 +118,10 @@ pub fn main() -> ExitCode {
                 times,
                 url,
             } => send::run(&config, &source, file.as_deref(), times, url.as_deref()).await,
+            Command::Events { command } => events::run(command).await,
+            Command::Dlq { command } => dlq::run(command).await,
+            Command::Replay(args) => replay::run(args).await,
+            Command::Stats(args) => stats::run(args).await,
         }
     });
     match result {

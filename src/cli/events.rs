@@ -1,0 +1,234 @@
+//! `oncehook events search` and `oncehook events show ID`.
+
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use super::admin_client::{AdminArgs, AdminClient, clip, print_table, text};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum EventsCommand {
+    /// Find events, newest first.
+    Search {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        source: Option<String>,
+        /// received, processing, completed, failed_retryable or failed_terminal.
+        #[arg(long)]
+        status: Option<String>,
+        /// The idempotency key, exactly.
+        #[arg(long)]
+        key: Option<String>,
+        /// The value of the `email` search field (never stored in clear; matched by keyed hash).
+        #[arg(long)]
+        email: Option<String>,
+        /// The value of the `contact` search field.
+        #[arg(long)]
+        contact: Option<String>,
+        /// Received within this long ago (15m, 2h, 7d) or since an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Received before this long ago or this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One event: masked payload, headers, deliveries with every attempt, replays.
+    Show {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The event id.
+        id: String,
+    },
+}
+
+pub async fn run(command: EventsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        EventsCommand::Search {
+            admin,
+            source,
+            status,
+            key,
+            email,
+            contact,
+            since,
+            until,
+            limit,
+        } => {
+            let client = AdminClient::new(&admin)?;
+            let mut query: Vec<(&str, String)> = [
+                ("source", source),
+                ("status", status),
+                ("key", key),
+                ("email", email),
+                ("contact", contact),
+                ("since", since),
+                ("until", until),
+            ]
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| (name, v)))
+            .collect();
+            search(&client, &mut query, limit.max(1), admin.json).await
+        }
+        EventsCommand::Show { admin, id } => {
+            let client = AdminClient::new(&admin)?;
+            let event = client.get(&format!("/api/v1/events/{id}"), &[]).await?;
+            if admin.json {
+                println!("{}", serde_json::to_string_pretty(&event)?);
+            } else {
+                print_event(&event);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Follows `next_cursor` until `limit` events are collected or the list ends.
+async fn search(
+    client: &AdminClient,
+    query: &mut Vec<(&str, String)>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut events: Vec<Value> = Vec::new();
+    let mut more = false;
+    loop {
+        let page_size = (limit - events.len()).min(1000);
+        let mut page_query = query.clone();
+        page_query.push(("limit", page_size.to_string()));
+        let page = client.get("/api/v1/events", &page_query).await?;
+        if let Some(items) = page.get("events").and_then(Value::as_array) {
+            events.extend(items.iter().cloned());
+        }
+        let next = page
+            .get("next_cursor")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        match next {
+            Some(cursor) if events.len() < limit => {
+                query.retain(|(name, _)| *name != "cursor");
+                query.push(("cursor", cursor));
+            }
+            Some(_) => {
+                more = true;
+                break;
+            }
+            None => break,
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&events)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if events.is_empty() {
+        println!("no events match");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            vec![
+                text(e, "event_id"),
+                text(e, "received_at"),
+                text(e, "source"),
+                text(e, "status"),
+                clip(&text(e, "idempotency_key"), 48),
+            ]
+        })
+        .collect();
+    print_table(&["EVENT", "RECEIVED", "SOURCE", "STATUS", "KEY"], &rows);
+    if more {
+        println!("(more events match; raise --limit to see them)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_event(event: &Value) {
+    println!("event     {}", text(event, "event_id"));
+    println!("source    {}", text(event, "source"));
+    println!("key       {}", text(event, "idempotency_key"));
+    println!("received  {}", text(event, "received_at"));
+    println!("status    {}", text(event, "status"));
+    if let Some(headers) = event.get("headers").and_then(Value::as_object)
+        && !headers.is_empty()
+    {
+        println!("\nheaders:");
+        for (name, value) in headers {
+            println!("  {name}: {}", value.as_str().unwrap_or_default());
+        }
+    }
+    println!("\npayload (masked):");
+    let payload = event.get("payload").cloned().unwrap_or(Value::Null);
+    let pretty = match &payload {
+        Value::String(s) => s.clone(),
+        other => serde_json::to_string_pretty(other).unwrap_or_default(),
+    };
+    for line in pretty.lines() {
+        println!("  {line}");
+    }
+    let deliveries = event
+        .get("deliveries")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    println!("\ndeliveries ({}):", deliveries.len());
+    for delivery in &deliveries {
+        let mut line = format!(
+            "  {}  {}  attempts {}",
+            text(delivery, "destination"),
+            text(delivery, "state"),
+            text(delivery, "attempt_count")
+        );
+        let reason = text(delivery, "dead_reason");
+        if !reason.is_empty() {
+            line.push_str(&format!("  reason {reason}"));
+        }
+        println!("{line}");
+        for attempt in delivery
+            .get("attempts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let status = match text(attempt, "status_code") {
+                s if s.is_empty() => "---".to_owned(),
+                s => s,
+            };
+            let replay = match text(attempt, "replay_id") {
+                r if r.is_empty() => String::new(),
+                r => format!("  replay {r}"),
+            };
+            println!(
+                "    #{:<3} {}  {}  {:>6} ms  {}{}  {}",
+                text(attempt, "number"),
+                text(attempt, "started_at"),
+                status,
+                text(attempt, "duration_ms"),
+                text(attempt, "outcome"),
+                replay,
+                clip(&text(attempt, "error"), 80)
+            );
+        }
+    }
+    let replays = event
+        .get("replays")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !replays.is_empty() {
+        println!("\nreplays ({}):", replays.len());
+        for replay in &replays {
+            println!(
+                "  {}  {}  to {}  by {}: {}",
+                text(replay, "created_at"),
+                text(replay, "replay_id"),
+                text(replay, "destination"),
+                text(replay, "requested_by"),
+                clip(&text(replay, "reason"), 80)
+            );
+        }
+    }
+}

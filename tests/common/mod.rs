@@ -4,15 +4,19 @@
 
 pub mod receiver;
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use oncehook::verify::{Verifier, VerifyConfig};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_oncehook");
+/// The admin token every test gateway is configured with (unless started without one).
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 pub struct Gateway {
     pub dir: tempfile::TempDir,
@@ -20,6 +24,8 @@ pub struct Gateway {
     pub intake: String,
     pub admin: String,
     child: Option<Child>,
+    /// Every line the gateway wrote to stderr, over all its runs.
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 pub fn free_port() -> u16 {
@@ -33,12 +39,18 @@ impl Gateway {
     /// Starts a gateway whose config is `body` (sources, destinations, routes) plus generated
     /// `[server]`, `[admin]` and `[store]` sections on free ports and a fresh SQLite file.
     pub fn start(body: &str) -> Gateway {
+        Self::start_with_admin_token(Some(ADMIN_TOKEN), body)
+    }
+
+    /// Like `start`, with `token` as `admin.token` (None: no token configured).
+    pub fn start_with_admin_token(token: Option<&str>, body: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let intake_port = free_port();
         let admin_port = free_port();
+        let token_line = token.map_or(String::new(), |t| format!("token = \"{t}\"\n"));
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:{intake_port}\"\nshutdown_grace = \"2s\"\n\n\
-             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"test-admin-token\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{token_line}\n\
              [store]\nurl = \"sqlite://./data/oncehook.db\"\n\n{body}"
         );
         let config_path = dir.path().join("oncehook.toml");
@@ -49,6 +61,7 @@ impl Gateway {
             intake: format!("http://127.0.0.1:{intake_port}"),
             admin: format!("http://127.0.0.1:{admin_port}"),
             child: None,
+            logs: Arc::default(),
         };
         gateway.spawn();
         gateway
@@ -65,11 +78,45 @@ impl Gateway {
             .env("ONCEHOOK_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start oncehook");
+        let mut child = child;
+        // Keep every log line for tests that inspect them, and still show them when a test fails.
+        if let Some(stderr) = child.stderr.take() {
+            let logs = Arc::clone(&self.logs);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    logs.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                }
+            });
+        }
         self.child = Some(child);
         self.wait_healthy();
+    }
+
+    /// The gateway's stderr lines so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// GET on the admin listener with the admin token: (status, JSON body).
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        let request = reqwest::Client::new()
+            .get(format!("{}{path}", self.admin))
+            .bearer_auth(ADMIN_TOKEN);
+        send_json(request).await
+    }
+
+    /// POST JSON on the admin listener with the admin token: (status, JSON body).
+    pub async fn admin_post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let request = reqwest::Client::new()
+            .post(format!("{}{path}", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        send_json(request).await
     }
 
     fn wait_healthy(&mut self) {
@@ -183,6 +230,14 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Sends a request and reads its answer as JSON (Null when it is not JSON).
+pub async fn send_json(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("admin request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("admin body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// A plain synchronous GET, used while waiting for start-up before any runtime exists.

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod intake;
 pub mod metrics;
 pub mod privacy;
+pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod verify;

@@ -177,6 +177,9 @@ fn effective(key: &str, config: &Config) -> Option<String> {
     Some(match key {
         "server.listen" => config.server.listen.to_string(),
         "server.shutdown_grace" => format!("{:?}", config.server.shutdown_grace),
+        "server.header_timeout" => format!("{:?}", config.server.header_timeout),
+        "server.body_timeout" => format!("{:?}", config.server.body_timeout),
+        "server.max_connections" => config.server.max_connections.to_string(),
         "admin.listen" => config.admin.listen.to_string(),
         "store.url" => config.store.url.clone(),
         "store.batch_max" => config.store.batch_max.to_string(),

@@ -151,7 +151,7 @@ pub fn intake(source: &str, outcome: IntakeOutcome, elapsed: Duration) {
     counter!(INTAKE_TOTAL, "source" => source.to_owned(), "outcome" => outcome.as_str())
         .increment(1);
     histogram!(INTAKE_DURATION, "source" => source.to_owned()).record(elapsed.as_secs_f64());
-    stats::global().record_intake(now_millis(), outcome, elapsed);
+    stats::global().record_intake(now_millis(), source, outcome, elapsed);
 }
 
 pub fn store_op(op: &'static str, elapsed: Duration) {

@@ -1,13 +1,15 @@
 //! The store contract, tested once and run against every backend.
 //!
 //! Each behaviour is an `async fn(Arc<dyn Store>)`; `conformance!` instantiates it per backend
-//! with a fresh database.
+//! with a fresh database: a temporary SQLite file, and, when `ONCEHOOK_TEST_PG` names a
+//! PostgreSQL database, a schema of its own (so the tests run in parallel) dropped afterwards.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use uuid::Uuid;
 
+use super::postgres::{PostgresOptions, PostgresStore};
 use super::sqlite::{SqliteOptions, SqliteStore};
 use super::*;
 use crate::domain::fingerprint::Fingerprint;
@@ -32,6 +34,71 @@ fn sqlite() -> SqliteFixture {
     }
 }
 
+/// A PostgreSQL store in a fresh schema of the `ONCEHOOK_TEST_PG` database; the schema is
+/// dropped when the fixture is, also when the test failed.
+struct PostgresFixture {
+    url: String,
+    schema: String,
+    store: Arc<dyn Store>,
+}
+
+async fn postgres() -> Option<PostgresFixture> {
+    let Ok(url) = std::env::var("ONCEHOOK_TEST_PG") else {
+        eprintln!("skipped on PostgreSQL: set ONCEHOOK_TEST_PG=postgres://user@host/db to run it");
+        return None;
+    };
+    let schema = format!("t_{:016x}", rand::random::<u64>());
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to ONCEHOOK_TEST_PG");
+    let connection = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("create schema");
+    drop(client);
+    let _ = connection.await;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let store = PostgresStore::open(PostgresOptions {
+        url: format!("{url}{separator}options=-c%20search_path%3D{schema}"),
+        pool_size: 8,
+        batch_max: 64,
+        queue_max: 4096,
+    })
+    .await
+    .expect("open");
+    Some(PostgresFixture {
+        url,
+        schema,
+        store: Arc::new(store),
+    })
+}
+
+impl Drop for PostgresFixture {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, which cannot block on a future: a thread with
+        // its own small runtime drops the schema.
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect");
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                    .await
+                    .expect("drop schema");
+            });
+        });
+        let _ = dropped.join();
+    }
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite {
@@ -39,6 +106,18 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let fixture = super::sqlite();
+                    super::$name(fixture.store.clone()).await;
+                }
+            )*
+        }
+
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(fixture) = super::postgres().await else {
+                        return;
+                    };
                     super::$name(fixture.store.clone()).await;
                 }
             )*

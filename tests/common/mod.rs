@@ -1,6 +1,10 @@
-//! The end-to-end harness: the real `oncehook` binary on free ports with its own SQLite file,
-//! and helpers to sign, send and inspect what was stored.
+//! The end-to-end harness: the real `oncehook` binary on free ports with its own SQLite file
+//! (or a PostgreSQL schema that several gateways share), and helpers to sign, send and inspect
+//! what was stored. `pg` has the PostgreSQL side: schemas, a TCP proxy the test can cut, and a
+//! destination that records what it receives.
 #![allow(dead_code)]
+
+pub mod pg;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -17,7 +21,21 @@ pub struct Gateway {
     pub config_path: PathBuf,
     pub intake: String,
     pub admin: String,
+    /// `--role` (`all` when None).
+    pub role: Option<String>,
     child: Option<Child>,
+}
+
+/// How `Gateway::start_with` sets a gateway up; the default is `Gateway::start`'s.
+#[derive(Default, Clone)]
+pub struct GatewayOptions {
+    /// `store.url`; a fresh SQLite file when None.
+    pub store_url: Option<String>,
+    /// `--role all|intake|worker`.
+    pub role: Option<String>,
+    /// Return at once instead of waiting for `/healthz` (to start several gateways together);
+    /// call `wait_healthy` afterwards.
+    pub no_wait: bool,
 }
 
 pub fn free_port() -> u16 {
@@ -31,13 +49,22 @@ impl Gateway {
     /// Starts a gateway whose config is `body` (sources, destinations, routes) plus generated
     /// `[server]`, `[admin]` and `[store]` sections on free ports and a fresh SQLite file.
     pub fn start(body: &str) -> Gateway {
+        Gateway::start_with(body, GatewayOptions::default())
+    }
+
+    /// Like `start`, on the store and with the role `options` name.
+    pub fn start_with(body: &str, options: GatewayOptions) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let intake_port = free_port();
         let admin_port = free_port();
+        let store = match &options.store_url {
+            Some(url) => format!("url = \"{url}\"\npool_size = 8"),
+            None => "url = \"sqlite://./data/oncehook.db\"".to_owned(),
+        };
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:{intake_port}\"\nshutdown_grace = \"2s\"\n\n\
              [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"test-admin-token\"\n\n\
-             [store]\nurl = \"sqlite://./data/oncehook.db\"\n\n{body}"
+             [store]\n{store}\n\n{body}"
         );
         let config_path = dir.path().join("oncehook.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -46,26 +73,37 @@ impl Gateway {
             config_path,
             intake: format!("http://127.0.0.1:{intake_port}"),
             admin: format!("http://127.0.0.1:{admin_port}"),
+            role: options.role,
             child: None,
         };
-        gateway.spawn();
+        gateway.spawn_process();
+        if !options.no_wait {
+            gateway.wait_healthy();
+        }
         gateway
     }
 
     pub fn spawn(&mut self) {
-        let child = Command::new(BIN)
-            .args(["serve", "-c"])
-            .arg(&self.config_path)
+        self.spawn_process();
+        self.wait_healthy();
+    }
+
+    fn spawn_process(&mut self) {
+        let mut command = Command::new(BIN);
+        command.args(["serve", "-c"]).arg(&self.config_path);
+        if let Some(role) = &self.role {
+            command.args(["--role", role]);
+        }
+        let child = command
             .env("ONCEHOOK_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start oncehook");
         self.child = Some(child);
-        self.wait_healthy();
     }
 
-    fn wait_healthy(&mut self) {
+    pub fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let url = format!("{}/healthz", self.admin);
         while Instant::now() < deadline {

@@ -88,6 +88,7 @@ impl App {
                 Arc::clone(&wakeups),
                 &tasks,
                 shutdown.clone(),
+                self.config.server.shutdown_grace,
             )?;
         }
 

@@ -79,7 +79,7 @@ impl Default for ServerConfig {
 }
 
 /// `[admin]`: health, readiness, metrics, the admin API and the console.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     #[serde(default = "default_admin_listen")]
@@ -98,14 +98,17 @@ impl Default for AdminConfig {
 }
 
 /// `[store]`: where events, keys and deliveries live.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// `sqlite://PATH` (relative to the config file) or `postgres://…`.
     #[serde(default = "default_store_url")]
     pub url: String,
-    /// Optional key for encrypting payloads at rest.
+    /// Optional key for encrypting payloads at rest (any string; it is stretched with SHA-256).
     pub encryption_key: Option<String>,
+    /// Keys that encrypted older payloads: still used to decrypt, never to encrypt (rotation).
+    #[serde(default)]
+    pub previous_encryption_keys: Vec<String>,
     /// Most accepted webhooks committed in one transaction (group commit).
     #[serde(default = "default_batch_max")]
     pub batch_max: usize,
@@ -122,6 +125,7 @@ impl Default for StoreConfig {
         Self {
             url: default_store_url(),
             encryption_key: None,
+            previous_encryption_keys: Vec::new(),
             batch_max: default_batch_max(),
             queue_max: default_queue_max(),
             pool_size: default_pool_size(),
@@ -157,6 +161,38 @@ pub struct SourceConfig {
     /// Required to use `verify.scheme = "none"`.
     #[serde(default)]
     pub allow_unsigned: bool,
+}
+
+// Keys and tokens stay out of any debug output.
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &redact_url(&self.url))
+            .field("encrypted", &self.encryption_key.is_some())
+            .field("batch_max", &self.batch_max)
+            .field("queue_max", &self.queue_max)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// A store URL without its password.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
 }
 
 impl fmt::Debug for SourceConfig {
@@ -370,6 +406,13 @@ impl Config {
         }
     }
 
+    /// The payload cipher, when `store.encryption_key` is set.
+    pub fn payload_cipher(&self) -> Option<crate::privacy::PayloadCipher> {
+        self.store.encryption_key.as_deref().map(|key| {
+            crate::privacy::PayloadCipher::new(key, &self.store.previous_encryption_keys)
+        })
+    }
+
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
         self.sources.iter().find(|s| s.name == name)
     }
@@ -385,6 +428,23 @@ impl Config {
     fn validate(&self) -> Result<(), (String, String)> {
         self.store_location()
             .map_err(|m| ("store.url".to_owned(), m))?;
+        if self
+            .store
+            .encryption_key
+            .as_deref()
+            .is_some_and(|k| k.trim().is_empty())
+        {
+            return Err((
+                "store.encryption_key".into(),
+                "is empty (unset it to store payloads unencrypted)".into(),
+            ));
+        }
+        if !self.store.previous_encryption_keys.is_empty() && self.store.encryption_key.is_none() {
+            return Err((
+                "store.previous_encryption_keys".into(),
+                "needs store.encryption_key: old keys only decrypt".into(),
+            ));
+        }
         if self.store.batch_max == 0 {
             return Err(("store.batch_max".into(), "must be at least 1".into()));
         }

@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod domain;
 pub mod intake;
 pub mod metrics;
+pub mod privacy;
 pub mod shutdown;
 pub mod store;
 pub mod verify;

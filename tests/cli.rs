@@ -158,3 +158,71 @@ fn the_quickstart_config_is_valid() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn listen_prints_deliveries_and_checks_their_signature() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let port = common::free_port();
+    let mut listen = Command::new(BIN)
+        .args(["listen", "--port", &port.to_string(), "--secret", secret])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run listen");
+    let stdout = listen.stdout.take().expect("stdout");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let gateway = Gateway::start(&format!(
+        "[[sources]]\nname = \"demo\"\nverify = {{ scheme = \"stripe\", secrets = [\"whsec_x\"] }}\n\
+         [[destinations]]\nname = \"local\"\nurl = \"http://127.0.0.1:{port}/webhooks\"\nsigning_secret = \"{secret}\"\n\
+         [[routes]]\nsource = \"demo\"\nto = [\"local\"]\n"
+    ));
+    let output = Command::new(BIN)
+        .args(["send", "--source", "demo", "--times", "2", "-c"])
+        .arg(&gateway.config_path)
+        .output()
+        .expect("run send");
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let reply: serde_json::Value = serde_json::from_str(
+        stdout
+            .lines()
+            .next()
+            .and_then(|l| l.splitn(3, ' ').nth(2))
+            .expect("reply"),
+    )
+    .expect("json");
+    let event_id = reply["event_id"].as_str().expect("event_id").to_owned();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(100)) {
+            seen.push(line);
+        }
+        if seen.iter().any(|l| l.contains(&event_id)) {
+            break;
+        }
+    }
+    let _ = listen.kill();
+    let _ = listen.wait();
+    let delivery = seen
+        .iter()
+        .find(|l| l.contains(&event_id))
+        .unwrap_or_else(|| panic!("no delivery printed: {seen:?}"));
+    assert!(delivery.contains("signature ok"), "{delivery}");
+    assert!(delivery.contains("source demo"), "{delivery}");
+    assert_eq!(
+        seen.iter().filter(|l| l.contains("event ")).count(),
+        1,
+        "one delivery for two sends: {seen:?}"
+    );
+}

@@ -19,7 +19,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         config.server.listen
     );
     println!("admin   http://{}", config.admin.listen);
-    println!("store   {}", config.store.url);
+    println!("store   {}", crate::config::redact_url(&config.store.url));
     println!("\nsources ({}):", config.sources.len());
     for source in &config.sources {
         let key = match &source.key {

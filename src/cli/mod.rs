@@ -1,6 +1,7 @@
 //! The command line: parsing, logging set-up and dispatch to one module per command.
 
 mod check;
+mod listen;
 mod send;
 mod serve;
 
@@ -56,6 +57,17 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Receive deliveries on 127.0.0.1:PORT and print them, checking their signature.
+    Listen {
+        #[arg(long, default_value_t = 9000)]
+        port: u16,
+        /// The destination's `signing_secret` (whsec_…): deliveries with a bad signature get 401.
+        #[arg(long)]
+        secret: Option<String>,
+        /// The status to answer with (e.g. 500 to watch retries).
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -75,6 +87,11 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve { config, role } => serve::run(&config, role).await,
             Command::Check { config } => check::run(&config),
+            Command::Listen {
+                port,
+                secret,
+                status,
+            } => listen::run(port, secret.as_deref(), status).await,
             Command::Send {
                 config,
                 source,

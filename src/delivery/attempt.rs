@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 use super::Destination;
 use crate::domain::retry::{AttemptResult, Decision};
 use crate::metrics;
+use crate::privacy::{PayloadCipher, decrypt_with};
 use crate::store::{AttemptOutcome, ClaimedDelivery, DeliveryAttempt, Store, millis, now_millis};
 
 /// How much of an error response is kept as the attempt's error text.
@@ -21,15 +22,49 @@ pub(super) struct Attempt {
     pub destination: Arc<Destination>,
     pub store: Arc<dyn Store>,
     pub client: reqwest::Client,
+    pub cipher: Option<Arc<PayloadCipher>>,
     pub wake: Arc<Notify>,
     pub claim: ClaimedDelivery,
 }
 
+/// Time kept back from the shutdown grace period to hand unfinished deliveries back.
+const RELEASE_MARGIN: Duration = Duration::from_millis(500);
+
 impl Attempt {
+    /// Runs the attempt; if the node is stopping and the grace period is nearly over first,
+    /// abandons it and releases the claim (the destination may still have received it: at
+    /// least once, with the same key).
+    pub async fn run_until_shutdown(
+        self,
+        stop: tokio_util::sync::CancellationToken,
+        grace: Duration,
+    ) {
+        let deadline = async {
+            stop.cancelled().await;
+            tokio::time::sleep(grace.saturating_sub(RELEASE_MARGIN)).await;
+        };
+        let store = Arc::clone(&self.store);
+        let claim = self.claim.clone();
+        tokio::select! {
+            () = self.run() => {}
+            () = deadline => {
+                if let Err(e) = store.release_claim(&claim).await {
+                    tracing::warn!(event_id = %claim.event_id, error = %e,
+                        "cannot release an unfinished delivery; it is retried after its lease");
+                }
+            }
+        }
+    }
+
     pub async fn run(self) {
         let started_at = now_millis();
         let clock = Instant::now();
-        let (result, retry_after, error) = self.send().await;
+        let (result, retry_after, error) =
+            match decrypt_with(self.cipher.as_deref(), &self.claim.body) {
+                Ok(body) => self.send(body).await,
+                // Without the key the payload cannot be sent; sending ciphertext would be worse.
+                Err(e) => (AttemptResult::Undeliverable, None, Some(e.to_string())),
+            };
         let elapsed = clock.elapsed();
         let decision = self.destination.policy.decide(
             self.claim.attempt,
@@ -96,13 +131,13 @@ impl Attempt {
         self.wake.notify_one();
     }
 
-    async fn send(&self) -> (AttemptResult, Option<Duration>, Option<String>) {
+    async fn send(&self, body: bytes::Bytes) -> (AttemptResult, Option<Duration>, Option<String>) {
         let request = self
             .client
             .post(self.destination.url.clone())
             .timeout(self.destination.timeout)
-            .headers(self.headers())
-            .body(self.claim.body.clone());
+            .headers(self.headers(&body))
+            .body(body);
         let response = match request.send().await {
             Ok(response) => response,
             Err(e) => {
@@ -145,7 +180,7 @@ impl Attempt {
     }
 
     /// The same identifying headers on every attempt, retry and replay (SPEC §5).
-    fn headers(&self) -> HeaderMap {
+    fn headers(&self, body: &[u8]) -> HeaderMap {
         let claim = &self.claim;
         let mut headers = self.destination.headers.clone();
         let event_id = claim.event_id.to_string();
@@ -174,7 +209,7 @@ impl Attempt {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64);
-            for (name, value) in signer.sign(&claim.body, &event_id, now) {
+            for (name, value) in signer.sign(body, &event_id, now) {
                 headers.insert(name, value);
             }
         }

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, DestinationConfig};
 use crate::domain::retry::RetryPolicy;
+use crate::privacy::PayloadCipher;
 use crate::store::{Store, millis, now_millis};
 use crate::verify::{SchemeName, Verifier, VerifyConfig};
 
@@ -119,14 +120,16 @@ impl Wakeups {
     }
 }
 
-/// Starts one lane per destination and the queue-depth gauge on `tasks`; they stop claiming
-/// when `stop` is cancelled and finish the attempts they have started.
+/// Starts one lane per destination and the queue-depth gauge on `tasks`. When `stop` is
+/// cancelled, lanes stop claiming; attempts already started may finish within `grace`, and
+/// the ones still running then hand their delivery back so it is due again at once.
 pub fn spawn_workers(
     config: &Config,
     store: Arc<dyn Store>,
     wakeups: Arc<Wakeups>,
     tasks: &TaskTracker,
     stop: CancellationToken,
+    grace: Duration,
 ) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -134,6 +137,7 @@ pub fn spawn_workers(
         .connect_timeout(Duration::from_secs(10))
         .build()
         .context("cannot build the HTTP client")?;
+    let cipher = config.payload_cipher().map(Arc::new);
     let mut names = Vec::new();
     for destination_config in &config.destinations {
         let destination = Arc::new(Destination::build(destination_config)?);
@@ -142,8 +146,10 @@ pub fn spawn_workers(
             destination,
             store: Arc::clone(&store),
             client: client.clone(),
+            cipher: cipher.clone(),
             wake: wakeups.lane(&destination_config.name),
             stop: stop.clone(),
+            grace,
             tasks: tasks.clone(),
         };
         tasks.spawn(lane.run());
@@ -156,8 +162,10 @@ struct Lane {
     destination: Arc<Destination>,
     store: Arc<dyn Store>,
     client: reqwest::Client,
+    cipher: Option<Arc<PayloadCipher>>,
     wake: Arc<Notify>,
     stop: CancellationToken,
+    grace: Duration,
     tasks: TaskTracker,
 }
 
@@ -218,11 +226,13 @@ impl Lane {
                     destination: Arc::clone(&self.destination),
                     store: Arc::clone(&self.store),
                     client: self.client.clone(),
+                    cipher: self.cipher.clone(),
                     wake: Arc::clone(&self.wake),
                     claim,
                 };
+                let (stop, grace) = (self.stop.clone(), self.grace);
                 self.tasks.spawn(async move {
-                    attempt.run().await;
+                    attempt.run_until_shutdown(stop, grace).await;
                     drop(slot);
                 });
             }

@@ -14,6 +14,8 @@ pub enum AttemptResult {
     Connect,
     /// The connection broke mid-request or the response was unreadable.
     Network,
+    /// The stored payload cannot be sent (e.g. its encryption key is gone).
+    Undeliverable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +66,11 @@ impl RetryPolicy {
             AttemptResult::Status(_) => {
                 return Decision::Dead {
                     reason: "http_other",
+                };
+            }
+            AttemptResult::Undeliverable => {
+                return Decision::Dead {
+                    reason: "undeliverable",
                 };
             }
             AttemptResult::Timeout => "timeout",

@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::delivery::Wakeups;
 use crate::domain::fingerprint::{fingerprint_bytes, fingerprint_json};
 use crate::metrics::{self, IntakeOutcome};
+use crate::privacy::{PayloadCipher, SearchKey};
 use crate::store::{self, AcceptOutcome, NewEvent, Store};
 pub use source::SourceRuntime;
 
@@ -36,6 +37,8 @@ pub struct Intake {
     sources: HashMap<String, Arc<SourceRuntime>>,
     store: Arc<dyn Store>,
     wakeups: Arc<Wakeups>,
+    cipher: Option<PayloadCipher>,
+    search_key: SearchKey,
     /// Cancelled when the node is shutting down: new webhooks get 503 so providers retry elsewhere.
     stopping: CancellationToken,
 }
@@ -56,6 +59,8 @@ impl Intake {
             sources,
             store,
             wakeups,
+            cipher: config.payload_cipher(),
+            search_key: SearchKey::new(config.store.encryption_key.as_deref()),
             stopping,
         })
     }
@@ -281,6 +286,20 @@ async fn handle(
             .with_detail(Value::String(e.to_string()))
         })?;
 
+    let search = match &json {
+        Some(value) if !source.search_fields.is_empty() => intake
+            .search_key
+            .hash_fields(&source.search_fields, value)
+            .into_iter()
+            .map(|(_, hash)| hash)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let deliveries = source.deliveries_for(&headers, json.as_ref(), &fingerprint);
+    if let Some(cipher) = &intake.cipher {
+        stored_body = cipher.encrypt(&stored_body);
+    }
+
     let received_at = store::now_millis();
     let event = NewEvent {
         id: Uuid::now_v7(),
@@ -294,7 +313,8 @@ async fn handle(
         content_type,
         headers_json: headers_for_storage(&headers),
         body: stored_body,
-        deliveries: source.deliveries_for(&headers, json.as_ref(), &fingerprint),
+        deliveries,
+        search,
     };
     let event_id = event.id;
     // The key text is needed for the response after `event` moves into the store.

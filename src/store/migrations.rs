@@ -22,6 +22,11 @@ pub const SQLITE: &[Migration] = &[
         name: "delivery",
         sql: include_str!("../../migrations/sqlite/0002_delivery.sql"),
     },
+    Migration {
+        version: 3,
+        name: "search",
+        sql: include_str!("../../migrations/sqlite/0003_search.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[

@@ -53,8 +53,11 @@ pub struct NewEvent {
     pub content_type: Option<String>,
     /// Request headers worth keeping for operators, as a JSON object.
     pub headers_json: String,
+    /// The body as stored: encrypted when the store has an encryption key.
     pub body: Bytes,
     pub deliveries: Vec<NewDelivery>,
+    /// Keyed hashes of the `search_fields` values (the hash covers the field name).
+    pub search: Vec<[u8; 16]>,
 }
 
 /// The second dedupe layer: the same fingerprint within a window is a repeat, whatever its key.

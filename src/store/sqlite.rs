@@ -334,6 +334,14 @@ fn accept(conn: &Connection, event: &NewEvent) -> rusqlite::Result<AcceptOutcome
             near.expires_at
         ])?;
     }
+    if !event.search.is_empty() {
+        let mut insert = conn.prepare_cached(
+            "INSERT OR IGNORE INTO event_search (hash, event_seq) VALUES (?1, ?2)",
+        )?;
+        for hash in &event.search {
+            insert.execute(params![&hash[..], seq])?;
+        }
+    }
     if !event.deliveries.is_empty() {
         let mut insert = conn.prepare_cached(
             "INSERT INTO deliveries (event_seq, destination, state, next_attempt_at, ordering_key,

@@ -174,6 +174,7 @@ fn event(key: DedupeKey, fingerprint: u8, at: UnixMillis) -> NewEvent {
             destination: Arc::from("crm"),
             ordering_key: None,
         }],
+        search: Vec::new(),
     }
 }
 

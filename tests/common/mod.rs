@@ -1,10 +1,11 @@
 //! The end-to-end harness: the real `oncehook` binary on free ports with its own SQLite file
 //! (or a PostgreSQL schema that several gateways share), and helpers to sign, send and inspect
-//! what was stored. `pg` has the PostgreSQL side: schemas, a TCP proxy the test can cut, and a
-//! destination that records what it receives.
+//! what was stored. `receiver` is a scripted destination; `pg` has the PostgreSQL side: schemas
+//! and a TCP proxy the test can cut.
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod receiver;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -76,7 +77,7 @@ impl Gateway {
             role: options.role,
             child: None,
         };
-        gateway.spawn_process();
+        gateway.spawn_process(&[]);
         if !options.no_wait {
             gateway.wait_healthy();
         }
@@ -84,11 +85,15 @@ impl Gateway {
     }
 
     pub fn spawn(&mut self) {
-        self.spawn_process();
+        self.spawn_with_env(&[]);
+    }
+
+    pub fn spawn_with_env(&mut self, env: &[(&str, &str)]) {
+        self.spawn_process(env);
         self.wait_healthy();
     }
 
-    fn spawn_process(&mut self) {
+    fn spawn_process(&mut self, env: &[(&str, &str)]) {
         let mut command = Command::new(BIN);
         command.args(["serve", "-c"]).arg(&self.config_path);
         if let Some(role) = &self.role {
@@ -96,6 +101,7 @@ impl Gateway {
         }
         let child = command
             .env("ONCEHOOK_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -157,6 +163,48 @@ impl Gateway {
 
     pub fn event_count(&self) -> i64 {
         self.count("SELECT COUNT(*) FROM events")
+    }
+
+    /// (event id, destination, state, attempts, dead reason) of every delivery.
+    pub fn deliveries(&self) -> Vec<(String, String, String, u32, Option<String>)> {
+        let db = self.db();
+        let mut statement = db
+            .prepare(
+                "SELECT e.id, d.destination, d.state, d.attempts, d.dead_reason
+                 FROM deliveries d JOIN events e ON e.seq = d.event_seq ORDER BY d.id",
+            )
+            .expect("prepare");
+        statement
+            .query_map([], |r| {
+                let id: Vec<u8> = r.get(0)?;
+                let id = uuid::Uuid::from_slice(&id)
+                    .map(|u| u.to_string())
+                    .unwrap_or_default();
+                Ok((id, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    /// Polls `done` (given the deliveries) until it holds, or panics after `timeout`.
+    pub async fn wait_for_deliveries(
+        &self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&[(String, String, String, u32, Option<String>)]) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let deliveries = self.deliveries();
+            if done(&deliveries) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}: {deliveries:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     pub fn webhook_url(&self, source: &str) -> String {
@@ -257,4 +305,46 @@ pub async fn post(
 
 pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
+}
+
+/// Verifies a delivery's Standard Webhooks signature with the official `standardwebhooks`
+/// Python library (`scripts/test` provides it through `ONCEHOOK_TEST_PYTHON`).
+pub fn verify_with_standardwebhooks_library(secret: &str, delivery: &receiver::Received) {
+    let Ok(python) = std::env::var("ONCEHOOK_TEST_PYTHON") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "ONCEHOOK_TEST_PYTHON is not set: run the tests through scripts/test"
+        );
+        eprintln!("skipping the standardwebhooks cross-check: ONCEHOOK_TEST_PYTHON is not set");
+        return;
+    };
+    let script = "import sys\n\
+from standardwebhooks.webhooks import Webhook\n\
+secret, msg_id, ts, sig = sys.argv[1:5]\n\
+Webhook(secret).verify(sys.stdin.buffer.read(), {'webhook-id': msg_id, 'webhook-timestamp': ts, 'webhook-signature': sig})\n\
+print('verified')\n";
+    let header = |name: &str| delivery.header(name).unwrap_or_default().to_owned();
+    let mut child = Command::new(python)
+        .args(["-c", script, secret])
+        .args([
+            header("webhook-id"),
+            header("webhook-timestamp"),
+            header("webhook-signature"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(&delivery.body).expect("write body");
+    }
+    let output = child.wait_with_output().expect("python");
+    assert!(
+        output.status.success() && String::from_utf8_lossy(&output.stdout).contains("verified"),
+        "standardwebhooks rejected the signature: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

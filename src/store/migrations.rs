@@ -40,6 +40,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "delivery",
         sql: include_str!("../../migrations/postgres/0002_delivery.sql"),
     },
+    Migration {
+        version: 3,
+        name: "search",
+        sql: include_str!("../../migrations/postgres/0003_search.sql"),
+    },
 ];
 
 pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS oncehook_migrations (

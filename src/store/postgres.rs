@@ -581,7 +581,8 @@ async fn accept_batch(
     let statement = tx
         .prepare_cached(
             "SELECT outcome, original, conflict
-             FROM oncehook_accept($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             FROM oncehook_accept($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                                  $15)",
         )
         .await?;
     // Polled together, the calls are written to the connection back to back and their answers
@@ -606,6 +607,7 @@ async fn accept_batch(
             let near_key: Option<&[u8]> = event.near_duplicate.as_ref().map(|n| &n.key.0[..]);
             let near_expires_at: Option<i64> = event.near_duplicate.map(|n| n.expires_at);
             let body: &[u8] = &event.body;
+            let search: Vec<&[u8]> = event.search.iter().map(|hash| &hash[..]).collect();
             let row = tx
                 .query_one(
                     statement,
@@ -624,6 +626,7 @@ async fn accept_batch(
                         &body,
                         &destinations,
                         &ordering_keys,
+                        &search,
                     ],
                 )
                 .await?;

@@ -10,7 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::pg::{PgSchema, Sink, SinkMode, TcpProxy};
+use common::pg::{PgSchema, TcpProxy};
+use common::receiver::{Received, Receiver, Reply as Answer};
 use common::{Gateway, GatewayOptions, Reply, Signed, post, sign, unix_now};
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -20,7 +21,8 @@ const VERIFY: &str = "scheme = \"github\"\nsecrets = [\"pg-e2e-secret\"]";
 /// A GitHub-style source (keyed by `X-GitHub-Delivery`) routed to one destination.
 fn config(sink_url: &str, destination_extra: &str) -> String {
     format!(
-        "[[sources]]\nname = \"gh\"\nverify = {{ scheme = \"github\", secrets = [\"pg-e2e-secret\"] }}\n\n\
+        "[[sources]]\nname = \"gh\"\nverify = {{ scheme = \"github\", secrets = [\"pg-e2e-secret\"] }}\n\
+         search_fields = {{ action = \"/action\" }}\n\n\
          [[destinations]]\nname = \"sink\"\nurl = \"{sink_url}\"\n{destination_extra}\n\n\
          [[routes]]\nsource = \"gh\"\nto = [\"sink\"]\n"
     )
@@ -57,6 +59,19 @@ fn event_id(reply: &Reply) -> String {
         .to_owned()
 }
 
+/// Requests answered 2xx, per `Idempotency-Key`.
+fn delivered(received: &[Received]) -> HashMap<String, usize> {
+    let mut delivered = HashMap::new();
+    for request in received {
+        if request.answered.is_some_and(|s| (200..300).contains(&s)) {
+            *delivered
+                .entry(request.idempotency_key().to_owned())
+                .or_default() += 1;
+        }
+    }
+    delivered
+}
+
 /// `oncehook_deliveries_total{destination="sink",outcome="delivered"}` on one node.
 async fn delivered_by(gateway: &Gateway) -> f64 {
     let text = reqwest::get(format!("{}/metrics", gateway.admin))
@@ -90,7 +105,7 @@ async fn two_nodes_accept_fifty_concurrent_identical_deliveries_once() {
     let Some(schema) = PgSchema::create().await else {
         return;
     };
-    let sink = Sink::start(SinkMode::Ok(Duration::ZERO)).await;
+    let sink = Receiver::start().await;
     let body = config(&sink.url, "");
     // Started together, so both migrate the fresh schema at once (one waits on the other).
     let together = |role: Option<&str>| GatewayOptions {
@@ -133,10 +148,11 @@ async fn two_nodes_accept_fifty_concurrent_identical_deliveries_once() {
     }
     assert_eq!(schema.count("SELECT COUNT(*) FROM events").await, 1);
     assert_eq!(schema.count("SELECT COUNT(*) FROM dedupe_keys").await, 1);
+    assert_eq!(schema.count("SELECT COUNT(*) FROM event_search").await, 1);
     schema
         .wait_for_count(DELIVERED, 1, Duration::from_secs(20))
         .await;
-    let delivered = sink.delivered();
+    let delivered = delivered(&sink.received());
     assert_eq!(delivered.len(), 1);
     assert_eq!(delivered.values().copied().collect::<Vec<_>>(), vec![1]);
     assert!(ids.contains(delivered.keys().next().expect("one key")));
@@ -157,7 +173,8 @@ async fn a_thousand_events_across_two_nodes_are_each_delivered_once() {
         return;
     };
     // A small delay widens the window in which a second claim of one delivery would overlap.
-    let sink = Sink::start(SinkMode::Ok(Duration::from_millis(3))).await;
+    let sink = Receiver::start().await;
+    sink.set_script(|_, _| Answer::Slow(Duration::from_millis(3), 200));
     let body = config(&sink.url, "concurrency = 8");
     let nodes = Arc::new([
         Gateway::start_with(&body, on(&schema.url(), None)),
@@ -190,7 +207,7 @@ async fn a_thousand_events_across_two_nodes_are_each_delivered_once() {
     schema
         .wait_for_count(DELIVERED, 1_000, Duration::from_secs(90))
         .await;
-    let delivered = sink.delivered();
+    let delivered = delivered(&sink.received());
     assert_eq!(
         delivered.keys().cloned().collect::<HashSet<_>>(),
         ids,
@@ -198,7 +215,11 @@ async fn a_thousand_events_across_two_nodes_are_each_delivered_once() {
     );
     let twice: Vec<_> = delivered.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
-    assert_eq!(sink.overlaps(), 0, "a delivery was in flight twice at once");
+    assert_eq!(
+        sink.overlapping_attempts(),
+        0,
+        "a delivery was in flight twice at once"
+    );
     assert_eq!(schema.count("SELECT COUNT(*) FROM events").await, 1_000);
     assert_eq!(
         schema
@@ -217,8 +238,13 @@ async fn a_killed_worker_node_s_deliveries_are_taken_over_after_the_lease() {
     let Some(schema) = PgSchema::create().await else {
         return;
     };
-    // Attempts hang at the destination; the lease is timeout + 5 s = 8 s.
-    let sink = Sink::start(SinkMode::Hang).await;
+    // First attempts hang at the destination (longer than anyone waits); the lease is
+    // timeout + 5 s = 8 s.
+    let sink = Receiver::start().await;
+    sink.set_script(|_, previous| match previous {
+        0 => Answer::Slow(Duration::from_secs(120), 200),
+        _ => Answer::Status(200),
+    });
     let body = config(
         &sink.url,
         "timeout = \"3s\"\nbackoff = { base = \"100ms\", max = \"1s\" }",
@@ -235,39 +261,36 @@ async fn a_killed_worker_node_s_deliveries_are_taken_over_after_the_lease() {
         ids.insert(event_id(&first));
     }
     // Every delivery is claimed and its attempt is in flight at the destination: kill the node.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while sink.in_flight() < 5 {
-        assert!(Instant::now() < deadline, "attempts did not start");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    sink.wait_for(Duration::from_secs(2), "five attempts in flight", |r| {
+        r.len() >= 5
+    })
+    .await;
     doomed.kill();
-    let killed_at = Instant::now();
-    sink.set_mode(SinkMode::Ok(Duration::ZERO));
 
     let survivor = Gateway::start_with(&body, on(&schema.url(), Some("worker")));
     schema
         .wait_for_count(DELIVERED, 5, Duration::from_secs(30))
         .await;
-    let arrivals = sink.arrivals();
     for id in &ids {
-        let mine: Vec<_> = arrivals.iter().filter(|a| &a.key == id).collect();
+        let attempts = sink.for_key(id);
         assert_eq!(
-            mine.iter().map(|a| a.attempt.as_str()).collect::<Vec<_>>(),
-            vec!["1", "2"],
+            attempts.iter().map(Received::attempt).collect::<Vec<_>>(),
+            vec![1, 2],
             "{id}: the killed node's attempt, then the survivor's"
         );
         // Not before the lease ran out: never two live claims of one delivery.
-        let waited = mine[1].at.duration_since(mine[0].at);
+        let waited = attempts[1].at.duration_since(attempts[0].at);
         assert!(
             waited >= Duration::from_secs(7),
             "{id}: taken over after {waited:?}"
         );
     }
-    assert!(killed_at.elapsed() < Duration::from_secs(30));
-    let delivered = sink.delivered();
-    assert_eq!(delivered.keys().cloned().collect::<HashSet<_>>(), ids);
-    assert!(delivered.values().all(|n| *n == 1), "{delivered:?}");
-    assert_eq!(sink.overlaps(), 0);
+    assert_eq!(
+        schema
+            .count("SELECT COUNT(*) FROM deliveries WHERE attempts <> 2")
+            .await,
+        0
+    );
 
     // A worker node has no intake listener, and its admin listener still answers.
     assert_admin_serves(&survivor).await;
@@ -283,7 +306,7 @@ async fn an_unreachable_database_gets_503_and_service_resumes() {
         return;
     };
     let proxy = TcpProxy::start(schema.server_addr()).await;
-    let sink = Sink::start(SinkMode::Ok(Duration::ZERO)).await;
+    let sink = Receiver::start().await;
     let body = config(&sink.url, "");
     let gateway = Gateway::start_with(&body, on(&schema.url_through(&proxy), None));
     let client = reqwest::Client::builder()
@@ -361,7 +384,7 @@ async fn an_unreachable_database_gets_503_and_service_resumes() {
         .wait_for_count(DELIVERED, 20, Duration::from_secs(30))
         .await;
     assert_eq!(schema.count("SELECT COUNT(*) FROM events").await, 20);
-    let delivered = sink.delivered();
+    let delivered = delivered(&sink.received());
     assert_eq!(
         delivered.keys().cloned().collect::<HashSet<_>>(),
         acknowledged.values().cloned().collect::<HashSet<_>>()

@@ -17,6 +17,8 @@ pub const END_TO_END: &str = "oncehook_end_to_end_seconds";
 pub const QUEUE_DEPTH: &str = "oncehook_queue_depth";
 pub const DEAD_TOTAL: &str = "oncehook_dead_total";
 pub const STORE_OP_DURATION: &str = "oncehook_store_op_duration_seconds";
+/// Always 1; its labels say which build runs (`version`, `commit`).
+pub const BUILD_INFO: &str = "oncehook_build_info";
 
 /// How an intake request ended; the `outcome` label of `oncehook_intake_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,12 @@ pub fn install() -> PrometheusHandle {
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
             };
             describe();
+            gauge!(
+                BUILD_INFO,
+                "version" => crate::build_info::VERSION,
+                "commit" => crate::build_info::GIT_COMMIT
+            )
+            .set(1.0);
             handle
         })
         .clone()
@@ -106,6 +114,10 @@ fn describe() {
         STORE_OP_DURATION,
         metrics::Unit::Seconds,
         "Duration of store operations."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1: the version and git commit of the running binary."
     );
 }
 

@@ -63,7 +63,7 @@ impl Gateway {
             None => "url = \"sqlite://./data/oncehook.db\"".to_owned(),
         };
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{intake_port}\"\nshutdown_grace = \"2s\"\n\n\
+            "[server]\nlisten = \"127.0.0.1:{intake_port}\"\nshutdown_grace = \"2s\"\nheader_timeout = \"1s\"\nbody_timeout = \"1s\"\n\n\
              [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"test-admin-token\"\n\n\
              [store]\n{store}\n\n{body}"
         );

@@ -14,8 +14,9 @@
 //! - **Claims** lock due deliveries with `FOR UPDATE SKIP LOCKED`, so workers on any node never
 //!   take the same delivery; leases and lease tokens work as on SQLite.
 //! - **Faults**: every operation has a deadline; a connection that missed one is thrown away
-//!   rather than returned to the pool, and dead connections are dropped when next checked out,
-//!   so the node recovers by itself when the database comes back. Connection-level failures and
+//!   rather than returned to the pool (with the pool's idle connections), and closed connections
+//!   are dropped when next checked out, so the node recovers by itself when the database comes
+//!   back. Connection-level failures and
 //!   timeouts are `StoreError::Unavailable` (intake answers 503, `/readyz` fails).
 //!
 //! Connections are plain TCP (no TLS in this build): run the database on a private network or
@@ -401,8 +402,11 @@ where
             Ok(result) => break result,
             Err(_) => {
                 // The connection may be stuck on a dead network path, or mid-transaction: it is
-                // closed here instead of going back to the pool.
+                // closed here instead of going back to the pool. The idle ones most likely share
+                // its path, and would each cost the next operations a full deadline to find out:
+                // they are closed too, and fresh connections made as needed.
                 drop(Object::take(client));
+                drop(pool.retain(|_, _| false));
                 return Err(timed_out());
             }
         }

@@ -391,3 +391,71 @@ async fn an_unreachable_database_gets_503_and_service_resumes() {
     );
     assert!(delivered.values().all(|n| *n == 1), "{delivered:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_that_stops_answering_gets_503_within_the_deadline_and_service_resumes() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    let proxy = TcpProxy::start(schema.server_addr()).await;
+    let sink = Receiver::start().await;
+    let body = config(&sink.url, "");
+    let gateway = Gateway::start_with(&body, on(&schema.url_through(&proxy), None));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let before = send(&client, &gateway, "gh-before").await;
+    assert_eq!(before.status, 202, "{}", before.json);
+    assert_eq!(send(&client, &gateway, "gh-before").await.status, 200);
+    schema
+        .wait_for_count(DELIVERED, 1, Duration::from_secs(20))
+        .await;
+
+    // Packets vanish: no error arrives, only the store's deadline (5 s) notices.
+    proxy.stall();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let reply = send(&client, &gateway, "gh-stalled").await;
+        assert_eq!(reply.status, 503, "{}", reply.json);
+        assert!(reply.headers.contains_key("retry-after"));
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "503 took {:?}",
+            started.elapsed()
+        );
+    }
+    let ready = reqwest::get(format!("{}/readyz", gateway.admin))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+
+    // The path heals; connections stuck on the old one must not keep the node down.
+    proxy.restore();
+    let healed = Instant::now();
+    loop {
+        let ready = reqwest::get(format!("{}/readyz", gateway.admin))
+            .await
+            .expect("readyz");
+        if ready.status() == 200 {
+            break;
+        }
+        assert!(
+            healed.elapsed() < Duration::from_secs(20),
+            "not ready again after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let retried = send(&client, &gateway, "gh-stalled").await;
+    assert_eq!(retried.status, 202, "{}", retried.json);
+    assert_eq!(send(&client, &gateway, "gh-stalled").await.status, 200);
+    schema
+        .wait_for_count(DELIVERED, 2, Duration::from_secs(30))
+        .await;
+    let delivered = delivered(&sink.received());
+    assert_eq!(
+        delivered.keys().cloned().collect::<HashSet<_>>(),
+        HashSet::from([event_id(&before), event_id(&retried)])
+    );
+    assert!(delivered.values().all(|n| *n == 1), "{delivered:?}");
+}

@@ -128,48 +128,71 @@ impl Drop for PgSchema {
 }
 
 /// A TCP proxy in front of the database. `cut` closes every open connection and turns new ones
-/// away (the database looks unreachable); `restore` lets connections through again.
+/// away (the database is down); `stall` stops forwarding anything while keeping connections open
+/// and accepting new ones (a dead network path: only timeouts notice); `restore` lets new
+/// connections through again (stalled ones stay stalled, like a broken path's).
 pub struct TcpProxy {
     pub addr: SocketAddr,
-    open: watch::Sender<bool>,
+    state: watch::Sender<ProxyState>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProxyState {
+    Open,
+    Cut,
+    Stalled,
 }
 
 impl TcpProxy {
     pub async fn start(target: SocketAddr) -> TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
-        let (open, _) = watch::channel(true);
-        let gate = open.clone();
+        let (state, _) = watch::channel(ProxyState::Open);
+        let gate = state.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
-                if !*gate.borrow() {
-                    drop(client);
-                    continue;
-                }
-                let mut closed = gate.subscribe();
+                let mut changes = gate.subscribe();
+                let now = *changes.borrow_and_update();
                 tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(target).await else {
+                    let mut client = client;
+                    match now {
+                        ProxyState::Cut => return,
+                        ProxyState::Stalled => return swallow(client).await,
+                        ProxyState::Open => {}
+                    }
+                    let Ok(mut server) = TcpStream::connect(target).await else {
                         return;
                     };
-                    let (mut client, mut server) = (client, server);
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = closed.wait_for(|open| !*open) => {}
+                    let next = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+                        next = changes.wait_for(|s| *s != ProxyState::Open) => next.map(|s| *s),
+                    };
+                    if matches!(next, Ok(ProxyState::Stalled)) {
+                        swallow(client).await;
                     }
                 });
             }
         });
-        TcpProxy { addr, open }
+        TcpProxy { addr, state }
     }
 
     pub fn cut(&self) {
-        self.open.send_replace(false);
+        self.state.send_replace(ProxyState::Cut);
+    }
+
+    pub fn stall(&self) {
+        self.state.send_replace(ProxyState::Stalled);
     }
 
     pub fn restore(&self) {
-        self.open.send_replace(true);
+        self.state.send_replace(ProxyState::Open);
     }
+}
+
+/// Reads and drops whatever the client sends, answering nothing, until it hangs up.
+async fn swallow(mut client: TcpStream) {
+    let _ = tokio::io::copy(&mut client, &mut tokio::io::sink()).await;
 }

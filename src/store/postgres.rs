@@ -918,3 +918,38 @@ async fn record_attempt(
     tx.commit().await?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_config_adds_timeouts_and_keeps_the_url_s_options() {
+        let config =
+            connection_config("postgres://u@db:5433/x?options=-c%20search_path%3Dt_1").expect("ok");
+        assert_eq!(
+            config.get_options(),
+            Some("-c search_path=t_1 -c statement_timeout=5000")
+        );
+        assert_eq!(config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert_eq!(config.get_application_name(), Some("oncehook"));
+
+        let config = connection_config("postgresql://u@db/x?connect_timeout=1&application_name=a")
+            .expect("ok");
+        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(1)));
+        assert_eq!(config.get_application_name(), Some("a"));
+        assert_eq!(config.get_options(), Some("-c statement_timeout=5000"));
+    }
+
+    #[test]
+    fn connection_config_errors_name_the_problem_not_the_password() {
+        let Err(error) = connection_config("postgres://u:hunter2@db/x?sslmode=require") else {
+            panic!("sslmode=require must be refused");
+        };
+        assert!(error.to_string().contains("TLS"), "{error}");
+        let Err(error) = connection_config("postgres://u:hunter2@db/x?bogus=1") else {
+            panic!("an unknown parameter must be refused");
+        };
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+    }
+}

@@ -16,8 +16,8 @@
 //! - **Faults**: every operation has a deadline; a connection that missed one is thrown away
 //!   rather than returned to the pool (with the pool's idle connections), and closed connections
 //!   are dropped when next checked out, so the node recovers by itself when the database comes
-//!   back. Connection-level failures and
-//!   timeouts are `StoreError::Unavailable` (intake answers 503, `/readyz` fails).
+//!   back. Connection-level failures and timeouts are `StoreError::Unavailable` (intake answers
+//!   503, `/readyz` fails).
 //!
 //! Connections are plain TCP (no TLS in this build): run the database on a private network or
 //! behind a local TLS-terminating proxy.
@@ -90,7 +90,8 @@ impl PostgresStore {
             NoTls,
             ManagerConfig {
                 // Checking `is_closed` is enough: a connection that died unnoticed fails its next
-                // query, which is then thrown away (see `run`).
+                // query, which marks it closed, and one that hangs misses its deadline and is
+                // closed by `run`. A test query per checkout would cost a round trip each time.
                 recycling_method: RecyclingMethod::Fast,
             },
         );

@@ -148,6 +148,7 @@ conformance!(
     ordering_keys_release_one_delivery_at_a_time,
     released_claims_are_due_again_without_counting_an_attempt,
     concurrent_claims_never_share_a_delivery,
+    concurrent_claims_keep_each_ordering_key_in_order,
     queue_depths_count_open_deliveries,
 );
 
@@ -769,6 +770,104 @@ async fn concurrent_claims_never_share_a_delivery(store: Arc<dyn Store>) {
     assert_eq!(distinct.len(), 100, "a delivery was claimed twice");
 }
 
+async fn concurrent_claims_keep_each_ordering_key_in_order(store: Arc<dyn Store>) {
+    claim_ordered_deliveries_concurrently(&[Arc::clone(&store), store]).await;
+}
+
+/// Workers on `nodes` drain 60 deliveries over 5 ordering keys at once. Each key's deliveries
+/// must be claimed one at a time (never two of a key between claim and outcome) and in intake
+/// order.
+async fn claim_ordered_deliveries_concurrently(nodes: &[Arc<dyn Store>]) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    let mut order: HashMap<String, Vec<i64>> = HashMap::new();
+    for n in 0..60u8 {
+        let ordering = format!("k{}", n % 5);
+        let new = with_deliveries(
+            event(key(n), n, T0 + i64::from(n)),
+            &[("crm", Some(&ordering))],
+        );
+        let id = new.id;
+        let node = &nodes[usize::from(n) % nodes.len()];
+        node.accept(new).await.expect("accept");
+        let delivery = node
+            .event(id)
+            .await
+            .expect("read")
+            .expect("event")
+            .deliveries[0]
+            .id;
+        order.entry(ordering).or_default().push(delivery);
+    }
+    let key_of: Arc<HashMap<i64, String>> = Arc::new(
+        order
+            .iter()
+            .flat_map(|(k, ids)| ids.iter().map(move |id| (*id, k.clone())))
+            .collect(),
+    );
+    // Per key: the delivery between its claim and its outcome, and the outcomes in order.
+    let holding: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
+    let finished: Arc<Mutex<HashMap<String, Vec<i64>>>> = Arc::default();
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let store = Arc::clone(&nodes[w % nodes.len()]);
+        let (key_of, holding, finished) = (
+            Arc::clone(&key_of),
+            Arc::clone(&holding),
+            Arc::clone(&finished),
+        );
+        workers.push(tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while finished
+                .lock()
+                .expect("finished")
+                .values()
+                .map(Vec::len)
+                .sum::<usize>()
+                < 60
+            {
+                assert!(std::time::Instant::now() < deadline, "not drained in 30 s");
+                let now = T0 + 1_000;
+                let claims = store
+                    .claim_due_deliveries("crm", now, now + 60_000, 2)
+                    .await
+                    .expect("claim");
+                if claims.is_empty() {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                for claim in &claims {
+                    let k = &key_of[&claim.id];
+                    let before = holding.lock().expect("holding").insert(k.clone(), claim.id);
+                    assert_eq!(before, None, "two deliveries of {k} claimed at once");
+                }
+                // Hold the claims a moment: a second claim of a key would land in this window.
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                for claim in claims {
+                    let k = key_of[&claim.id].clone();
+                    // Recorded as finished before the outcome commits, so that the next claim of
+                    // the key (possible only after the commit) always finds the slot free.
+                    holding.lock().expect("holding").remove(&k);
+                    finished
+                        .lock()
+                        .expect("finished")
+                        .entry(k)
+                        .or_default()
+                        .push(claim.id);
+                    let done = attempt(now, Some(200), AttemptOutcome::Delivered);
+                    assert!(store.record_attempt(&claim, done).await.expect("record"));
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    let finished = finished.lock().expect("finished").clone();
+    assert_eq!(finished, order, "each key's deliveries in intake order");
+}
+
 async fn queue_depths_count_open_deliveries(store: Arc<dyn Store>) {
     for n in 0..3u8 {
         let new = with_deliveries(event(key(n), n, T0), &[("crm", None), ("analytics", None)]);
@@ -853,6 +952,15 @@ async fn postgres_nodes_never_claim_one_delivery_together() {
     }
     let distinct: std::collections::HashSet<i64> = all.iter().copied().collect();
     assert_eq!((all.len(), distinct.len()), (100, 100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_nodes_keep_each_ordering_key_in_order() {
+    let Some(fixture) = postgres().await else {
+        return;
+    };
+    claim_ordered_deliveries_concurrently(&[fixture.store.clone(), fixture.another_node().await])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

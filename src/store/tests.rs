@@ -149,6 +149,7 @@ conformance!(
     released_claims_are_due_again_without_counting_an_attempt,
     concurrent_claims_never_share_a_delivery,
     concurrent_claims_keep_each_ordering_key_in_order,
+    concurrent_outcomes_of_one_event_settle_its_status,
     queue_depths_count_open_deliveries,
 );
 
@@ -868,6 +869,48 @@ async fn claim_ordered_deliveries_concurrently(nodes: &[Arc<dyn Store>]) {
     assert_eq!(finished, order, "each key's deliveries in intake order");
 }
 
+async fn concurrent_outcomes_of_one_event_settle_its_status(store: Arc<dyn Store>) {
+    settle_two_destinations_concurrently(&[Arc::clone(&store), store]).await;
+}
+
+/// The last outcome of an event's deliveries decides its status, even when the outcomes of its
+/// two deliveries are recorded at the same moment (on two nodes).
+async fn settle_two_destinations_concurrently(nodes: &[Arc<dyn Store>]) {
+    let mut ids = Vec::new();
+    for n in 0..40u8 {
+        let new = with_deliveries(event(key(n), n, T0), &[("crm", None), ("analytics", None)]);
+        ids.push(new.id);
+        nodes[0].accept(new).await.expect("accept");
+    }
+    let mut claims = Vec::new();
+    for (i, destination) in ["crm", "analytics"].into_iter().enumerate() {
+        let node = Arc::clone(&nodes[i % nodes.len()]);
+        let mine = node
+            .claim_due_deliveries(destination, T0, T0 + 60_000, 100)
+            .await
+            .expect("claim");
+        assert_eq!(mine.len(), 40);
+        claims.push((node, mine));
+    }
+    let mut tasks = Vec::new();
+    for (node, mine) in claims {
+        for claim in mine {
+            let node = Arc::clone(&node);
+            tasks.push(tokio::spawn(async move {
+                let done = attempt(T0 + 1, Some(200), AttemptOutcome::Delivered);
+                node.record_attempt(&claim, done).await.expect("record")
+            }));
+        }
+    }
+    for task in tasks {
+        assert!(task.await.expect("task"));
+    }
+    for id in ids {
+        let stored = nodes[0].event(id).await.expect("read").expect("event");
+        assert_eq!(stored.status, "completed", "{id}");
+    }
+}
+
 async fn queue_depths_count_open_deliveries(store: Arc<dyn Store>) {
     for n in 0..3u8 {
         let new = with_deliveries(event(key(n), n, T0), &[("crm", None), ("analytics", None)]);
@@ -960,6 +1003,15 @@ async fn postgres_nodes_keep_each_ordering_key_in_order() {
         return;
     };
     claim_ordered_deliveries_concurrently(&[fixture.store.clone(), fixture.another_node().await])
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_nodes_settle_one_event_s_status_together() {
+    let Some(fixture) = postgres().await else {
+        return;
+    };
+    settle_two_destinations_concurrently(&[fixture.store.clone(), fixture.another_node().await])
         .await;
 }
 

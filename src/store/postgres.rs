@@ -343,7 +343,15 @@ impl DbError {
 /// Connection trouble, timeouts, lost races, a server shutting down or out of resources are
 /// `Unavailable` (try again later); anything else the server rejected is a bug (`Internal`).
 fn classify(error: &tokio_postgres::Error, op: &str) -> StoreError {
-    let message = format!("{op}: {error}");
+    // The error's own text is terse ("db error", "error connecting to server"); the server's
+    // message or the I/O error is in its sources.
+    let mut message = format!("{op}: {error}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
     match error.code() {
         // 08 connection, 40 rollback (deadlock, serialization), 53 resources, 57 operator
         // intervention (statement timeout, shutdown), 58 system error.
@@ -468,9 +476,9 @@ async fn migrate_step(client: &mut ClientWrapper) -> Result<bool, DbError> {
         return Ok(false);
     };
     tx.batch_execute(migration.sql).await.map_err(|e| {
-        if e.code().is_some() {
+        if let Some(db) = e.as_db_error() {
             DbError::Invalid(format!(
-                "migration {} ({}) failed: {e}",
+                "migration {} ({}) failed: {db}",
                 migration.version, migration.name
             ))
         } else {
@@ -940,6 +948,20 @@ mod tests {
         assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(1)));
         assert_eq!(config.get_application_name(), Some("a"));
         assert_eq!(config.get_options(), Some("-c statement_timeout=5000"));
+    }
+
+    #[tokio::test]
+    async fn errors_carry_the_cause() {
+        // Nothing listens on port 1: the connection is refused at once.
+        let error = tokio_postgres::connect("postgres://u@127.0.0.1:1/x", NoTls)
+            .await
+            .err()
+            .expect("refused");
+        let StoreError::Unavailable(message) = classify(&error, "ping") else {
+            panic!("a refused connection is unavailable");
+        };
+        assert!(message.starts_with("ping: "), "{message}");
+        assert!(message.to_lowercase().contains("refused"), "{message}");
     }
 
     #[test]

@@ -43,6 +43,13 @@ struct PostgresFixture {
 }
 
 async fn postgres() -> Option<PostgresFixture> {
+    let (url, schema) = postgres_schema().await?;
+    let store = open_postgres(&url, &schema, 8).await;
+    Some(PostgresFixture { url, schema, store })
+}
+
+/// A new, empty schema in the `ONCEHOOK_TEST_PG` database: (url, schema name).
+async fn postgres_schema() -> Option<(String, String)> {
     let Ok(url) = std::env::var("ONCEHOOK_TEST_PG") else {
         eprintln!("skipped on PostgreSQL: set ONCEHOOK_TEST_PG=postgres://user@host/db to run it");
         return None;
@@ -58,8 +65,7 @@ async fn postgres() -> Option<PostgresFixture> {
         .expect("create schema");
     drop(client);
     let _ = connection.await;
-    let store = open_postgres(&url, &schema, 8).await;
-    Some(PostgresFixture { url, schema, store })
+    Some((url, schema))
 }
 
 /// Another store on the fixture's schema: a second node sharing the database.
@@ -1013,6 +1019,36 @@ async fn postgres_nodes_settle_one_event_s_status_together() {
     };
     settle_two_destinations_concurrently(&[fixture.store.clone(), fixture.another_node().await])
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_nodes_starting_together_migrate_once() {
+    let Some((url, schema)) = postgres_schema().await else {
+        return;
+    };
+    let opens = (0..4).map(|_| open_postgres(&url, &schema, 2));
+    let mut stores = futures_util::future::join_all(opens).await;
+    let fixture = PostgresFixture {
+        url,
+        schema,
+        store: stores.remove(0),
+    };
+    for store in std::iter::once(&fixture.store).chain(&stores) {
+        store.ping().await.expect("ping");
+    }
+    let new = event(key(1), 1, T0);
+    assert_eq!(
+        stores[0].accept(new).await.expect("accept"),
+        AcceptOutcome::Accepted
+    );
+    assert!(matches!(
+        fixture
+            .store
+            .accept(event(key(1), 1, T0))
+            .await
+            .expect("accept"),
+        AcceptOutcome::Duplicate(_)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

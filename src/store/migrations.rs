@@ -50,6 +50,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "search",
         sql: include_str!("../../migrations/postgres/0003_search.sql"),
     },
+    Migration {
+        version: 4,
+        name: "operators",
+        sql: include_str!("../../migrations/postgres/0004_operators.sql"),
+    },
 ];
 
 pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS oncehook_migrations (

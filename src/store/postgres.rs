@@ -39,8 +39,10 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    AcceptOutcome, AttemptOutcome, AttemptRecord, ClaimedDelivery, DeliveryAttempt, DeliveryRecord,
-    Duplicate, DuplicateReason, EventRecord, NewEvent, Store, StoreError, UnixMillis, migrations,
+    AcceptOutcome, AttemptOutcome, AttemptRecord, ClaimedDelivery, Cursor, DeadDelivery,
+    DeadLetterGroup, DeadQuery, DeliveryAttempt, DeliveryRecord, DeliveryReplay, Duplicate,
+    DuplicateReason, EventQuery, EventRecord, EventSummary, NewEvent, NewReplay, ReplayOutcome,
+    ReplayProgress, ReplayRecord, ReplaySample, Store, StoreError, UnixMillis, migrations,
     now_millis,
 };
 
@@ -291,6 +293,178 @@ impl Store for PostgresStore {
                             error: get(row, 4)?,
                             outcome: get(row, 5)?,
                             replay_id: get(row, 6)?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {
+        let query = Arc::new(query.clone());
+        run(&self.pool, "list_events", move |client| {
+            Box::pin(list_events(client, Arc::clone(&query)))
+        })
+        .await
+    }
+
+    async fn event_replays(&self, event_id: Uuid) -> Result<Vec<DeliveryReplay>, StoreError> {
+        run(&self.pool, "event_replays", move |client| {
+            Box::pin(async move {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT r.id, rd.delivery_id, d.destination, r.created_at, r.requested_by,
+                                r.reason
+                         FROM events e
+                         JOIN deliveries d ON d.event_seq = e.seq
+                         JOIN replay_deliveries rd ON rd.delivery_id = d.id
+                         JOIN replays r ON r.id = rd.replay_id
+                         WHERE e.id = $1
+                         ORDER BY r.created_at DESC, r.id DESC, d.id",
+                    )
+                    .await?;
+                let rows = client.query(&statement, &[&event_id]).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(DeliveryReplay {
+                            replay_id: get(row, 0)?,
+                            delivery_id: get(row, 1)?,
+                            destination: get(row, 2)?,
+                            created_at: get(row, 3)?,
+                            requested_by: get(row, 4)?,
+                            reason: get(row, 5)?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn replay(&self, replay: &NewReplay) -> Result<ReplayOutcome, StoreError> {
+        let replay = Arc::new(replay.clone());
+        run(&self.pool, "replay", move |client| {
+            Box::pin(run_replay(client, Arc::clone(&replay)))
+        })
+        .await
+    }
+
+    async fn replays(
+        &self,
+        after: Option<Cursor<Uuid>>,
+        limit: usize,
+    ) -> Result<Vec<ReplayRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        run(&self.pool, "replays", move |client| {
+            Box::pin(async move {
+                let rows = match after {
+                    Some(after) => {
+                        let statement = client
+                            .prepare_cached(&format!(
+                                "SELECT {REPLAY_COLUMNS} FROM replays
+                                 WHERE (created_at, id) < ($1, $2)
+                                 ORDER BY created_at DESC, id DESC LIMIT $3"
+                            ))
+                            .await?;
+                        client
+                            .query(&statement, &[&after.at, &after.id, &limit])
+                            .await?
+                    }
+                    None => {
+                        let statement = client
+                            .prepare_cached(&format!(
+                                "SELECT {REPLAY_COLUMNS} FROM replays
+                                 ORDER BY created_at DESC, id DESC LIMIT $1"
+                            ))
+                            .await?;
+                        client.query(&statement, &[&limit]).await?
+                    }
+                };
+                rows.iter().map(replay_record).collect()
+            })
+        })
+        .await
+    }
+
+    async fn replay_progress(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(ReplayRecord, ReplayProgress)>, StoreError> {
+        run(&self.pool, "replay_progress", move |client| {
+            Box::pin(async move {
+                let record = client
+                    .prepare_cached(&format!(
+                        "SELECT {REPLAY_COLUMNS} FROM replays WHERE id = $1"
+                    ))
+                    .await?;
+                let Some(row) = client.query_opt(&record, &[&id]).await? else {
+                    return Ok(None);
+                };
+                let record = replay_record(&row)?;
+                let linked = client
+                    .prepare_cached("SELECT COUNT(*) FROM replay_deliveries WHERE replay_id = $1")
+                    .await?;
+                let linked: i64 = get(&client.query_one(&linked, &[&id]).await?, 0)?;
+                let states = client
+                    .prepare_cached(
+                        "SELECT d.state, COUNT(*) FROM replay_deliveries rd
+                         JOIN deliveries d ON d.id = rd.delivery_id
+                         WHERE rd.replay_id = $1 AND d.replay_id = $1
+                         GROUP BY d.state",
+                    )
+                    .await?;
+                let mut progress = ReplayProgress::default();
+                let mut current = 0u64;
+                for row in client.query(&states, &[&id]).await? {
+                    let state: String = get(&row, 0)?;
+                    let count = get::<i64>(&row, 1)?.max(0) as u64;
+                    current += count;
+                    match state.as_str() {
+                        "pending" => progress.pending += count,
+                        "in_flight" => progress.in_flight += count,
+                        "retrying" => progress.retrying += count,
+                        "delivered" => progress.delivered += count,
+                        "dead" => progress.dead += count,
+                        _ => {}
+                    }
+                }
+                progress.superseded = (linked.max(0) as u64).saturating_sub(current);
+                Ok(Some((record, progress)))
+            })
+        })
+        .await
+    }
+
+    async fn dead_deliveries(&self, query: &DeadQuery) -> Result<Vec<DeadDelivery>, StoreError> {
+        let query = Arc::new(query.clone());
+        run(&self.pool, "dead_deliveries", move |client| {
+            Box::pin(dead_deliveries(client, Arc::clone(&query)))
+        })
+        .await
+    }
+
+    async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError> {
+        run(&self.pool, "dead_letter_groups", |client| {
+            Box::pin(async move {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT destination, dead_reason, COUNT(*), MAX(updated_at),
+                                (array_agg(last_error ORDER BY updated_at DESC, id DESC))[1]
+                         FROM deliveries WHERE state = 'dead'
+                         GROUP BY destination, dead_reason
+                         ORDER BY COUNT(*) DESC, destination, dead_reason NULLS FIRST",
+                    )
+                    .await?;
+                let rows = client.query(&statement, &[]).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(DeadLetterGroup {
+                            destination: get(row, 0)?,
+                            reason: get(row, 1)?,
+                            count: get::<i64>(row, 2)?.max(0) as u64,
+                            last_at: get(row, 3)?,
+                            last_error: get(row, 4)?,
                         })
                     })
                     .collect()
@@ -926,6 +1100,329 @@ async fn record_attempt(
     tx.execute(&update, &[&event_seq, &status]).await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// A parameter of a query built at run time.
+type Param = Box<dyn tokio_postgres::types::ToSql + Sync + Send>;
+
+/// The WHERE clause of a query built from optional criteria. Clauses are written with `?`;
+/// `sql` numbers them `$1`, `$2`, … in order, matching `params`.
+#[derive(Default)]
+struct Filter {
+    clauses: Vec<String>,
+    params: Vec<Param>,
+}
+
+impl Filter {
+    fn push(&mut self, clause: impl Into<String>, params: Vec<Param>) {
+        self.clauses.push(clause.into());
+        self.params.extend(params);
+    }
+
+    /// `head`, the WHERE clause, then `tail`, with every `?` numbered.
+    fn sql(&self, head: &str, tail: &str) -> String {
+        let mut text = String::from(head);
+        if !self.clauses.is_empty() {
+            text.push_str(" WHERE ");
+            text.push_str(&self.clauses.join(" AND "));
+        }
+        text.push(' ');
+        text.push_str(tail);
+        let mut numbered = String::with_capacity(text.len() + 16);
+        let mut next = 0;
+        for c in text.chars() {
+            if c == '?' {
+                next += 1;
+                numbered.push_str(&format!("${next}"));
+            } else {
+                numbered.push(c);
+            }
+        }
+        numbered
+    }
+
+    fn refs(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+        self.params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect()
+    }
+}
+
+fn sql_limit(limit: usize) -> Param {
+    Box::new(i64::try_from(limit).unwrap_or(i64::MAX))
+}
+
+async fn list_events(
+    client: &mut ClientWrapper,
+    query: Arc<EventQuery>,
+) -> Result<Vec<EventSummary>, DbError> {
+    let mut filter = Filter::default();
+    if let Some(source) = &query.source {
+        filter.push("e.source = ?", vec![Box::new(source.clone())]);
+    }
+    if let Some(status) = &query.status {
+        filter.push("e.status = ?", vec![Box::new(status.clone())]);
+    }
+    if let Some(key) = &query.idempotency_key {
+        filter.push("e.idempotency_key = ?", vec![Box::new(key.clone())]);
+    }
+    for hash in &query.search {
+        filter.push(
+            "e.seq IN (SELECT event_seq FROM event_search WHERE hash = ?)",
+            vec![Box::new(hash.to_vec())],
+        );
+    }
+    if let Some(since) = query.since {
+        filter.push("e.received_at >= ?", vec![Box::new(since)]);
+    }
+    if let Some(until) = query.until {
+        filter.push("e.received_at < ?", vec![Box::new(until)]);
+    }
+    if let Some(after) = query.after {
+        filter.push(
+            "(e.received_at, e.id) < (?, ?)",
+            vec![Box::new(after.at), Box::new(after.id)],
+        );
+    }
+    filter.params.push(sql_limit(query.limit));
+    let sql = filter.sql(
+        "SELECT e.id, e.source, e.idempotency_key, e.received_at, e.status, e.content_type,
+                (SELECT COUNT(*) FROM deliveries d WHERE d.event_seq = e.seq)
+         FROM events e",
+        "ORDER BY e.received_at DESC, e.id DESC LIMIT ?",
+    );
+    let statement = client.prepare_cached(&sql).await?;
+    let rows = client.query(&statement, &filter.refs()).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(EventSummary {
+                id: get(row, 0)?,
+                source: get(row, 1)?,
+                idempotency_key: get(row, 2)?,
+                received_at: get(row, 3)?,
+                status: get(row, 4)?,
+                content_type: get(row, 5)?,
+                deliveries: u32::try_from(get::<i64>(row, 6)?.max(0)).unwrap_or(u32::MAX),
+            })
+        })
+        .collect()
+}
+
+async fn dead_deliveries(
+    client: &mut ClientWrapper,
+    query: Arc<DeadQuery>,
+) -> Result<Vec<DeadDelivery>, DbError> {
+    let mut filter = Filter::default();
+    filter.push("d.state = 'dead'", Vec::new());
+    if let Some(destination) = &query.destination {
+        filter.push("d.destination = ?", vec![Box::new(destination.clone())]);
+    }
+    if let Some(source) = &query.source {
+        filter.push("e.source = ?", vec![Box::new(source.clone())]);
+    }
+    if let Some(after) = query.after {
+        filter.push(
+            "(d.updated_at, d.id) < (?, ?)",
+            vec![Box::new(after.at), Box::new(after.id)],
+        );
+    }
+    filter.params.push(sql_limit(query.limit));
+    let sql = filter.sql(
+        "SELECT d.id, e.id, e.source, d.destination, e.idempotency_key, e.received_at,
+                d.updated_at, d.dead_reason, d.last_error, d.attempts
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq",
+        "ORDER BY d.updated_at DESC, d.id DESC LIMIT ?",
+    );
+    let statement = client.prepare_cached(&sql).await?;
+    let rows = client.query(&statement, &filter.refs()).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(DeadDelivery {
+                delivery_id: get(row, 0)?,
+                event_id: get(row, 1)?,
+                source: get(row, 2)?,
+                destination: get(row, 3)?,
+                idempotency_key: get(row, 4)?,
+                received_at: get(row, 5)?,
+                died_at: get(row, 6)?,
+                reason: get(row, 7)?,
+                last_error: get(row, 8)?,
+                attempts: unsigned(get(row, 9)?)?,
+            })
+        })
+        .collect()
+}
+
+const REPLAY_COLUMNS: &str =
+    "id, created_at, requested_by, reason, filter, matched, skipped_in_flight";
+
+fn replay_record(row: &Row) -> Result<ReplayRecord, DbError> {
+    Ok(ReplayRecord {
+        id: get(row, 0)?,
+        created_at: get(row, 1)?,
+        requested_by: get(row, 2)?,
+        reason: get(row, 3)?,
+        filter_json: get(row, 4)?,
+        matched: get::<i64>(row, 5)?.max(0) as u64,
+        skipped_in_flight: get::<i64>(row, 6)?.max(0) as u64,
+    })
+}
+
+/// See `Store::replay`. A real replay locks the matched deliveries (claims on any node skip
+/// locked rows), re-queues those not in flight, then locks their events in `seq` order (as
+/// claims and outcomes do) to settle their statuses, all in one transaction.
+async fn run_replay(
+    client: &mut ClientWrapper,
+    replay: Arc<NewReplay>,
+) -> Result<ReplayOutcome, DbError> {
+    let wanted = &replay.filter;
+    let mut filter = Filter::default();
+    if !wanted.event_ids.is_empty() {
+        filter.push("e.id = ANY(?)", vec![Box::new(wanted.event_ids.clone())]);
+    }
+    if let Some(source) = &wanted.source {
+        filter.push("e.source = ?", vec![Box::new(source.clone())]);
+    }
+    if let Some(destination) = &wanted.destination {
+        filter.push("d.destination = ?", vec![Box::new(destination.clone())]);
+    }
+    if let Some(state) = &wanted.delivery_state {
+        filter.push("d.state = ?", vec![Box::new(state.clone())]);
+    }
+    if let Some(status) = &wanted.event_status {
+        filter.push("e.status = ?", vec![Box::new(status.clone())]);
+    }
+    if let Some(since) = wanted.since {
+        filter.push("e.received_at >= ?", vec![Box::new(since)]);
+    }
+    if let Some(until) = wanted.until {
+        filter.push("e.received_at < ?", vec![Box::new(until)]);
+    }
+    let lock = if replay.dry_run {
+        ""
+    } else {
+        " FOR UPDATE OF d"
+    };
+    let sql = filter.sql(
+        "SELECT d.id, d.state, d.destination, e.id, e.source, e.received_at, e.seq
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq",
+        &format!("ORDER BY e.received_at DESC, d.id DESC{lock}"),
+    );
+    let tx = client.transaction().await?;
+    let rows = tx.query(&sql, &filter.refs()).await?;
+    let mut outcome = ReplayOutcome {
+        matched: 0,
+        skipped_in_flight: 0,
+        sample: Vec::new(),
+        destinations: Vec::new(),
+    };
+    let mut chosen: Vec<i64> = Vec::new();
+    let mut events: Vec<i64> = Vec::new();
+    for row in &rows {
+        let delivery = ReplaySample {
+            delivery_id: get(row, 0)?,
+            state: get(row, 1)?,
+            destination: get(row, 2)?,
+            event_id: get(row, 3)?,
+            source: get(row, 4)?,
+            received_at: get(row, 5)?,
+        };
+        if delivery.state == "in_flight" {
+            outcome.skipped_in_flight += 1;
+            continue;
+        }
+        outcome.matched += 1;
+        if !outcome.destinations.contains(&delivery.destination) {
+            outcome.destinations.push(delivery.destination.clone());
+        }
+        chosen.push(delivery.delivery_id);
+        events.push(get(row, 6)?);
+        if outcome.sample.len() < replay.sample_size {
+            outcome.sample.push(delivery);
+        }
+    }
+    if replay.dry_run {
+        tx.commit().await?;
+        return Ok(outcome);
+    }
+    events.sort_unstable();
+    events.dedup();
+
+    let requeue = tx
+        .prepare_cached(
+            "UPDATE deliveries
+             SET state = 'pending', attempts = 0, next_attempt_at = $2, replay_id = $3,
+                 dead_reason = NULL, delivered_at = NULL, lease_expires_at = NULL,
+                 lease_token = NULL, updated_at = $2
+             WHERE id = ANY($1) AND state <> 'in_flight'",
+        )
+        .await?;
+    tx.execute(&requeue, &[&chosen, &replay.now, &replay.id])
+        .await?;
+    let link = tx
+        .prepare_cached(
+            "INSERT INTO replay_deliveries (replay_id, delivery_id)
+             SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    tx.execute(&link, &[&replay.id, &chosen]).await?;
+
+    let lock_events = tx
+        .prepare_cached("SELECT seq FROM events WHERE seq = ANY($1) ORDER BY seq FOR UPDATE")
+        .await?;
+    tx.execute(&lock_events, &[&events]).await?;
+    let counts = tx
+        .prepare_cached(
+            "SELECT event_seq, state, COUNT(*) FROM deliveries
+             WHERE event_seq = ANY($1) GROUP BY event_seq, state ORDER BY event_seq",
+        )
+        .await?;
+    let mut states: std::collections::BTreeMap<i64, Vec<(String, i64)>> = Default::default();
+    for row in tx.query(&counts, &[&events]).await? {
+        states
+            .entry(get(&row, 0)?)
+            .or_default()
+            .push((get(&row, 1)?, get(&row, 2)?));
+    }
+    let (seqs, statuses): (Vec<i64>, Vec<&str>) = states
+        .iter()
+        .map(|(seq, states)| {
+            let status = super::event_status(states.iter().map(|(s, n)| (s.as_str(), *n)));
+            (*seq, status)
+        })
+        .unzip();
+    let settle = tx
+        .prepare_cached(
+            "UPDATE events e SET status = v.status
+             FROM unnest($1::bigint[], $2::text[]) AS v (seq, status)
+             WHERE e.seq = v.seq",
+        )
+        .await?;
+    tx.execute(&settle, &[&seqs, &statuses]).await?;
+
+    let record = tx
+        .prepare_cached(
+            "INSERT INTO replays (id, created_at, requested_by, reason, filter, matched,
+                                  skipped_in_flight)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .await?;
+    tx.execute(
+        &record,
+        &[
+            &replay.id,
+            &replay.now,
+            &replay.requested_by,
+            &replay.reason,
+            &replay.filter_json,
+            &i64::try_from(outcome.matched).unwrap_or(i64::MAX),
+            &i64::try_from(outcome.skipped_in_flight).unwrap_or(i64::MAX),
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(outcome)
 }
 
 #[cfg(test)]

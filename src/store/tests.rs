@@ -156,6 +156,7 @@ conformance!(
     concurrent_claims_never_share_a_delivery,
     concurrent_claims_keep_each_ordering_key_in_order,
     concurrent_outcomes_of_one_event_settle_its_status,
+    text_with_nul_characters_is_stored,
     queue_depths_count_open_deliveries,
 );
 
@@ -917,6 +918,40 @@ async fn settle_two_destinations_concurrently(nodes: &[Arc<dyn Store>]) {
     }
 }
 
+/// U+0000 can come from a JSON key value or a destination's error body; it must not make a
+/// store refuse the event or the outcome (how it is stored may differ per backend).
+async fn text_with_nul_characters_is_stored(store: Arc<dyn Store>) {
+    let mut new = with_deliveries(event(key(1), 1, T0), &[("crm", Some("contact\0-1"))]);
+    new.idempotency_key = "evt\0_1".into();
+    let id = new.id;
+    assert_eq!(
+        store.accept(new).await.expect("accept"),
+        AcceptOutcome::Accepted
+    );
+    let repeat = event(key(1), 1, T0 + 1);
+    assert!(matches!(
+        store.accept(repeat).await.expect("accept"),
+        AcceptOutcome::Duplicate(Duplicate { event_id, .. }) if event_id == id
+    ));
+    let claim = store
+        .claim_due_deliveries("crm", T0, T0 + 60_000, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    let mut failed = attempt(
+        T0,
+        Some(500),
+        AttemptOutcome::Retry {
+            next_attempt_at: T0 + 1_000,
+        },
+    );
+    failed.error = Some("HTTP 500: bad\0body".into());
+    assert!(store.record_attempt(&claim, failed).await.expect("record"));
+    let stored = store.event(id).await.expect("read").expect("event");
+    assert_eq!(stored.deliveries[0].state, "retrying");
+    assert!(stored.idempotency_key.starts_with("evt"));
+}
+
 async fn queue_depths_count_open_deliveries(store: Arc<dyn Store>) {
     for n in 0..3u8 {
         let new = with_deliveries(event(key(n), n, T0), &[("crm", None), ("analytics", None)]);
@@ -1056,13 +1091,18 @@ async fn postgres_batch_neighbours_survive_a_rejected_request() {
     let Some(fixture) = postgres().await else {
         return;
     };
-    // PostgreSQL text cannot hold NUL: that request fails, and only that one.
+    // An event id that is already taken makes the server reject that request's insert (ids are
+    // UUIDv7 and never repeat in practice; it stands for any request the server refuses). Only
+    // that request fails; the rest of its batch is accepted.
+    let taken = event(key(200), 200, T0);
+    let taken_id = taken.id;
+    fixture.store.accept(taken).await.expect("accept");
     let mut tasks = Vec::new();
     for n in 0..32u8 {
         let store = fixture.store.clone();
         let mut new = event(key(n), n, T0);
         if n == 7 {
-            new.idempotency_key = "bad\0key".into();
+            new.id = taken_id;
         }
         tasks.push(tokio::spawn(async move { store.accept(new).await }));
     }

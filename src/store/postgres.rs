@@ -560,9 +560,9 @@ async fn commit_batch(pool: &Pool, batch: Vec<AcceptJob>) {
             }
         }
         Err(StoreError::Internal(message)) if events.len() > 1 => {
-            // Something in one request made the server reject the whole transaction (a NUL in
-            // a key, say). Nothing was committed: run each request alone, so one bad request
-            // cannot fail its neighbours.
+            // Something in one request made the server reject the whole transaction. Nothing
+            // was committed: run each request alone, so one bad request cannot fail its
+            // neighbours.
             tracing::warn!(error = %message, jobs = events.len(), "batch rejected; committing its accepts one by one");
             for (index, reply) in replies.into_iter().enumerate() {
                 let single: Arc<[usize]> = Arc::from([index]);

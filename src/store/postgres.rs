@@ -22,6 +22,7 @@
 //! Connections are plain TCP (no TLS in this build): run the database on a private network or
 //! behind a local TLS-terminating proxy.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -549,6 +550,17 @@ fn pool_error(error: PoolError, op: &str) -> StoreError {
     }
 }
 
+/// Text as PostgreSQL can store it: `text` cannot hold U+0000, which a JSON key value or a
+/// destination's error body may contain, so it becomes U+FFFD (as invalid UTF-8 does
+/// elsewhere). Dedupe is unaffected: it compares the hashed key, computed from the original.
+fn text(value: &str) -> Cow<'_, str> {
+    if value.contains('\0') {
+        Cow::Owned(value.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
 /// A column as `T`, with a conversion failure as an error rather than a panic.
 fn get<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, DbError> {
     row.try_get(index)
@@ -722,9 +734,9 @@ async fn commit_batch(pool: &Pool, batch: Vec<AcceptJob>) {
             }
         }
         Err(StoreError::Internal(message)) if events.len() > 1 => {
-            // Something in one request made the server reject the whole transaction (a NUL in
-            // a key, say). Nothing was committed: run each request alone, so one bad request
-            // cannot fail its neighbours.
+            // Something in one request made the server reject the whole transaction. Nothing
+            // was committed: run each request alone, so one bad request cannot fail its
+            // neighbours.
             tracing::warn!(error = %message, jobs = events.len(), "batch rejected; committing its accepts one by one");
             for (index, reply) in replies.into_iter().enumerate() {
                 let single: Arc<[usize]> = Arc::from([index]);
@@ -783,11 +795,12 @@ async fn accept_batch(
         async move {
             let destinations: Vec<&str> =
                 event.deliveries.iter().map(|d| &*d.destination).collect();
-            let ordering_keys: Vec<Option<&str>> = event
+            let ordering_keys: Vec<Option<Cow<'_, str>>> = event
                 .deliveries
                 .iter()
-                .map(|d| d.ordering_key.as_deref())
+                .map(|d| d.ordering_key.as_deref().map(text))
                 .collect();
+            let idempotency_key = text(&event.idempotency_key);
             let source: &str = &event.source;
             let dedupe_key: &[u8] = &event.dedupe_key.0;
             let fingerprint: &[u8] = &event.fingerprint.0;
@@ -802,7 +815,7 @@ async fn accept_batch(
                         &event.id,
                         &source,
                         &event.received_at,
-                        &event.idempotency_key,
+                        &idempotency_key,
                         &dedupe_key,
                         &fingerprint,
                         &event.dedupe_expires_at,
@@ -1025,6 +1038,7 @@ async fn record_attempt(
     let number = i32::try_from(claim.attempt)
         .map_err(|_| DbError::Invalid(format!("attempt {} out of range", claim.attempt)))?;
     let status_code = attempt.status_code.map(i32::from);
+    let error = attempt.error.as_deref().map(text);
     tx.execute(
         &log,
         &[
@@ -1033,7 +1047,7 @@ async fn record_attempt(
             &attempt.started_at,
             &attempt.duration_ms,
             &status_code,
-            &attempt.error,
+            &error,
             &attempt.outcome.as_str(),
             &claim.replay_id,
         ],
@@ -1062,7 +1076,7 @@ async fn record_attempt(
                 &claim.lease_token,
                 &state,
                 &next_attempt_at,
-                &attempt.error,
+                &error,
                 &dead_reason,
                 &delivered_at,
                 &now,

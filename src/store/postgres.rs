@@ -1173,13 +1173,16 @@ async fn list_events(
 ) -> Result<Vec<EventSummary>, DbError> {
     let mut filter = Filter::default();
     if let Some(source) = &query.source {
-        filter.push("e.source = ?", vec![Box::new(source.clone())]);
+        filter.push("e.source = ?", vec![Box::new(text(source).into_owned())]);
     }
     if let Some(status) = &query.status {
-        filter.push("e.status = ?", vec![Box::new(status.clone())]);
+        filter.push("e.status = ?", vec![Box::new(text(status).into_owned())]);
     }
     if let Some(key) = &query.idempotency_key {
-        filter.push("e.idempotency_key = ?", vec![Box::new(key.clone())]);
+        filter.push(
+            "e.idempotency_key = ?",
+            vec![Box::new(text(key).into_owned())],
+        );
     }
     for hash in &query.search {
         filter.push(
@@ -1230,10 +1233,13 @@ async fn dead_deliveries(
     let mut filter = Filter::default();
     filter.push("d.state = 'dead'", Vec::new());
     if let Some(destination) = &query.destination {
-        filter.push("d.destination = ?", vec![Box::new(destination.clone())]);
+        filter.push(
+            "d.destination = ?",
+            vec![Box::new(text(destination).into_owned())],
+        );
     }
     if let Some(source) = &query.source {
-        filter.push("e.source = ?", vec![Box::new(source.clone())]);
+        filter.push("e.source = ?", vec![Box::new(text(source).into_owned())]);
     }
     if let Some(after) = query.after {
         filter.push(
@@ -1296,16 +1302,19 @@ async fn run_replay(
         filter.push("e.id = ANY(?)", vec![Box::new(wanted.event_ids.clone())]);
     }
     if let Some(source) = &wanted.source {
-        filter.push("e.source = ?", vec![Box::new(source.clone())]);
+        filter.push("e.source = ?", vec![Box::new(text(source).into_owned())]);
     }
     if let Some(destination) = &wanted.destination {
-        filter.push("d.destination = ?", vec![Box::new(destination.clone())]);
+        filter.push(
+            "d.destination = ?",
+            vec![Box::new(text(destination).into_owned())],
+        );
     }
     if let Some(state) = &wanted.delivery_state {
-        filter.push("d.state = ?", vec![Box::new(state.clone())]);
+        filter.push("d.state = ?", vec![Box::new(text(state).into_owned())]);
     }
     if let Some(status) = &wanted.event_status {
-        filter.push("e.status = ?", vec![Box::new(status.clone())]);
+        filter.push("e.status = ?", vec![Box::new(text(status).into_owned())]);
     }
     if let Some(since) = wanted.since {
         filter.push("e.received_at >= ?", vec![Box::new(since)]);
@@ -1427,9 +1436,9 @@ async fn run_replay(
         &[
             &replay.id,
             &replay.now,
-            &replay.requested_by,
-            &replay.reason,
-            &replay.filter_json,
+            &text(&replay.requested_by),
+            &text(&replay.reason),
+            &text(&replay.filter_json),
             &i64::try_from(outcome.matched).unwrap_or(i64::MAX),
             &i64::try_from(outcome.skipped_in_flight).unwrap_or(i64::MAX),
         ],

@@ -1083,6 +1083,16 @@ async fn events_are_listed_newest_first_with_filters(store: Arc<dyn Store>) {
         vec![],
     )
     .await;
+    // Text no event holds, NUL included, matches nothing rather than failing.
+    check(
+        EventQuery {
+            source: Some("o\0ther".into()),
+            idempotency_key: Some("key-\0".into()),
+            ..all.clone()
+        },
+        vec![],
+    )
+    .await;
     check(
         EventQuery {
             limit: 2,
@@ -1350,7 +1360,7 @@ async fn replays_leave_in_flight_deliveries_alone(store: Arc<dyn Store>) {
         .await
         .expect("claim")
         .remove(0);
-    let replay = replay_of(
+    let mut replay = replay_of(
         ReplayFilter {
             event_ids: vec![id],
             ..ReplayFilter::default()
@@ -1358,6 +1368,8 @@ async fn replays_leave_in_flight_deliveries_alone(store: Arc<dyn Store>) {
         false,
         T0 + 1_000,
     );
+    // Free text from an operator may hold anything, NUL included.
+    replay.reason = "pasted from a terminal\0".into();
     let outcome = store.replay(&replay).await.expect("replay");
     assert_eq!((outcome.matched, outcome.skipped_in_flight), (1, 1));
     assert_eq!(outcome.destinations, vec!["analytics".to_owned()]);

@@ -1,5 +1,6 @@
 //! The command line: parsing, logging set-up and dispatch to one module per command.
 
+mod bench;
 mod check;
 mod send;
 mod serve;
@@ -56,6 +57,9 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Load-test a gateway: signed requests, a duplicate mix, closed or open loop, latency
+    /// percentiles.
+    Bench(bench::BenchArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -82,6 +86,7 @@ pub fn main() -> ExitCode {
                 times,
                 url,
             } => send::run(&config, &source, file.as_deref(), times, url.as_deref()).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

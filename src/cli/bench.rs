@@ -81,7 +81,7 @@ pub struct BenchArgs {
     timeout: humantime::Duration,
     /// Memory allowed for requests signed before the window (closed loop); requests beyond
     /// it are signed as they are sent.
-    #[arg(long, default_value = "512MiB")]
+    #[arg(long, default_value = "256MiB")]
     presign_memory: bytesize::ByteSize,
     /// Print the result as one JSON object on stdout.
     #[arg(long)]

@@ -597,6 +597,16 @@ impl WorkerStats {
 }
 
 async fn execute(plan: Plan) -> anyhow::Result<BenchReport> {
+    let description = RunDescription {
+        url: plan.target.url.clone(),
+        source: plan.source.clone(),
+        scheme: plan.scheme.clone(),
+        rate: plan.schedule.map(|s| s.rate),
+        connections: plan.connections,
+        warmup: plan.warmup,
+        body_size: plan.body_size,
+        duplicate_ratio: plan.duplicates.ratio,
+    };
     let run_length = plan.warmup + plan.duration;
     let pool = match plan.schedule {
         // Open loop signs as it sends: the body carries its scheduled send time, which is
@@ -712,19 +722,19 @@ async fn execute(plan: Plan) -> anyhow::Result<BenchReport> {
         Pacing::Open { total: planned, .. } => planned.saturating_sub(total.sent),
         Pacing::Closed => 0,
     };
-    Ok(summarize(
-        &plan.target.url,
-        plan.source,
-        plan.scheme,
-        plan.schedule.map(|s| s.rate),
-        plan.connections,
-        window,
-        plan.warmup,
-        plan.body_size,
-        plan.duplicates.ratio,
-        total,
-        not_sent,
-    ))
+    Ok(summarize(&description, window, total, not_sent))
+}
+
+/// The settings a report repeats, taken from the plan before its parts move into the run.
+struct RunDescription {
+    url: String,
+    source: Option<String>,
+    scheme: Option<String>,
+    rate: Option<f64>,
+    connections: usize,
+    warmup: Duration,
+    body_size: usize,
+    duplicate_ratio: f64,
 }
 
 /// Releases one permit per request as it falls due. A thread with `thread::sleep` rather
@@ -1114,17 +1124,9 @@ fn progress_bar(length: Duration) -> indicatif::ProgressBar {
     bar
 }
 
-#[allow(clippy::too_many_arguments)]
 fn summarize(
-    url: &str,
-    source: Option<String>,
-    scheme: Option<String>,
-    rate: Option<f64>,
-    connections: usize,
+    run: &RunDescription,
     duration: Duration,
-    warmup: Duration,
-    body_size: usize,
-    duplicate_ratio: f64,
     stats: WorkerStats,
     not_sent: u64,
 ) -> BenchReport {
@@ -1140,16 +1142,16 @@ fn summarize(
     let error_total: u64 = stats.errors.values().sum();
     let histogram = &stats.latency_us;
     BenchReport {
-        url: url.to_owned(),
-        source,
-        scheme,
-        mode: if rate.is_some() { "open" } else { "closed" },
-        offered_rate: rate,
-        connections,
+        url: run.url.clone(),
+        source: run.source.clone(),
+        scheme: run.scheme.clone(),
+        mode: if run.rate.is_some() { "open" } else { "closed" },
+        offered_rate: run.rate,
+        connections: run.connections,
         duration_secs: duration.as_secs_f64(),
-        warmup_secs: warmup.as_secs_f64(),
-        body_size,
-        duplicate_ratio,
+        warmup_secs: run.warmup.as_secs_f64(),
+        body_size: run.body_size,
+        duplicate_ratio: run.duplicate_ratio,
         requests: responses + error_total,
         requests_per_sec: responses as f64 / duration.as_secs_f64().max(1e-9),
         accepted_202: count(&|s| s == 202),

@@ -85,16 +85,19 @@ def report(raw, out):
         {int(n.rsplit("-", 1)[1]) for n in runs if n.startswith("oncehook-open-")}
     )
 
-    # Every closed-loop oncehook run wrote into the same database.
-    events = sum((r or {}).get("accepted_202", 0) for n, r in runs.items()
-                 if n.startswith("oncehook-max-c"))
-    db_bytes = read_int(os.path.join(raw, "oncehook-max-db-bytes"))
+    # Storage from the maximum-throughput run that stored the most events (each had its own file).
+    events, db_bytes = 0, None
+    for n, r in runs.items():
+        if n.startswith("oncehook-max-c") and r and r.get("accepted_202", 0) > events:
+            events = r["accepted_202"]
+            db_bytes = read_int(os.path.join(raw, f"{n}-db-bytes"))
     hwm = [read_int(p) for p in glob.glob(os.path.join(raw, "oncehook-*-hwm"))]
     rss = [read_int(p) for p in glob.glob(os.path.join(raw, "oncehook-*-rss"))
            if "idle" not in p]
     memory = {
         "idle_rss_kib": read_int(os.path.join(raw, "oncehook-idle-rss")),
-        "max_load_hwm_kib": read_int(os.path.join(raw, "oncehook-max-hwm")),
+        "max_load_hwm_kib": max([read_int(p) or 0 for p in
+                                 glob.glob(os.path.join(raw, "oncehook-max-c*-hwm"))] or [0]) or None,
         "peak_hwm_any_run_kib": max([h for h in hwm if h] or [0]) or None,
         "peak_sampled_rss_kib": max([r for r in rss if r] or [0]) or None,
     }

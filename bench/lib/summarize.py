@@ -85,12 +85,13 @@ def report(raw, out):
         {int(n.rsplit("-", 1)[1]) for n in runs if n.startswith("oncehook-open-")}
     )
 
-    # Storage from the maximum-throughput run that stored the most events (each had its own file).
+    # Storage from the maximum-throughput run that stored the most events (each had its own
+    # file); events counted in the file, since warm-up requests are stored but not reported.
     events, db_bytes = 0, None
-    for n, r in runs.items():
-        if n.startswith("oncehook-max-c") and r and r.get("accepted_202", 0) > events:
-            events = r["accepted_202"]
-            db_bytes = read_int(os.path.join(raw, f"{n}-db-bytes"))
+    for n in runs:
+        stored = read_int(os.path.join(raw, f"{n}-db-events")) or 0
+        if n.startswith("oncehook-max-c") and stored > events:
+            events, db_bytes = stored, read_int(os.path.join(raw, f"{n}-db-bytes"))
     hwm = [read_int(p) for p in glob.glob(os.path.join(raw, "oncehook-*-hwm"))]
     rss = [read_int(p) for p in glob.glob(os.path.join(raw, "oncehook-*-rss"))
            if "idle" not in p]
@@ -118,14 +119,14 @@ def report(raw, out):
     for fill in sorted(glob.glob(os.path.join(raw, "scale-*-fill.json"))):
         keys = os.path.basename(fill).split("-")[1]
         scale_db = read_int(os.path.join(raw, f"scale-{keys}-db-bytes"))
-        stored = sum((runs.get(f"scale-{keys}-{part}") or {}).get("accepted_202", 0)
-                     for part in ("fill", "max", "open-50"))
+        stored = read_int(os.path.join(raw, f"scale-{keys}-db-events"))
         scale[keys] = {
             "fill": runs.get(f"scale-{keys}-fill"),
             "max": runs.get(f"scale-{keys}-max"),
             "open_50_dup10": runs.get(f"scale-{keys}-open-50"),
             "hwm_kib": read_int(os.path.join(raw, f"scale-{keys}-hwm")),
             "db_bytes": scale_db,
+            "events": stored,
             "bytes_per_event": round(scale_db / stored) if scale_db and stored else None,
         }
 

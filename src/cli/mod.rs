@@ -1,6 +1,7 @@
 //! The command line: parsing, logging set-up and dispatch to one module per command.
 
 mod admin_client;
+mod bench;
 mod check;
 mod dlq;
 mod events;
@@ -88,6 +89,9 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Intake rate, dedupe hit rate, latency percentiles, queue depth, dead letters.
     Stats(stats::StatsArgs),
+    /// Load-test a gateway: signed requests, a duplicate mix, closed or open loop, latency
+    /// percentiles.
+    Bench(bench::BenchArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -123,6 +127,7 @@ pub fn main() -> ExitCode {
             Command::Dlq { command } => dlq::run(command).await,
             Command::Replay(args) => replay::run(args).await,
             Command::Stats(args) => stats::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod domain;
 pub mod intake;

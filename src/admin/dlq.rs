@@ -11,13 +11,14 @@ use uuid::Uuid;
 
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
-use super::params::{decode_cursor, format_time, paginate, parse_limit};
+use super::params::{decode_cursor, format_time, given, paginate, parse_limit};
 use crate::store::{DeadDelivery, DeadQuery};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DlqParams {
-    /// `reason`: count dead deliveries per destination and reason instead of listing them.
+    /// `reason`: count dead deliveries per destination and reason instead of listing them
+    /// (`source`, `limit` and `cursor` apply to the list only).
     #[param(inline)]
     group_by: Option<GroupBy>,
     /// Only deliveries to this destination.
@@ -120,16 +121,18 @@ pub async fn list(
     query: Result<Query<DlqParams>, QueryRejection>,
 ) -> Result<Json<DlqResponse>, ApiError> {
     let Query(params) = query?;
+    // Every parameter is checked, also those the grouped answer does not use.
+    let limit = parse_limit(params.limit.as_deref())?;
+    let after = given(params.cursor.as_deref())
+        .map(decode_cursor)
+        .transpose()?;
+    let destination = given(params.destination.as_deref()).map(str::to_owned);
+    let source = given(params.source.as_deref()).map(str::to_owned);
     if let Some(GroupBy::Reason) = params.group_by {
         let groups = context.store.dead_letter_groups().await?;
         let groups = groups
             .into_iter()
-            .filter(|g| {
-                params
-                    .destination
-                    .as_ref()
-                    .is_none_or(|d| *d == g.destination)
-            })
+            .filter(|g| destination.as_ref().is_none_or(|d| *d == g.destination))
             .map(|group| DeadGroup {
                 destination: group.destination,
                 reason: group.reason,
@@ -140,11 +143,10 @@ pub async fn list(
             .collect();
         return Ok(Json(DlqResponse::Groups(DeadGroups { groups })));
     }
-    let limit = parse_limit(params.limit.as_deref())?;
     let query = DeadQuery {
-        destination: params.destination,
-        source: params.source,
-        after: params.cursor.as_deref().map(decode_cursor).transpose()?,
+        destination,
+        source,
+        after,
         limit: limit + 1,
     };
     let dead = context.store.dead_deliveries(&query).await?;

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
-use super::params::{decode_cursor, format_time, paginate, parse_limit, parse_time};
+use super::params::{decode_cursor, format_time, given, paginate, parse_limit, parse_time};
 use crate::privacy::{MASK, SensitiveValues, decrypt_with, is_secret_header, masked_preview};
 use crate::store::{EVENT_STATUSES, EventQuery, EventSummary, now_millis};
 
@@ -181,6 +181,10 @@ pub async fn list(
     let mut wanted = EventQuery::default();
     let mut limit = None;
     for (name, value) in &pairs {
+        // An empty text parameter is absent; `status` and `limit` are typed and must be valid.
+        if given(Some(value)).is_none() && !matches!(name.as_str(), "status" | "limit") {
+            continue;
+        }
         match name.as_str() {
             "source" => wanted.source = Some(value.clone()),
             "status" => {
@@ -197,11 +201,8 @@ pub async fn list(
             "until" => wanted.until = Some(parse_time("until", value, now)?),
             "limit" => limit = Some(value.as_str()),
             "cursor" => wanted.after = Some(decode_cursor(value)?),
+            // The value itself is never echoed back: it is exactly what must not leak.
             field if context.is_search_field(field) => {
-                // The value itself is never echoed back: it is exactly what must not leak.
-                if value.trim().is_empty() {
-                    return Err(ApiError::bad_request(format!("{field}: empty value")));
-                }
                 wanted.search.push(context.search_key.hash(field, value));
             }
             other => {

@@ -37,6 +37,13 @@ pub fn parse_time(name: &str, text: &str, now: UnixMillis) -> Result<UnixMillis,
     )))
 }
 
+/// A query parameter's value, unless it is empty: an empty value means the parameter is
+/// absent (as a form submits an empty field), never "match the empty string".
+pub fn given(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// An absent limit is the default; a given one, even empty, must be a number in range.
 pub fn parse_limit(text: Option<&str>) -> Result<usize, ApiError> {
     let Some(text) = text else {
         return Ok(DEFAULT_LIMIT);

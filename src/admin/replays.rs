@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
-use super::params::{decode_cursor, format_time, paginate, parse_limit, parse_time};
+use super::params::{decode_cursor, format_time, given, paginate, parse_limit, parse_time};
 use crate::store::{
     DELIVERY_STATES, EVENT_STATUSES, NewReplay, ReplayFilter, ReplayRecord, now_millis,
 };
@@ -36,9 +36,11 @@ pub struct ReplayRequest {
     /// Only count and sample what would be replayed.
     #[serde(default)]
     pub dry_run: bool,
-    /// Why: kept with the replay (required).
+    /// Why: kept with the replay.
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 1000, pattern = "\\S")]
     pub reason: Option<String>,
-    /// Who: kept with the replay (required).
+    /// Who: kept with the replay.
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 1000, pattern = "\\S")]
     pub requested_by: Option<String>,
 }
 
@@ -52,12 +54,30 @@ pub struct ReplayFilterBody {
     pub event_ids: Vec<Uuid>,
     pub source: Option<String>,
     /// A delivery state (`dead`, `delivered`, …) or an event status (`failed_terminal`, …).
+    #[schema(value_type = Option<ReplayStatus>)]
     pub status: Option<String>,
     pub destination: Option<String>,
     /// Events received at or after: an RFC 3339 time or a duration ago (`2h`).
     pub since: Option<String>,
     /// Events received before: an RFC 3339 time or a duration ago.
     pub until: Option<String>,
+}
+
+/// The states and statuses a replay filter may name.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code, reason = "documents the accepted values")]
+pub enum ReplayStatus {
+    Pending,
+    InFlight,
+    Retrying,
+    Delivered,
+    Dead,
+    Received,
+    Processing,
+    Completed,
+    FailedRetryable,
+    FailedTerminal,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -199,12 +219,12 @@ fn store_filter(body: &ReplayFilterBody, now: i64) -> Result<(ReplayFilter, Valu
     if let Some(destination) = &filter.destination {
         normalised.insert("destination".into(), json!(destination));
     }
-    if let Some(since) = body.since.as_deref() {
+    if let Some(since) = given(body.since.as_deref()) {
         let at = parse_time("filter.since", since, now)?;
         filter.since = Some(at);
         normalised.insert("since".into(), json!(format_time(at)));
     }
-    if let Some(until) = body.until.as_deref() {
+    if let Some(until) = given(body.until.as_deref()) {
         let at = parse_time("filter.until", until, now)?;
         filter.until = Some(at);
         normalised.insert("until".into(), json!(format_time(at)));
@@ -302,7 +322,9 @@ pub async fn list(
 ) -> Result<Json<ReplayList>, ApiError> {
     let Query(params) = query?;
     let limit = parse_limit(params.limit.as_deref())?;
-    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after = given(params.cursor.as_deref())
+        .map(decode_cursor)
+        .transpose()?;
     let replays = context.store.replays(after, limit + 1).await?;
     let (replays, next_cursor) = paginate(replays, limit, ReplayRecord::cursor);
     Ok(Json(ReplayList {

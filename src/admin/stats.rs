@@ -115,7 +115,7 @@ pub struct DeadByReason {
 }
 
 fn parse_window(text: Option<&str>) -> Result<Duration, ApiError> {
-    let Some(text) = text else {
+    let Some(text) = super::params::given(text) else {
         return Ok(DEFAULT_WINDOW);
     };
     let shortest = Duration::from_millis(SLOT_MILLIS as u64);
@@ -165,7 +165,9 @@ pub async fn show(
         })
         .collect();
     Ok(Json(response(
-        params.window.unwrap_or_else(|| "15m".into()),
+        super::params::given(params.window.as_deref())
+            .unwrap_or("15m")
+            .to_owned(),
         &snapshot,
         queue_depth,
         dead_by_reason,

@@ -169,10 +169,12 @@ async fn bad_parameters_get_a_json_400_that_does_not_echo_search_values() {
     for uri in [
         "/api/v1/events?status=lost",
         "/api/v1/events?limit=0",
+        "/api/v1/events?status=",
+        "/api/v1/events?limit=",
         "/api/v1/events?cursor=garbage",
         "/api/v1/events?since=yesterday",
         "/api/v1/events?colour=blue",
-        "/api/v1/events?phone=",
+        "/api/v1/dlq?group_by=reason&limit=5000",
         "/api/v1/events/not-a-uuid",
         "/api/v1/dlq?group_by=colour",
         "/api/v1/stats?window=1y",

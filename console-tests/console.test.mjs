@@ -199,7 +199,10 @@ test('replay: a dry run counts, a reason is required, then the replay delivers',
   await page.locator('article.delivery[data-destination="crm"][data-state="delivered"]').waitFor();
   await page.locator('#event-status', { hasText: 'completed' }).waitFor();
   const crm = page.locator('article.delivery[data-destination="crm"]');
-  assert.match(await crm.locator('ol.timeline li').last().innerText(), /HTTP 200[\s\S]*replay/);
+  const timeline = crm.locator('ol.timeline li');
+  assert.equal(await timeline.count(), 4, 'two attempts, the replay, the attempt under it');
+  assert.match(await timeline.nth(2).innerText(), /Replayed[\s\S]*by ops@example\.com: crm was down; fixed/);
+  assert.match(await timeline.nth(3).innerText(), /Attempt 1[\s\S]*HTTP 200[\s\S]*replay/);
   const history = page.locator('#replay-history tbody tr');
   assert.equal(await history.count(), 1);
   assert.match(await history.first().innerText(), /crm[\s\S]*ops@example\.com[\s\S]*crm was down; fixed/);
@@ -270,6 +273,12 @@ test('the pages are keyboard-usable and raised no browser errors', async () => {
   await page.keyboard.press('Enter');
   assert.equal(await page.evaluate(() => document.activeElement.id), 'main');
   await assertMasked('overview-again');
+
+  // Signing out forgets the token.
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await heading('Sign in').waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('oncehook.adminToken')), null);
+  assert.equal(await page.locator('#signin-error').innerText(), 'Signed out.');
   assert.deepEqual(browserErrors, []);
   assert.ok(pagesChecked.length >= 10, `checked ${pagesChecked.length} pages`);
 });

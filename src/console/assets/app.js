@@ -845,9 +845,34 @@ function eventContent(seq, event) {
   ];
 }
 
+// A line in the attempts timeline where a replay re-queued the delivery.
+function replayMarker(replay) {
+  return h('li', { class: 'replay-marker' },
+    h('div', { class: 'attempt-line' },
+      h('strong', {}, 'Replayed'), timeEl(replay.created_at),
+      h('span', {}, `by ${replay.requested_by}: ${replay.reason}`)));
+}
+
 function deliveryCard(event, delivery, reload) {
   const longest = Math.max(1, ...delivery.attempts.map((a) => a.duration_ms));
-  const attempts = delivery.attempts.map((attempt) => {
+  // This delivery's replays, oldest first; each one's marker goes before its first attempt.
+  const replays = event.replays.filter((r) => r.delivery_id === delivery.delivery_id).reverse();
+  const marked = new Set();
+  const timeline = [];
+  for (const attempt of delivery.attempts) {
+    if (attempt.replay_id && !marked.has(attempt.replay_id)) {
+      const replay = replays.find((r) => r.replay_id === attempt.replay_id);
+      if (replay) timeline.push(replayMarker(replay));
+      marked.add(attempt.replay_id);
+    }
+    timeline.push(attempt);
+  }
+  // A replay whose attempt has not started yet.
+  for (const replay of replays) {
+    if (!marked.has(replay.replay_id)) timeline.push(replayMarker(replay));
+  }
+  const attempts = timeline.map((attempt) => {
+    if (attempt instanceof Node) return attempt;
     const bar = h('span', { class: 'duration-bar', 'aria-hidden': 'true' });
     bar.style.width = `${Math.max(2, Math.round((attempt.duration_ms / longest) * 140))}px`;
     return h('li', { class: attempt.outcome },

@@ -88,6 +88,8 @@ function heading(name) {
 test('sign-in refuses a wrong token and accepts the admin token', async () => {
   await page.goto(consoleUrl);
   await heading('Sign in').waitFor();
+  assert.equal(await page.getByRole('navigation', { name: 'Sections' }).isVisible(), false);
+  assert.equal(await page.getByRole('button', { name: 'Sign out' }).isVisible(), false);
   const tokenInput = page.getByLabel('Admin token');
   assert.ok(await tokenInput.evaluate((el) => el === document.activeElement), 'the token field has focus');
   await tokenInput.fill('not-the-admin-token');
@@ -258,6 +260,7 @@ test('the pages are keyboard-usable and raised no browser errors', async () => {
   await heading('Overview').waitFor();
   // Each view moves the focus to its heading, so the next Tab lands on the view's first control.
   const focused = () => page.evaluate(() => document.activeElement && document.activeElement.textContent.trim());
+  await page.waitForFunction(() => document.activeElement && document.activeElement.tagName === 'H1');
   assert.equal(await focused(), 'Overview');
   await page.keyboard.press('Tab');
   assert.equal(await focused(), '15 minutes');

@@ -80,6 +80,11 @@ impl App {
         let purge_stop = shutdown.clone();
         tasks.spawn(async move { purge_expired_keys(purge_store, purge_stop).await });
 
+        let limits = crate::server::HttpLimits {
+            header_timeout: self.config.server.header_timeout,
+            max_connections: self.config.server.max_connections,
+        };
+        let grace = self.config.server.shutdown_grace;
         let wakeups = Arc::new(Wakeups::new(&self.config));
         if matches!(self.role, Role::All | Role::Worker) {
             delivery::spawn_workers(
@@ -102,14 +107,7 @@ impl App {
             let router = intake::router(intake);
             let stop = shutdown.clone();
             tracing::info!(addr = %listener.local_addr()?, role = ?self.role, "intake listening");
-            tasks.spawn(async move {
-                if let Err(e) = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-                {
-                    tracing::error!(error = %e, "intake server failed");
-                }
-            });
+            tasks.spawn(crate::server::serve(listener, router, limits, stop, grace));
         }
 
         let admin_router = admin::router(AdminState::new(
@@ -120,14 +118,13 @@ impl App {
         let stop = shutdown.clone();
         tracing::info!(addr = %self.admin_listener.local_addr()?, "admin listening");
         let admin_listener = self.admin_listener;
-        tasks.spawn(async move {
-            if let Err(e) = axum::serve(admin_listener, admin_router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %e, "admin server failed");
-            }
-        });
+        tasks.spawn(crate::server::serve(
+            admin_listener,
+            admin_router,
+            limits,
+            stop,
+            grace,
+        ));
 
         tasks.close();
         shutdown.cancelled().await;

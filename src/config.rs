@@ -67,6 +67,15 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight requests and delivery attempts.
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Time a client has to send its request line and headers (slow-client protection).
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Time a client has to send its body once the headers are in.
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Connections served at once per listener.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +83,9 @@ impl Default for ServerConfig {
         Self {
             listen: default_server_listen(),
             shutdown_grace: default_grace(),
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -290,6 +302,15 @@ fn default_admin_listen() -> SocketAddr {
 fn default_grace() -> Duration {
     Duration::from_secs(10)
 }
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_connections() -> usize {
+    4096
+}
 fn default_store_url() -> String {
     "sqlite://./data/oncehook.db".to_owned()
 }
@@ -418,6 +439,17 @@ impl Config {
     fn validate(&self) -> Result<(), (String, String)> {
         self.store_location()
             .map_err(|m| ("store.url".to_owned(), m))?;
+        for (key, value) in [
+            ("server.header_timeout", self.server.header_timeout),
+            ("server.body_timeout", self.server.body_timeout),
+        ] {
+            if value.is_zero() {
+                return Err((key.into(), "must be longer than zero".into()));
+            }
+        }
+        if self.server.max_connections == 0 {
+            return Err(("server.max_connections".into(), "must be at least 1".into()));
+        }
         if self
             .store
             .encryption_key

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod console;
@@ -12,6 +13,7 @@ pub mod domain;
 pub mod intake;
 pub mod metrics;
 pub mod privacy;
+pub mod server;
 pub mod shutdown;
 pub mod stats;
 pub mod store;

@@ -23,6 +23,8 @@ pub const QUEUE_DEPTH: &str = "oncehook_queue_depth";
 pub const DEAD_TOTAL: &str = "oncehook_dead_total";
 pub const STORE_OP_DURATION: &str = "oncehook_store_op_duration_seconds";
 pub const REPLAYS_TOTAL: &str = "oncehook_replays_total";
+/// Always 1; its labels say which build runs (`version`, `commit`).
+pub const BUILD_INFO: &str = "oncehook_build_info";
 
 /// How an intake request ended; the `outcome` label of `oncehook_intake_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +91,12 @@ pub fn install() -> PrometheusHandle {
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
             };
             describe();
+            gauge!(
+                BUILD_INFO,
+                "version" => crate::build_info::VERSION,
+                "commit" => crate::build_info::GIT_COMMIT
+            )
+            .set(1.0);
             handle
         })
         .clone()
@@ -133,13 +141,17 @@ fn describe() {
         REPLAYS_TOTAL,
         "Replays requested through the admin API, by mode (replay or dry_run)."
     );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1: the version and git commit of the running binary."
+    );
 }
 
 pub fn intake(source: &str, outcome: IntakeOutcome, elapsed: Duration) {
     counter!(INTAKE_TOTAL, "source" => source.to_owned(), "outcome" => outcome.as_str())
         .increment(1);
     histogram!(INTAKE_DURATION, "source" => source.to_owned()).record(elapsed.as_secs_f64());
-    stats::global().record_intake(now_millis(), outcome, elapsed);
+    stats::global().record_intake(now_millis(), source, outcome, elapsed);
 }
 
 pub fn store_op(op: &'static str, elapsed: Duration) {

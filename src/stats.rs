@@ -96,6 +96,38 @@ fn bucket_middle_ms(index: usize) -> f64 {
     FIRST_BOUND_MS * 2f64.powf((index as f64 + 0.5) / 2.0)
 }
 
+/// Intake requests per outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IntakeCounts([u64; IntakeOutcome::ALL.len()]);
+
+impl IntakeCounts {
+    fn add(&mut self, other: &IntakeCounts) {
+        for (mine, theirs) in self.0.iter_mut().zip(other.0.iter()) {
+            *mine += theirs;
+        }
+    }
+
+    pub fn count(&self, outcome: IntakeOutcome) -> u64 {
+        self.0[outcome.index()]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// (outcome, requests) in `IntakeOutcome::ALL` order.
+    pub fn iter(&self) -> impl Iterator<Item = (IntakeOutcome, u64)> + '_ {
+        IntakeOutcome::ALL.iter().map(|o| (*o, self.count(*o)))
+    }
+
+    /// Duplicates (and conflicts) among the requests that reached the dedupe step.
+    pub fn dedupe_hit_rate(&self) -> Option<f64> {
+        let repeats = self.count(IntakeOutcome::Duplicate) + self.count(IntakeOutcome::Conflict);
+        let reached = repeats + self.count(IntakeOutcome::Accepted);
+        (reached > 0).then(|| repeats as f64 / reached as f64)
+    }
+}
+
 /// How a delivery attempt ended, as the recorder counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryOutcome {
@@ -108,7 +140,9 @@ pub enum DeliveryOutcome {
 struct Slot {
     /// `time / SLOT_MILLIS`.
     index: i64,
-    intake: [u64; IntakeOutcome::ALL.len()],
+    intake: IntakeCounts,
+    /// The same per source; sources are few (they come from the config), so a list will do.
+    by_source: Vec<(Box<str>, IntakeCounts)>,
     ack: Histogram,
     deliveries: [u64; 3],
     end_to_end: Histogram,
@@ -118,7 +152,8 @@ impl Slot {
     fn new(index: i64) -> Slot {
         Slot {
             index,
-            intake: [0; IntakeOutcome::ALL.len()],
+            intake: IntakeCounts::default(),
+            by_source: Vec::new(),
             ack: Histogram::new(),
             deliveries: [0; 3],
             end_to_end: Histogram::new(),
@@ -141,8 +176,9 @@ pub struct StatsSnapshot {
     pub window: Duration,
     /// The part of the window this process has been recording (it may have started later).
     pub covered: Duration,
-    /// Requests per intake outcome, in `IntakeOutcome::ALL` order.
-    pub intake: Vec<(IntakeOutcome, u64)>,
+    /// Requests per intake outcome, over every source and per source.
+    pub intake: IntakeCounts,
+    pub intake_by_source: std::collections::BTreeMap<String, IntakeCounts>,
     pub ack_latency: Percentiles,
     pub delivered: u64,
     pub retried: u64,
@@ -161,27 +197,12 @@ pub struct StatsSnapshot {
 
 impl StatsSnapshot {
     pub fn intake_total(&self) -> u64 {
-        self.intake.iter().map(|(_, n)| n).sum()
-    }
-
-    pub fn intake_count(&self, outcome: IntakeOutcome) -> u64 {
-        self.intake
-            .iter()
-            .find(|(o, _)| *o == outcome)
-            .map_or(0, |(_, n)| *n)
+        self.intake.total()
     }
 
     /// Requests per second over the covered part of the window.
     pub fn intake_rate(&self) -> f64 {
         self.intake_total() as f64 / self.covered.as_secs_f64().max(1.0)
-    }
-
-    /// Duplicates (and conflicts) among the requests that reached the dedupe step.
-    pub fn dedupe_hit_rate(&self) -> Option<f64> {
-        let repeats = self.intake_count(IntakeOutcome::Duplicate)
-            + self.intake_count(IntakeOutcome::Conflict);
-        let reached = repeats + self.intake_count(IntakeOutcome::Accepted);
-        (reached > 0).then(|| repeats as f64 / reached as f64)
     }
 }
 
@@ -198,9 +219,27 @@ impl StatsRecorder {
         }
     }
 
-    pub fn record_intake(&self, now: UnixMillis, outcome: IntakeOutcome, latency: Duration) {
+    pub fn record_intake(
+        &self,
+        now: UnixMillis,
+        source: &str,
+        outcome: IntakeOutcome,
+        latency: Duration,
+    ) {
         self.with_slot(now, |slot| {
-            slot.intake[outcome.index()] += 1;
+            slot.intake.0[outcome.index()] += 1;
+            match slot
+                .by_source
+                .iter_mut()
+                .find(|(name, _)| &**name == source)
+            {
+                Some((_, counts)) => counts.0[outcome.index()] += 1,
+                None => {
+                    let mut counts = IntakeCounts::default();
+                    counts.0[outcome.index()] = 1;
+                    slot.by_source.push((Box::from(source), counts));
+                }
+            }
             slot.ack.record(latency);
         });
     }
@@ -257,20 +296,21 @@ impl StatsRecorder {
         let step = ((window_slots + SERIES_POINTS - 1) / SERIES_POINTS).max(1);
         let points = (window_slots + step - 1) / step;
 
-        let mut intake = [0u64; IntakeOutcome::ALL.len()];
+        let mut intake = IntakeCounts::default();
+        let mut by_source = std::collections::BTreeMap::<String, IntakeCounts>::new();
         let mut ack = Histogram::new();
         let mut deliveries = [0u64; 3];
         let mut end_to_end = Histogram::new();
         let points = usize::try_from(points).unwrap_or(0);
-        let mut series = vec![0u64; points];
-        let mut series_by_outcome = vec![vec![0u64; points]; IntakeOutcome::ALL.len()];
+        let mut series = vec![IntakeCounts::default(); points];
         let mut ack_series = vec![Histogram::new(); points];
         let mut end_to_end_series = vec![Histogram::new(); points];
         {
             let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             for slot in slots.iter().filter(|s| s.index >= first && s.index <= last) {
-                for (total, count) in intake.iter_mut().zip(slot.intake.iter()) {
-                    *total += count;
+                intake.add(&slot.intake);
+                for (source, counts) in &slot.by_source {
+                    by_source.entry(source.to_string()).or_default().add(counts);
                 }
                 ack.add(&slot.ack);
                 for (total, count) in deliveries.iter_mut().zip(slot.deliveries.iter()) {
@@ -278,15 +318,11 @@ impl StatsRecorder {
                 }
                 end_to_end.add(&slot.end_to_end);
                 let point = usize::try_from((slot.index - first) / step).unwrap_or(0);
-                if point >= points {
-                    continue;
+                if point < points {
+                    series[point].add(&slot.intake);
+                    ack_series[point].add(&slot.ack);
+                    end_to_end_series[point].add(&slot.end_to_end);
                 }
-                series[point] += slot.intake.iter().sum::<u64>();
-                for (by_outcome, count) in series_by_outcome.iter_mut().zip(slot.intake.iter()) {
-                    by_outcome[point] += count;
-                }
-                ack_series[point].add(&slot.ack);
-                end_to_end_series[point].add(&slot.end_to_end);
             }
         }
         let recording_for =
@@ -294,20 +330,17 @@ impl StatsRecorder {
         StatsSnapshot {
             window,
             covered: window.min(recording_for),
-            intake: IntakeOutcome::ALL
-                .iter()
-                .map(|outcome| (*outcome, intake[outcome.index()]))
-                .collect(),
+            intake,
+            intake_by_source: by_source,
             ack_latency: ack.percentiles(),
             delivered: deliveries[DeliveryOutcome::Delivered as usize],
             retried: deliveries[DeliveryOutcome::Retry as usize],
             dead: deliveries[DeliveryOutcome::Dead as usize],
             end_to_end: end_to_end.percentiles(),
-            intake_series: series,
+            intake_series: series.iter().map(IntakeCounts::total).collect(),
             intake_series_by_outcome: IntakeOutcome::ALL
                 .iter()
-                .zip(series_by_outcome)
-                .map(|(outcome, counts)| (*outcome, counts))
+                .map(|outcome| (*outcome, series.iter().map(|c| c.count(*outcome)).collect()))
                 .collect(),
             ack_p95_series: ack_series.iter().map(|h| h.quantile(0.95)).collect(),
             end_to_end_p95_series: end_to_end_series.iter().map(|h| h.quantile(0.95)).collect(),
@@ -342,21 +375,25 @@ mod tests {
     fn counts_outcomes_and_rates_within_the_window() {
         let recorder = StatsRecorder::new(T0 - 3_600_000);
         for _ in 0..30 {
-            recorder.record_intake(T0, IntakeOutcome::Accepted, ms(2));
+            recorder.record_intake(T0, "stripe", IntakeOutcome::Accepted, ms(2));
         }
         for _ in 0..10 {
-            recorder.record_intake(T0 + 1_000, IntakeOutcome::Duplicate, ms(1));
+            recorder.record_intake(T0 + 1_000, "forms", IntakeOutcome::Duplicate, ms(1));
         }
-        recorder.record_intake(T0 + 2_000, IntakeOutcome::InvalidSignature, ms(1));
+        recorder.record_intake(T0 + 2_000, "forms", IntakeOutcome::InvalidSignature, ms(1));
         // Outside a 15-minute window as of T0 + 60s:
-        recorder.record_intake(T0 - 1_200_000, IntakeOutcome::Accepted, ms(1));
+        recorder.record_intake(T0 - 1_200_000, "stripe", IntakeOutcome::Accepted, ms(1));
 
         let now = T0 + 60_000;
         let snapshot = recorder.snapshot(now, Duration::from_secs(900));
-        assert_eq!(snapshot.intake_count(IntakeOutcome::Accepted), 30);
-        assert_eq!(snapshot.intake_count(IntakeOutcome::Duplicate), 10);
+        assert_eq!(snapshot.intake.count(IntakeOutcome::Accepted), 30);
+        assert_eq!(snapshot.intake.count(IntakeOutcome::Duplicate), 10);
         assert_eq!(snapshot.intake_total(), 41);
-        assert_eq!(snapshot.dedupe_hit_rate(), Some(0.25));
+        assert_eq!(snapshot.intake.dedupe_hit_rate(), Some(0.25));
+        let stripe = snapshot.intake_by_source["stripe"];
+        let forms = snapshot.intake_by_source["forms"];
+        assert_eq!((stripe.total(), stripe.dedupe_hit_rate()), (30, Some(0.0)));
+        assert_eq!((forms.total(), forms.dedupe_hit_rate()), (11, Some(1.0)));
         assert!((snapshot.intake_rate() - 41.0 / 900.0).abs() < 1e-9);
         assert_eq!(snapshot.intake_series.len(), 30);
         assert_eq!(snapshot.series_step, Duration::from_secs(30));
@@ -396,7 +433,7 @@ mod tests {
     fn percentiles_come_from_log_buckets() {
         let recorder = StatsRecorder::new(T0);
         for n in 1..=100u64 {
-            recorder.record_intake(T0, IntakeOutcome::Accepted, ms(n));
+            recorder.record_intake(T0, "stripe", IntakeOutcome::Accepted, ms(n));
             recorder.record_end_to_end(T0, ms(n * 10));
         }
         let snapshot = recorder.snapshot(T0 + 1, Duration::from_secs(60));
@@ -416,7 +453,8 @@ mod tests {
         assert_eq!(snapshot.end_to_end.count, 100);
         let empty = StatsRecorder::new(T0).snapshot(T0, Duration::from_secs(60));
         assert_eq!(empty.ack_latency.p50_ms, None);
-        assert_eq!(empty.dedupe_hit_rate(), None);
+        assert_eq!(empty.intake.dedupe_hit_rate(), None);
+        assert!(empty.intake_by_source.is_empty());
     }
 
     #[test]

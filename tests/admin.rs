@@ -454,6 +454,8 @@ async fn pages_with_a_cursor_return_every_event_exactly_once() {
     assert_eq!(stats["intake"]["outcomes"]["accepted"], 26);
     assert_eq!(stats["intake"]["outcomes"]["duplicate"], 26);
     assert_eq!(stats["intake"]["dedupe_hit_rate"], 0.5);
+    assert_eq!(stats["intake"]["sources"]["forms"]["total"], 52);
+    assert_eq!(stats["intake"]["sources"]["forms"]["dedupe_hit_rate"], 0.5);
     assert_eq!(stats["intake"]["ack_latency_ms"]["count"], 52);
     assert!(stats["intake"]["ack_latency_ms"]["p99"].is_number());
     assert_eq!(stats["window_seconds"], 300);

@@ -683,3 +683,65 @@ async fn the_embedded_store_is_in_wal_mode_with_full_sync() {
         .expect("mode");
     assert_eq!(mode, "wal");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_the_server_stays_healthy() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gateway = Gateway::start(&standard_source("hooks", ""));
+    let host = gateway.intake.trim_start_matches("http://").to_owned();
+
+    // Headers that never finish: the connection is closed after header_timeout (1s here).
+    let mut silent = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("connect");
+    silent
+        .write_all(b"POST /webhooks/hooks HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let mut buffer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut buffer))
+        .await
+        .expect("closed in time");
+    assert!(started.elapsed() < Duration::from_secs(4));
+
+    // A body that stalls: 408 after body_timeout, nothing stored.
+    let signed = standard_request("m-slow", &json!({"n": 1}));
+    let mut stalled = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("connect");
+    let mut head = format!(
+        "POST /webhooks/hooks HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        signed.body.len() + 100
+    );
+    for (name, value) in &signed.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stalled.write_all(head.as_bytes()).await.expect("write");
+    stalled.write_all(&signed.body).await.expect("write");
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut response))
+        .await
+        .expect("answered in time");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("body_timeout"), "{response}");
+
+    assert_eq!(gateway.event_count(), 0);
+    assert!(gateway.healthy().await);
+    let client = reqwest::Client::new();
+    for expected in [202, 200] {
+        assert_eq!(
+            post(
+                &client,
+                &gateway.webhook_url("hooks"),
+                &signed,
+                "application/json"
+            )
+            .await
+            .status,
+            expected
+        );
+    }
+}

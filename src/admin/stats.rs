@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::params::format_time;
-use crate::stats::{MAX_WINDOW, Percentiles, SLOT_MILLIS, StatsSnapshot};
+use crate::stats::{IntakeCounts, MAX_WINDOW, Percentiles, SLOT_MILLIS, StatsSnapshot};
 use crate::store::now_millis;
 
 const DEFAULT_WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -59,6 +59,22 @@ pub struct IntakeStats {
     pub ack_latency_ms: LatencyStats,
     /// Requests per `step_seconds`, oldest first, over the window.
     pub series: Series,
+    /// The same counts per source (sources with no request in the window are left out).
+    pub sources: BTreeMap<String, SourceIntakeStats>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SourceIntakeStats {
+    pub total: u64,
+    pub outcomes: BTreeMap<&'static str, u64>,
+    pub dedupe_hit_rate: Option<f64>,
+}
+
+fn outcomes(counts: &IntakeCounts) -> BTreeMap<&'static str, u64> {
+    counts
+        .iter()
+        .map(|(outcome, count)| (outcome.as_str(), count))
+        .collect()
 }
 
 /// Delivery over the window, as seen by this node only.
@@ -188,12 +204,8 @@ fn response(
             scope: "node",
             total: snapshot.intake_total(),
             rate_per_second: (snapshot.intake_rate() * 1000.0).round() / 1000.0,
-            outcomes: snapshot
-                .intake
-                .iter()
-                .map(|(outcome, count)| (outcome.as_str(), *count))
-                .collect(),
-            dedupe_hit_rate: snapshot.dedupe_hit_rate(),
+            outcomes: outcomes(&snapshot.intake),
+            dedupe_hit_rate: snapshot.intake.dedupe_hit_rate(),
             ack_latency_ms: LatencyStats::new(snapshot.ack_latency, &snapshot.ack_p95_series),
             series: Series {
                 step_seconds: snapshot.series_step.as_secs(),
@@ -204,6 +216,18 @@ fn response(
                     .map(|(outcome, counts)| (outcome.as_str(), counts.clone()))
                     .collect(),
             },
+            sources: snapshot
+                .intake_by_source
+                .iter()
+                .map(|(source, counts)| {
+                    let stats = SourceIntakeStats {
+                        total: counts.total(),
+                        outcomes: outcomes(counts),
+                        dedupe_hit_rate: counts.dedupe_hit_rate(),
+                    };
+                    (source.clone(), stats)
+                })
+                .collect(),
         },
         delivery: DeliveryStats {
             scope: "node",

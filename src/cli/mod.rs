@@ -22,6 +22,7 @@ use crate::app::Role;
 #[command(
     name = "oncehook",
     version,
+    long_version = crate::build_info::LONG_VERSION,
     about = "A webhook gateway that makes webhooks effectively once"
 )]
 struct Cli {

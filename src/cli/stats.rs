@@ -52,11 +52,19 @@ fn report(stats: &Value) -> String {
     if !outcomes.is_empty() {
         out.push_str(&format!("  outcomes        {outcomes}\n"));
     }
-    let hit_rate = intake
-        .get("dedupe_hit_rate")
-        .and_then(Value::as_f64)
-        .map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0));
+    let hit_rate = percent(intake.get("dedupe_hit_rate"));
     out.push_str(&format!("  dedupe hit rate {hit_rate}\n"));
+    if let Some(sources) = intake.get("sources").and_then(Value::as_object)
+        && sources.len() > 1
+    {
+        for (name, source) in sources {
+            out.push_str(&format!(
+                "    {name:<13} {} requests  dedupe {}\n",
+                text(source, "total"),
+                percent(source.get("dedupe_hit_rate"))
+            ));
+        }
+    }
     out.push_str(&format!(
         "  ack latency     {}\n",
         percentiles(intake.get("ack_latency_ms"))
@@ -129,6 +137,12 @@ fn counts(value: Option<&Value>, order: &[&str]) -> String {
     }
 }
 
+fn percent(value: Option<&Value>) -> String {
+    value
+        .and_then(Value::as_f64)
+        .map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0))
+}
+
 fn percentiles(value: Option<&Value>) -> String {
     let Some(value) = value else {
         return "-".into();
@@ -190,7 +204,11 @@ mod tests {
                 "outcomes": {"accepted": 30, "duplicate": 10, "conflict": 0},
                 "dedupe_hit_rate": 0.25,
                 "ack_latency_ms": {"count": 40, "p50": 1.2, "p95": 4.0, "p99": 1500.0},
-                "series": {"step_seconds": 30, "counts": [0, 1, 8, 0]}
+                "series": {"step_seconds": 30, "counts": [0, 1, 8, 0]},
+                "sources": {
+                    "forms": {"total": 20, "dedupe_hit_rate": 0.5},
+                    "stripe": {"total": 20, "dedupe_hit_rate": 0.0}
+                }
             },
             "delivery": {"outcomes": {"delivered": 3, "retry": 0, "dead": 1},
                          "end_to_end_ms": {"count": 3, "p50": 0.5, "p95": null, "p99": null}},
@@ -208,6 +226,8 @@ mod tests {
             "crm 2",
             "crm http_4xx 1",
             "this node's",
+            "forms         20 requests  dedupe 50.0%",
+            "stripe        20 requests  dedupe 0.0%",
         ] {
             assert!(text.contains(expected), "{expected:?} missing from\n{text}");
         }

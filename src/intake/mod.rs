@@ -39,6 +39,7 @@ pub struct Intake {
     wakeups: Arc<Wakeups>,
     cipher: Option<PayloadCipher>,
     search_key: SearchKey,
+    body_timeout: std::time::Duration,
     /// Cancelled when the node is shutting down: new webhooks get 503 so providers retry elsewhere.
     stopping: CancellationToken,
 }
@@ -61,6 +62,7 @@ impl Intake {
             wakeups,
             cipher: config.payload_cipher(),
             search_key: SearchKey::new(config.store.encryption_key.as_deref()),
+            body_timeout: config.server.body_timeout,
             stopping,
         })
     }
@@ -248,10 +250,15 @@ async fn handle(
         )
         .retry_after(wait_secs)
     })?;
-    let body = read_body(body, source.max_body)
+    let body = read_body(body, source.max_body, intake.body_timeout)
         .await
         .map_err(|e| match e {
             ReadError::TooLarge => too_large(),
+            ReadError::TooSlow => Rejection::new(
+                StatusCode::REQUEST_TIMEOUT,
+                IntakeOutcome::InvalidBody,
+                "the request body did not arrive within the server's body_timeout",
+            ),
             ReadError::Broken(message) => Rejection::new(
                 StatusCode::BAD_REQUEST,
                 IntakeOutcome::InvalidBody,
@@ -438,11 +445,20 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 enum ReadError {
     TooLarge,
+    TooSlow,
     Broken(String),
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ReadError> {
-    match http_body_util::Limited::new(body, limit).collect().await {
+async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ReadError> {
+    let collect = http_body_util::Limited::new(body, limit).collect();
+    match tokio::time::timeout(timeout, collect)
+        .await
+        .map_err(|_| ReadError::TooSlow)?
+    {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge),
         Err(e) => Err(ReadError::Broken(e.to_string())),

@@ -49,7 +49,7 @@ impl Gateway {
         let admin_port = free_port();
         let token_line = token.map_or(String::new(), |t| format!("token = \"{t}\"\n"));
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{intake_port}\"\nshutdown_grace = \"2s\"\n\n\
+            "[server]\nlisten = \"127.0.0.1:{intake_port}\"\nshutdown_grace = \"2s\"\nheader_timeout = \"1s\"\nbody_timeout = \"1s\"\n\n\
              [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{token_line}\n\
              [store]\nurl = \"sqlite://./data/oncehook.db\"\n\n{body}"
         );

@@ -130,6 +130,8 @@ test('the overview charts show the traffic', async () => {
   const dedupe = await page.locator('[data-kpi="dedupe"] .value').innerText();
   assert.notEqual(dedupe, '–');
   assert.notEqual(await page.locator('[data-kpi="requests"] .value').innerText(), '0');
+  const forms = page.locator('#sources tr[data-source="forms"]');
+  assert.match(await forms.innerText(), /forms\s+\d+\s+\d+\s+\d+\s+0\s+50%/);
   await shot('02-overview-15m');
 
   for (const label of ['1 hour', '24 hours']) {

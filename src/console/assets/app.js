@@ -624,11 +624,31 @@ function overviewContent(stats, dlq) {
         h('td', { class: 'num' }, String(g.count)), h('td', { class: 'error-text' }, g.last_error || '–')))) : null,
     deadTotal);
 
+  const sources = Object.entries(intake.sources || {});
+  const sourcesTable = h('section', { class: 'card', 'aria-labelledby': 'sources-title', id: 'sources' },
+    h('h2', { id: 'sources-title' }, 'Intake by source'),
+    sources.length
+      ? table(null, ['Source', ['Requests', 'num'], ['Accepted', 'num'], ['Duplicates', 'num'], ['Rejected', 'num'], ['Dedupe hit rate', 'num']],
+        sources.map(([name, figures]) => {
+          const o = figures.outcomes;
+          const repeated = (o.duplicate || 0) + (o.conflict || 0);
+          const rejected = figures.total - (o.accepted || 0) - repeated;
+          return h('tr', { 'data-source': name },
+            h('th', { scope: 'row' }, name),
+            h('td', { class: 'num' }, String(figures.total)),
+            h('td', { class: 'num' }, String(o.accepted || 0)),
+            h('td', { class: 'num' }, String(repeated)),
+            h('td', { class: 'num' }, String(rejected)),
+            h('td', { class: 'num' }, formatPercent(figures.dedupe_hit_rate)));
+        }))
+      : h('p', { class: 'chart-empty' }, 'No requests in this window.'));
+
   const scope = h('p', { class: 'muted' },
     `Intake and latency figures are this node’s over the last ${windowLabel}` +
     (stats.covered_seconds < stats.window_seconds ? ` (it has been running for ${formatSeconds(stats.covered_seconds)})` : '') +
     '; queue depth and dead letters cover the whole store.');
-  return [kpis, h('div', { class: 'charts' }, intakeChart, dedupeChart, ackChart, endToEndChart, queueChart, deadChart), scope];
+  return [kpis, h('div', { class: 'charts' }, intakeChart, dedupeChart, ackChart, endToEndChart, queueChart, deadChart),
+    sourcesTable, scope];
 }
 
 // ---------------------------------------------------------------------------------------------

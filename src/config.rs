@@ -127,6 +127,9 @@ pub struct StoreConfig {
     /// Most write requests waiting for the store before intake answers 503.
     #[serde(default = "default_queue_max")]
     pub queue_max: usize,
+    /// PostgreSQL only: most connections this node opens to the database.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
 }
 
 impl Default for StoreConfig {
@@ -137,6 +140,7 @@ impl Default for StoreConfig {
             previous_encryption_keys: Vec::new(),
             batch_max: default_batch_max(),
             queue_max: default_queue_max(),
+            pool_size: default_pool_size(),
         }
     }
 }
@@ -320,6 +324,9 @@ fn default_batch_max() -> usize {
 fn default_queue_max() -> usize {
     16384
 }
+fn default_pool_size() -> usize {
+    16
+}
 fn default_dedupe_ttl() -> Duration {
     Duration::from_secs(72 * 3600)
 }
@@ -341,6 +348,9 @@ fn default_backoff_base() -> Duration {
 fn default_backoff_max() -> Duration {
     Duration::from_secs(600)
 }
+
+/// More connections than this per node only queue inside the database server.
+const MAX_POOL_SIZE: usize = 1_000;
 
 /// The storage backend named by `store.url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -472,6 +482,12 @@ impl Config {
         }
         if self.store.queue_max == 0 {
             return Err(("store.queue_max".into(), "must be at least 1".into()));
+        }
+        if !(1..=MAX_POOL_SIZE).contains(&self.store.pool_size) {
+            return Err((
+                "store.pool_size".into(),
+                format!("must be between 1 and {MAX_POOL_SIZE}"),
+            ));
         }
         let mut names = HashSet::new();
         for (i, source) in self.sources.iter().enumerate() {
@@ -727,6 +743,7 @@ mod tests {
         assert_eq!(config.admin.listen.port(), 8081);
         assert_eq!(config.sources[0].verify.secrets, vec!["s3cret".to_owned()]);
         assert_eq!(config.sources[0].dedupe_ttl, Duration::from_secs(72 * 3600));
+        assert_eq!(config.store.pool_size, 16);
         assert_eq!(
             config.store_location(),
             Ok(StoreLocation::Sqlite(PathBuf::from("./data/oncehook.db")))
@@ -803,6 +820,12 @@ mod tests {
                url = "mysql://x""#,
             "store.url",
             "unsupported",
+        );
+        check_error(
+            r#"[store]
+               pool_size = 0"#,
+            "store.pool_size",
+            "between 1 and",
         );
     }
 }

@@ -74,6 +74,9 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder (once; later calls return the same handle).
 pub fn install() -> PrometheusHandle {
+    // Start the stats recorder's clock now: rates are over the time it has been recording,
+    // which must include a quiet start, not begin at the first webhook.
+    stats::global();
     HANDLE
         .get_or_init(|| {
             // Latency buckets from 100µs to 5 min: intake acks live at the low end,

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::receiver::{Receiver, Reply};
-use common::{ADMIN_TOKEN, Gateway, post, send_json, sign, unix_now};
+use common::{ADMIN_TOKEN, Gateway, GatewayOptions, post, send_json, sign, unix_now};
 use serde_json::{Value, json};
 
 const VERIFY: &str = "scheme = \"github\"\nsecrets = [\"admin-secret\"]";
@@ -93,7 +93,13 @@ async fn every_api_route_refuses_a_missing_or_wrong_token() {
     }
 
     // Without a configured token the API refuses everyone, and says why.
-    let closed = Gateway::start_with_admin_token(None, &config(None, "", ""));
+    let closed = Gateway::start_with(
+        &config(None, "", ""),
+        GatewayOptions {
+            no_admin_token: true,
+            ..GatewayOptions::default()
+        },
+    );
     let request = client
         .get(format!("{}/api/v1/events", closed.admin))
         .bearer_auth(ADMIN_TOKEN);

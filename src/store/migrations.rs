@@ -2,7 +2,8 @@
 //!
 //! Each backend has an ordered list of SQL files under `migrations/<backend>/`. A store applies
 //! the ones it has not recorded in `oncehook_migrations`, each in its own transaction, when it
-//! opens. A binary that finds a newer schema than it knows refuses to start rather than guess.
+//! opens (on PostgreSQL under an advisory lock, so nodes starting together migrate once). A
+//! binary that finds a newer schema than it knows refuses to start rather than guess.
 
 pub struct Migration {
     pub version: i64,
@@ -30,6 +31,29 @@ pub const SQLITE: &[Migration] = &[
         version: 4,
         name: "operators",
         sql: include_str!("../../migrations/sqlite/0004_operators.sql"),
+    },
+];
+
+pub const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "intake",
+        sql: include_str!("../../migrations/postgres/0001_intake.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "delivery",
+        sql: include_str!("../../migrations/postgres/0002_delivery.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "search",
+        sql: include_str!("../../migrations/postgres/0003_search.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "operators",
+        sql: include_str!("../../migrations/postgres/0004_operators.sql"),
     },
 ];
 
@@ -61,6 +85,15 @@ mod tests {
     #[test]
     fn versions_are_increasing() {
         assert!(SQLITE.windows(2).all(|w| w[0].version < w[1].version));
+        assert!(POSTGRES.windows(2).all(|w| w[0].version < w[1].version));
+    }
+
+    #[test]
+    fn backends_share_versions_and_names() {
+        let names = |all: &[Migration]| -> Vec<(i64, &str)> {
+            all.iter().map(|m| (m.version, m.name)).collect()
+        };
+        assert_eq!(names(SQLITE), names(POSTGRES));
     }
 
     #[test]

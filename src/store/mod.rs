@@ -1,10 +1,11 @@
 //! The store: one contract (`Store`), one implementation per backend.
 //!
 //! Handlers and workers hold an `Arc<dyn Store>` and never see SQL. Each backend keeps its SQL
-//! to itself (`sqlite.rs`); what every backend must do is pinned down by the shared conformance
-//! suite in `tests.rs`.
+//! to itself (`sqlite.rs`, `postgres.rs`); what every backend must do is pinned down by the
+//! shared conformance suite in `tests.rs`.
 
 pub mod migrations;
+pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -548,8 +549,15 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
                 tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(options)).await??;
             Ok(Arc::new(store))
         }
-        StoreLocation::Postgres(_) => {
-            anyhow::bail!("store.url: the PostgreSQL backend is not available in this build yet")
+        StoreLocation::Postgres(url) => {
+            let store = postgres::PostgresStore::open(postgres::PostgresOptions {
+                url,
+                pool_size: config.store.pool_size,
+                batch_max: config.store.batch_max,
+                queue_max: config.store.queue_max,
+            })
+            .await?;
+            Ok(Arc::new(store))
         }
     }
 }

@@ -1,7 +1,10 @@
-//! The end-to-end harness: the real `oncehook` binary on free ports with its own SQLite file,
-//! and helpers to sign, send and inspect what was stored.
+//! The end-to-end harness: the real `oncehook` binary on free ports with its own SQLite file
+//! (or a PostgreSQL schema that several gateways share), and helpers to sign, send and inspect
+//! what was stored. `receiver` is a scripted destination; `pg` has the PostgreSQL side: schemas
+//! and a TCP proxy the test can cut.
 #![allow(dead_code)]
 
+pub mod pg;
 pub mod receiver;
 
 use std::io::{BufRead, BufReader};
@@ -23,9 +26,25 @@ pub struct Gateway {
     pub config_path: PathBuf,
     pub intake: String,
     pub admin: String,
+    /// `--role` (`all` when None).
+    pub role: Option<String>,
     child: Option<Child>,
     /// Every line the gateway wrote to stderr, over all its runs.
     logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// How `Gateway::start_with` sets a gateway up; the default is `Gateway::start`'s.
+#[derive(Default, Clone)]
+pub struct GatewayOptions {
+    /// `store.url`; a fresh SQLite file when None.
+    pub store_url: Option<String>,
+    /// `--role all|intake|worker`.
+    pub role: Option<String>,
+    /// Return at once instead of waiting for `/healthz` (to start several gateways together);
+    /// call `wait_healthy` afterwards.
+    pub no_wait: bool,
+    /// Configure no `admin.token` (the admin API then refuses everything).
+    pub no_admin_token: bool,
 }
 
 pub fn free_port() -> u16 {
@@ -39,19 +58,27 @@ impl Gateway {
     /// Starts a gateway whose config is `body` (sources, destinations, routes) plus generated
     /// `[server]`, `[admin]` and `[store]` sections on free ports and a fresh SQLite file.
     pub fn start(body: &str) -> Gateway {
-        Self::start_with_admin_token(Some(ADMIN_TOKEN), body)
+        Gateway::start_with(body, GatewayOptions::default())
     }
 
-    /// Like `start`, with `token` as `admin.token` (None: no token configured).
-    pub fn start_with_admin_token(token: Option<&str>, body: &str) -> Gateway {
+    /// Like `start`, on the store and with the role `options` name.
+    pub fn start_with(body: &str, options: GatewayOptions) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let intake_port = free_port();
         let admin_port = free_port();
-        let token_line = token.map_or(String::new(), |t| format!("token = \"{t}\"\n"));
+        let store = match &options.store_url {
+            Some(url) => format!("url = \"{url}\"\npool_size = 8"),
+            None => "url = \"sqlite://./data/oncehook.db\"".to_owned(),
+        };
+        let token_line = if options.no_admin_token {
+            String::new()
+        } else {
+            format!("token = \"{ADMIN_TOKEN}\"\n")
+        };
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:{intake_port}\"\nshutdown_grace = \"2s\"\nheader_timeout = \"1s\"\nbody_timeout = \"1s\"\n\n\
              [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{token_line}\n\
-             [store]\nurl = \"sqlite://./data/oncehook.db\"\n\n{body}"
+             [store]\n{store}\n\n{body}"
         );
         let config_path = dir.path().join("oncehook.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -60,10 +87,14 @@ impl Gateway {
             config_path,
             intake: format!("http://127.0.0.1:{intake_port}"),
             admin: format!("http://127.0.0.1:{admin_port}"),
+            role: options.role,
             child: None,
             logs: Arc::default(),
         };
-        gateway.spawn();
+        gateway.spawn_process(&[]);
+        if !options.no_wait {
+            gateway.wait_healthy();
+        }
         gateway
     }
 
@@ -72,9 +103,17 @@ impl Gateway {
     }
 
     pub fn spawn_with_env(&mut self, env: &[(&str, &str)]) {
-        let child = Command::new(BIN)
-            .args(["serve", "-c"])
-            .arg(&self.config_path)
+        self.spawn_process(env);
+        self.wait_healthy();
+    }
+
+    fn spawn_process(&mut self, env: &[(&str, &str)]) {
+        let mut command = Command::new(BIN);
+        command.args(["serve", "-c"]).arg(&self.config_path);
+        if let Some(role) = &self.role {
+            command.args(["--role", role]);
+        }
+        let child = command
             .env("ONCEHOOK_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -93,7 +132,6 @@ impl Gateway {
             });
         }
         self.child = Some(child);
-        self.wait_healthy();
     }
 
     /// The gateway's stderr lines so far.
@@ -119,7 +157,7 @@ impl Gateway {
         send_json(request).await
     }
 
-    fn wait_healthy(&mut self) {
+    pub fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let url = format!("{}/healthz", self.admin);
         while Instant::now() < deadline {

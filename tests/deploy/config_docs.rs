@@ -184,6 +184,7 @@ fn effective(key: &str, config: &Config) -> Option<String> {
         "store.url" => config.store.url.clone(),
         "store.batch_max" => config.store.batch_max.to_string(),
         "store.queue_max" => config.store.queue_max.to_string(),
+        "store.pool_size" => config.store.pool_size.to_string(),
         "store.previous_encryption_keys" => config.store.previous_encryption_keys.len().to_string(),
         "sources[].fingerprint_ignore" => source.fingerprint_ignore.len().to_string(),
         "sources[].dedupe_ttl" => format!("{:?}", source.dedupe_ttl),

@@ -7,6 +7,7 @@ pub mod app;
 pub mod build_info;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod domain;
 pub mod intake;

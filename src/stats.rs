@@ -186,6 +186,12 @@ pub struct StatsSnapshot {
     pub end_to_end: Percentiles,
     /// Intake requests per `series_step`, oldest first, covering the window.
     pub intake_series: Vec<u64>,
+    /// The same per intake outcome, in `IntakeOutcome::ALL` order.
+    pub intake_series_by_outcome: Vec<(IntakeOutcome, Vec<u64>)>,
+    /// Ack latency p95 (ms) per `series_step`; None where there were no requests.
+    pub ack_p95_series: Vec<Option<f64>>,
+    /// End-to-end latency p95 (ms) per `series_step`; None where nothing was delivered.
+    pub end_to_end_p95_series: Vec<Option<f64>>,
     pub series_step: Duration,
 }
 
@@ -295,7 +301,10 @@ impl StatsRecorder {
         let mut ack = Histogram::new();
         let mut deliveries = [0u64; 3];
         let mut end_to_end = Histogram::new();
-        let mut series = vec![0u64; usize::try_from(points).unwrap_or(0)];
+        let points = usize::try_from(points).unwrap_or(0);
+        let mut series = vec![IntakeCounts::default(); points];
+        let mut ack_series = vec![Histogram::new(); points];
+        let mut end_to_end_series = vec![Histogram::new(); points];
         {
             let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             for slot in slots.iter().filter(|s| s.index >= first && s.index <= last) {
@@ -309,8 +318,10 @@ impl StatsRecorder {
                 }
                 end_to_end.add(&slot.end_to_end);
                 let point = usize::try_from((slot.index - first) / step).unwrap_or(0);
-                if let Some(value) = series.get_mut(point) {
-                    *value += slot.intake.total();
+                if point < points {
+                    series[point].add(&slot.intake);
+                    ack_series[point].add(&slot.ack);
+                    end_to_end_series[point].add(&slot.end_to_end);
                 }
             }
         }
@@ -326,7 +337,13 @@ impl StatsRecorder {
             retried: deliveries[DeliveryOutcome::Retry as usize],
             dead: deliveries[DeliveryOutcome::Dead as usize],
             end_to_end: end_to_end.percentiles(),
-            intake_series: series,
+            intake_series: series.iter().map(IntakeCounts::total).collect(),
+            intake_series_by_outcome: IntakeOutcome::ALL
+                .iter()
+                .map(|outcome| (*outcome, series.iter().map(|c| c.count(*outcome)).collect()))
+                .collect(),
+            ack_p95_series: ack_series.iter().map(|h| h.quantile(0.95)).collect(),
+            end_to_end_p95_series: end_to_end_series.iter().map(|h| h.quantile(0.95)).collect(),
             series_step: Duration::from_millis((step * SLOT_MILLIS) as u64),
         }
     }
@@ -382,6 +399,25 @@ mod tests {
         assert_eq!(snapshot.series_step, Duration::from_secs(30));
         assert_eq!(snapshot.intake_series.iter().sum::<u64>(), 41);
         assert_eq!(snapshot.ack_latency.count, 41);
+        let by_outcome = |outcome: IntakeOutcome| {
+            snapshot
+                .intake_series_by_outcome
+                .iter()
+                .find(|(o, _)| *o == outcome)
+                .map(|(_, counts)| counts.clone())
+                .expect("every outcome has a series")
+        };
+        let accepted = by_outcome(IntakeOutcome::Accepted);
+        assert_eq!(accepted.len(), 30);
+        assert_eq!(accepted.iter().sum::<u64>(), 30);
+        assert_eq!(by_outcome(IntakeOutcome::Duplicate).iter().sum::<u64>(), 10);
+        assert_eq!(by_outcome(IntakeOutcome::TooLarge).iter().sum::<u64>(), 0);
+        // T0 is 60s (two 30-second points) before the end of the window.
+        assert_eq!(accepted[27], 30, "{accepted:?}");
+        assert_eq!(snapshot.ack_p95_series.len(), 30);
+        assert!(snapshot.ack_p95_series[27].is_some());
+        assert_eq!(snapshot.ack_p95_series[0], None);
+        assert!(snapshot.end_to_end_p95_series.iter().all(Option::is_none));
 
         let day = recorder.snapshot(now, Duration::from_secs(48 * 3600));
         assert_eq!(day.window, MAX_WINDOW, "windows are capped at 24h");
@@ -412,6 +448,8 @@ mod tests {
         check(snapshot.ack_latency.p95_ms, 95.0);
         check(snapshot.ack_latency.p99_ms, 99.0);
         check(snapshot.end_to_end.p50_ms, 500.0);
+        let last = snapshot.end_to_end_p95_series.last().copied().flatten();
+        check(last, 950.0);
         assert_eq!(snapshot.end_to_end.count, 100);
         let empty = StatsRecorder::new(T0).snapshot(T0, Duration::from_secs(60));
         assert_eq!(empty.ack_latency.p50_ms, None);

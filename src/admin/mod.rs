@@ -12,6 +12,7 @@
 //! | `GET /api/v1/dlq` | `dlq` |
 //! | `GET /api/v1/stats` | `stats` |
 //! | `GET /api/v1/openapi.json` | `openapi` |
+//! | `GET /console` (the operator's page, static files only) | `crate::console` |
 
 mod auth;
 mod dlq;
@@ -124,6 +125,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state)
         .nest("/api/v1", api)
+        .merge(crate::console::router())
 }
 
 /// `/api/v1`: every route, and the answers for unknown paths and methods, behind the token.

@@ -93,16 +93,22 @@ pub struct LatencyStats {
     pub p50: Option<f64>,
     pub p95: Option<f64>,
     pub p99: Option<f64>,
+    /// p95 per `intake.series.step_seconds`, oldest first; null where there were no samples.
+    pub p95_series: Vec<Option<f64>>,
 }
 
-impl From<Percentiles> for LatencyStats {
-    fn from(p: Percentiles) -> LatencyStats {
-        let round = |v: Option<f64>| v.map(|ms| (ms * 1000.0).round() / 1000.0);
+fn round_ms(value: Option<f64>) -> Option<f64> {
+    value.map(|ms| (ms * 1000.0).round() / 1000.0)
+}
+
+impl LatencyStats {
+    fn new(p: Percentiles, p95_series: &[Option<f64>]) -> LatencyStats {
         LatencyStats {
             count: p.count,
-            p50: round(p.p50_ms),
-            p95: round(p.p95_ms),
-            p99: round(p.p99_ms),
+            p50: round_ms(p.p50_ms),
+            p95: round_ms(p.p95_ms),
+            p99: round_ms(p.p99_ms),
+            p95_series: p95_series.iter().map(|v| round_ms(*v)).collect(),
         }
     }
 }
@@ -111,6 +117,8 @@ impl From<Percentiles> for LatencyStats {
 pub struct Series {
     pub step_seconds: u64,
     pub counts: Vec<u64>,
+    /// The same counts split by outcome (every outcome, zeros included).
+    pub by_outcome: BTreeMap<&'static str, Vec<u64>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -198,10 +206,15 @@ fn response(
             rate_per_second: (snapshot.intake_rate() * 1000.0).round() / 1000.0,
             outcomes: outcomes(&snapshot.intake),
             dedupe_hit_rate: snapshot.intake.dedupe_hit_rate(),
-            ack_latency_ms: snapshot.ack_latency.into(),
+            ack_latency_ms: LatencyStats::new(snapshot.ack_latency, &snapshot.ack_p95_series),
             series: Series {
                 step_seconds: snapshot.series_step.as_secs(),
                 counts: snapshot.intake_series.clone(),
+                by_outcome: snapshot
+                    .intake_series_by_outcome
+                    .iter()
+                    .map(|(outcome, counts)| (outcome.as_str(), counts.clone()))
+                    .collect(),
             },
             sources: snapshot
                 .intake_by_source
@@ -223,7 +236,7 @@ fn response(
                 ("retry", snapshot.retried),
                 ("dead", snapshot.dead),
             ]),
-            end_to_end_ms: snapshot.end_to_end.into(),
+            end_to_end_ms: LatencyStats::new(snapshot.end_to_end, &snapshot.end_to_end_p95_series),
         },
         queue_depth,
         dead_by_reason,

@@ -135,6 +135,7 @@ def report(raw, out):
         postgres = {"max": runs["postgres-max"], "open_50": runs.get("postgres-open-50")}
 
     half = p99("oncehook-open-50")
+    e2e_p95 = (sink.get("end_to_end_us") or {}).get("p95") if sink.get("deliveries") else None
     peak_kib = max(filter(None, [memory["max_load_hwm_kib"], memory["peak_hwm_any_run_kib"]]),
                    default=None)
     targets = {
@@ -147,10 +148,28 @@ def report(raw, out):
         "ack_p99_at_half_max_ms": {
             "target": "<= 5", "value": None if half is None else half / 1000,
             "met": half is not None and half <= 5000},
+        "end_to_end_p95_at_half_max_ms": {
+            "target": "<= 25", "value": e2e_p95 if e2e_p95 is None else e2e_p95 / 1000,
+            "met": e2e_p95 is not None and e2e_p95 <= 25000},
         "rss_under_max_load_mib": {
             "target": "< 256", "value": None if peak_kib is None else round(peak_kib / 1024, 1),
             "met": peak_kib is not None and peak_kib < 256 * 1024},
     }
+
+    # Stored keys must not slow intake: the largest scale test against the empty store.
+    if scale:
+        keys = max(scale, key=int)
+        full = scale[keys]
+        empty_rps = (runs.get("oncehook-max") or {}).get("requests_per_sec")
+        full_rps = (full.get("max") or {}).get("requests_per_sec")
+        empty_p99 = p99("oncehook-dup10")
+        full_p99 = ((full.get("open_50_dup10") or {}).get("latency_us") or {}).get("p99")
+        rps_ratio = ratio(full_rps, empty_rps)
+        p99_ratio = ratio(full_p99, empty_p99)
+        targets[f"scale_{keys}_keys_vs_empty"] = {
+            "target": "throughput >= 0.85x and p99 <= 1.15x of the empty store",
+            "value": {"throughput_ratio": rps_ratio, "p99_ratio": p99_ratio},
+            "met": bool(rps_ratio and p99_ratio and rps_ratio >= 0.85 and p99_ratio <= 1.15)}
 
     result = {
         "machine": machine,
@@ -236,7 +255,8 @@ def print_tables(result):
     if e["status"] == "measured":
         lat = e["end_to_end_us"]
         print(f"end to end: {e['deliveries']} deliveries ({e['repeats']} repeats); "
-              f"p50 {ms(lat['p50'])} / p99 {ms(lat['p99'])} / max {ms(lat['max'])} ms")
+              f"p50 {ms(lat['p50'])} / p95 {ms(lat.get('p95'))} / p99 {ms(lat['p99'])} / "
+              f"max {ms(lat['max'])} ms")
     else:
         print("end to end: no deliveries seen (this build has no delivery workers)")
     mem, st = result["memory"], result["storage"]

@@ -81,6 +81,7 @@ fn summary(tally: &Tally) -> Value {
         "end_to_end_us": {
             "p50": h.value_at_quantile(0.5),
             "p90": h.value_at_quantile(0.9),
+            "p95": h.value_at_quantile(0.95),
             "p99": h.value_at_quantile(0.99),
             "p999": h.value_at_quantile(0.999),
             "max": h.max(),

@@ -26,6 +26,9 @@ pub(super) struct Attempt {
     pub wake: Arc<Notify>,
     pub hidden_fields: Arc<super::HiddenFields>,
     pub claim: ClaimedDelivery,
+    /// The lane's sending slot: given back as soon as the destination has answered, so the
+    /// next delivery goes out while this outcome waits for its commit.
+    pub sending: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Time kept back from the shutdown grace period to hand unfinished deliveries back.
@@ -57,7 +60,7 @@ impl Attempt {
         }
     }
 
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let started_at = now_millis();
         let clock = Instant::now();
         let (result, retry_after, error) =
@@ -70,6 +73,7 @@ impl Attempt {
                 Err(e) => (AttemptResult::Undeliverable, None, Some(e.to_string())),
             };
         let elapsed = clock.elapsed();
+        drop(self.sending.take());
         let decision = self.destination.policy.decide(
             self.claim.attempt,
             &result,

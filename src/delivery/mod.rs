@@ -31,6 +31,9 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 /// claimed twice.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 const QUEUE_DEPTH_INTERVAL: Duration = Duration::from_secs(5);
+/// Deliveries a lane may hold claimed per sending slot (waiting to be sent, being sent, or
+/// waiting for their outcome to commit).
+const OPEN_PER_SLOT: usize = 4;
 
 /// A destination as workers use it: its config compiled once.
 pub struct Destination {
@@ -185,27 +188,30 @@ struct Lane {
 
 impl Lane {
     async fn run(self) {
-        let permits = Arc::new(Semaphore::new(self.destination.concurrency));
+        let concurrency = self.destination.concurrency.max(1);
+        let capacity = concurrency.saturating_mul(OPEN_PER_SLOT);
+        // `sending` bounds the requests open to the destination (its `concurrency`). `open`
+        // counts claimed deliveries until their outcome is committed, so a slow store holds
+        // the lane back instead of piling up unrecorded outcomes.
+        let sending = Arc::new(Semaphore::new(concurrency));
+        let open = Arc::new(Semaphore::new(capacity));
         loop {
-            // Wait for a free slot first: claiming what cannot be sent yet would only hold leases.
             let permit = tokio::select! {
                 _ = self.stop.cancelled() => return,
-                permit = Arc::clone(&permits).acquire_owned() => match permit {
+                permit = Arc::clone(&open).acquire_owned() => match permit {
                     Ok(permit) => permit,
                     Err(_) => return,
                 },
             };
-            let free = permits.available_permits() + 1;
-            let now = now_millis();
-            let lease_until = now.saturating_add(millis(self.destination.lease()));
-            let claims = match self
-                .store
-                .claim_due_deliveries(&self.destination.name, now, lease_until, free)
-                .await
-            {
-                Ok(claims) => claims,
-                Err(e) => {
-                    tracing::warn!(destination = %self.destination.name, error = %e, "claiming deliveries failed");
+            // First what the free sending slots can take at once. If that finds a backlog,
+            // claim further rounds in the same pass: one store round trip then feeds several
+            // rounds of sends instead of one.
+            let now_free = sending
+                .available_permits()
+                .clamp(1, open.available_permits() + 1);
+            let claims = match self.claim(now_free, capacity, &open).await {
+                Some(claims) => claims,
+                None => {
                     drop(permit);
                     self.pause(Duration::from_secs(1)).await;
                     continue;
@@ -213,6 +219,7 @@ impl Lane {
             };
             if claims.is_empty() {
                 drop(permit);
+                let now = now_millis();
                 let wait = match self.store.next_due_at(&self.destination.name).await {
                     Ok(Some(due)) if due > now => {
                         Duration::from_millis((due - now) as u64).min(IDLE_POLL)
@@ -222,35 +229,98 @@ impl Lane {
                 self.pause(wait).await;
                 continue;
             }
+            let backlog = claims.len() == now_free;
             let mut permit = Some(permit);
-            for claim in claims {
-                // The first claim takes the permit we waited for; the rest were free when we
-                // claimed and only this loop takes permits, so they are still free.
-                let slot = match permit.take() {
-                    Some(permit) => permit,
-                    None => match Arc::clone(&permits).try_acquire_owned() {
-                        Ok(permit) => permit,
-                        Err(_) => {
-                            let _ = self.store.release_claim(&claim).await;
-                            continue;
-                        }
-                    },
-                };
-                let attempt = attempt::Attempt {
-                    destination: Arc::clone(&self.destination),
-                    store: Arc::clone(&self.store),
-                    client: self.client.clone(),
-                    cipher: self.cipher.clone(),
-                    wake: Arc::clone(&self.wake),
-                    hidden_fields: Arc::clone(&self.hidden_fields),
-                    claim,
-                };
-                let (stop, grace) = (self.stop.clone(), self.grace);
-                self.tasks.spawn(async move {
-                    attempt.run_until_shutdown(stop, grace).await;
-                    drop(slot);
-                });
+            self.start(claims, &mut permit, &sending, &open).await;
+            let more = open.available_permits();
+            if backlog && more > 0 {
+                if let Some(claims) = self.claim(more, capacity, &open).await {
+                    self.start(claims, &mut permit, &sending, &open).await;
+                }
             }
+        }
+    }
+
+    /// Claims up to `limit` due deliveries. Their lease covers the wait for a sending slot:
+    /// the last of them may queue behind every delivery the lane already holds, one attempt
+    /// per `concurrency` ahead of it. None when the store failed.
+    async fn claim(
+        &self,
+        limit: usize,
+        capacity: usize,
+        open: &Semaphore,
+    ) -> Option<Vec<crate::store::ClaimedDelivery>> {
+        let held = capacity.saturating_sub(open.available_permits());
+        let rounds = (held + limit)
+            .div_ceil(self.destination.concurrency.max(1))
+            .max(1);
+        let now = now_millis();
+        let lease = self.destination.lease() * u32::try_from(rounds).unwrap_or(u32::MAX);
+        let lease_until = now.saturating_add(millis(lease));
+        match self
+            .store
+            .claim_due_deliveries(&self.destination.name, now, lease_until, limit)
+            .await
+        {
+            Ok(claims) => Some(claims),
+            Err(e) => {
+                tracing::warn!(destination = %self.destination.name, error = %e, "claiming deliveries failed");
+                None
+            }
+        }
+    }
+
+    /// Starts an attempt per claim; each waits for a sending slot. `permit` is the `open`
+    /// permit the lane waited for; the others were free when claimed, and only the lane takes
+    /// them, so they still are.
+    async fn start(
+        &self,
+        claims: Vec<crate::store::ClaimedDelivery>,
+        permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+        sending: &Arc<Semaphore>,
+        open: &Arc<Semaphore>,
+    ) {
+        for claim in claims {
+            let held = match permit.take() {
+                Some(permit) => permit,
+                None => match Arc::clone(open).try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        let _ = self.store.release_claim(&claim).await;
+                        continue;
+                    }
+                },
+            };
+            let store = Arc::clone(&self.store);
+            let mut attempt = attempt::Attempt {
+                destination: Arc::clone(&self.destination),
+                store: Arc::clone(&self.store),
+                client: self.client.clone(),
+                cipher: self.cipher.clone(),
+                wake: Arc::clone(&self.wake),
+                hidden_fields: Arc::clone(&self.hidden_fields),
+                claim,
+                sending: None,
+            };
+            let (stop, grace, sending) = (self.stop.clone(), self.grace, Arc::clone(sending));
+            self.tasks.spawn(async move {
+                // Claimed but not yet sent when the node stops: hand it back at once.
+                tokio::select! {
+                    _ = stop.cancelled() => {
+                        if let Err(e) = store.release_claim(&attempt.claim).await {
+                            tracing::warn!(event_id = %attempt.claim.event_id, error = %e,
+                                "cannot release an unsent delivery; it is retried after its lease");
+                        }
+                    }
+                    slot = sending.acquire_owned() => {
+                        if let Ok(slot) = slot {
+                            attempt.sending = Some(slot);
+                            attempt.run_until_shutdown(stop, grace).await;
+                        }
+                    }
+                }
+                drop(held);
+            });
         }
     }
 

@@ -513,7 +513,7 @@ async fn destination_chaos_every_event_ends_delivered_or_dead_and_counts_reconci
         json!({
             "destinations": {
                 "flappy": "per attempt: 30% 200, 10% 200 after 200 ms, 20% 500, 10% 429 Retry-After: 1, 10% reset, 10% 503, 10% hang past the 1 s timeout; max_attempts 4",
-                "down": format!("connection refused for {} s, then 200; retries without limit", down_for.as_secs()),
+                "down": format!("connection refused for {} s, then 200, retried without limit", down_for.as_secs()),
                 "steady": "200",
             },
             "per_destination": &per_destination,
@@ -531,6 +531,7 @@ async fn destination_chaos_every_event_ends_delivered_or_dead_and_counts_reconci
             "dead_without_reason": reasonless,
             "lost": lost,
             "double_accepts": 0,
+            "redeliveries": per_destination.values().filter_map(|d| d["delivered_twice"].as_u64()).sum::<u64>(),
         }),
     );
     assert!(settled, "not every delivery ended delivered or dead");
@@ -806,7 +807,17 @@ async fn retry_after_as_a_date_from_a_skewed_destination_counts_from_its_own_dat
     report(
         "clock_retry_after_date",
         json!({"retry_after_secs_by_destination_clock": 2, "retry_gap_secs": gaps}),
-        &json!({"events_sent": 1, "delivered": 3, "dead": 0, "lost": 0, "double_accepts": 0}),
+        &json!({
+            "events_sent": 1,
+            "requests": 2,
+            "acknowledged": 1,
+            "accepted_202": 1,
+            "duplicates_200": 1,
+            "delivered": 3,
+            "dead": 0,
+            "lost": 0,
+            "double_accepts": 0,
+        }),
     );
     for (name, gap) in &gaps {
         assert!(

@@ -31,8 +31,9 @@ fn config(sink_url: &str) -> String {
     )
 }
 
-/// Runs `oncehook bench` against the gateway and returns its JSON report.
-fn bench(gateway: &Gateway, args: &[&str]) -> Value {
+/// Runs `oncehook bench` against the gateway and returns its JSON report, or None (after
+/// saying why) when the generator itself failed.
+fn bench(gateway: &Gateway, args: &[&str]) -> Option<Value> {
     let output = Command::new(BIN)
         .args(["bench", "-c"])
         .arg(&gateway.config_path)
@@ -40,12 +41,17 @@ fn bench(gateway: &Gateway, args: &[&str]) -> Value {
         .args(args)
         .output()
         .expect("run oncehook bench");
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "bench printed no report ({e}): {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+    match serde_json::from_slice(&output.stdout) {
+        Ok(report) => Some(report),
+        Err(e) => {
+            eprintln!(
+                "bench printed no report ({e}; {}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+            None
+        }
+    }
 }
 
 fn open_deliveries(gateway: &Gateway) -> i64 {
@@ -93,7 +99,8 @@ async fn measure_capacity() -> (f64, Value) {
             &gateway,
             &["--connections", "32", "--duration", "15s", "--warmup", "1s"],
         )
-    });
+    })
+    .expect("the capacity run's report");
     let intake_rate = report["requests_per_sec"].as_f64().unwrap_or(0.0);
     let drained = drain(&gateway, Duration::from_secs(300)).await;
     let events = gateway.event_count() as f64;
@@ -140,6 +147,8 @@ async fn soak_at_half_capacity_keeps_memory_flat_keys_bounded_and_loses_nothing(
     let started = Instant::now();
     let mut samples = Vec::new();
     let (mut requests, mut accepted, mut duplicates, mut failed) = (0u64, 0u64, 0u64, 0u64);
+    // Windows whose generator process failed (not the gateway: its answers are what is counted).
+    let mut generator_failures = 0u64;
     while started.elapsed() < Duration::from_secs(seconds) {
         let window = block_in_place(|| {
             bench(
@@ -158,6 +167,10 @@ async fn soak_at_half_capacity_keeps_memory_flat_keys_bounded_and_loses_nothing(
                 ],
             )
         });
+        let Some(window) = window else {
+            generator_failures += 1;
+            continue;
+        };
         let count = |field: &str| window[field].as_u64().unwrap_or(0);
         requests += count("requests");
         accepted += count("accepted_202");
@@ -235,6 +248,7 @@ async fn soak_at_half_capacity_keeps_memory_flat_keys_bounded_and_loses_nothing(
             "accepted_202": accepted,
             "duplicates_200": duplicates,
             "failed_or_unsent": failed,
+            "generator_failures": generator_failures,
             "stored": events,
             "delivered": delivered,
             "dead": 0,

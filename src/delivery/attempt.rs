@@ -186,7 +186,13 @@ impl Attempt {
             .headers()
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+            .and_then(|value| {
+                let date = response
+                    .headers()
+                    .get(header::DATE)
+                    .and_then(|v| v.to_str().ok());
+                parse_retry_after(value, date, SystemTime::now())
+            });
         let error = if response.status().is_success() {
             // Read the body so the connection can be reused; its content does not matter.
             let _ = tokio::time::timeout(self.destination.timeout, response.bytes()).await;
@@ -247,17 +253,20 @@ impl Attempt {
     }
 }
 
-/// `Retry-After` as seconds or an HTTP date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
+/// `Retry-After` as seconds or an HTTP date. A date is read against the response's own `Date`
+/// when it has one (RFC 9110 §10.2.3): a destination whose clock is off by an hour means "in two
+/// seconds" by its clock, not an hour from now or already past by ours. Without a `Date` it is
+/// read against `now`, and a date in the past means at once.
+fn parse_retry_after(value: &str, date: Option<&str>, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
     let at = httpdate_to_system_time(value)?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    let their_now = date
+        .and_then(|d| httpdate_to_system_time(d.trim()))
+        .unwrap_or(now);
+    Some(at.duration_since(their_now).unwrap_or(Duration::ZERO))
 }
 
 fn httpdate_to_system_time(value: &str) -> Option<SystemTime> {
@@ -298,14 +307,54 @@ mod tests {
 
     #[test]
     fn retry_after_takes_seconds_and_dates() {
-        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after(" 120 "), Some(Duration::from_secs(120)));
+        let now = SystemTime::now();
         assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            parse_retry_after("2", None, now),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            parse_retry_after(" 120 ", None, now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", None, now),
             Some(Duration::ZERO)
         );
         let future = httpdate_to_system_time("Fri, 01 Jan 2100 00:00:00 GMT").expect("date");
-        assert!(future > SystemTime::now());
-        assert_eq!(parse_retry_after("soon"), None);
+        assert!(future > now);
+        assert_eq!(parse_retry_after("soon", None, now), None);
+    }
+
+    #[test]
+    fn a_retry_after_date_counts_from_the_destination_s_own_date() {
+        // The destination's clock is an hour ahead of ours, or an hour behind: either way it
+        // asks for two seconds.
+        let ours = httpdate_to_system_time("Mon, 23 Nov 2026 12:00:00 GMT").expect("date");
+        for date in [
+            "Mon, 23 Nov 2026 13:00:00 GMT",
+            "Mon, 23 Nov 2026 11:00:00 GMT",
+        ] {
+            let theirs = httpdate_to_system_time(date).expect("date");
+            let retry = humantime::format_rfc3339(theirs + Duration::from_secs(2)).to_string();
+            assert_eq!(
+                parse_retry_after(&retry, Some(date), ours),
+                Some(Duration::from_secs(2)),
+                "{date}"
+            );
+        }
+        // A date before the destination's own now means at once; an unreadable `Date` falls
+        // back to our clock.
+        assert_eq!(
+            parse_retry_after(
+                "Mon, 23 Nov 2026 12:59:00 GMT",
+                Some("Mon, 23 Nov 2026 13:00:00 GMT"),
+                ours
+            ),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse_retry_after("Mon, 23 Nov 2026 12:00:05 GMT", Some("yesterday"), ours),
+            Some(Duration::from_secs(5))
+        );
     }
 }

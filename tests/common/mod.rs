@@ -4,6 +4,7 @@
 //! and a TCP proxy the test can cut.
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod pg;
 pub mod receiver;
 
@@ -132,6 +133,11 @@ impl Gateway {
             });
         }
         self.child = Some(child);
+    }
+
+    /// The running process's id (None while it is stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The gateway's stderr lines so far.

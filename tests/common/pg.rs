@@ -85,6 +85,18 @@ impl PgSchema {
             .get(0)
     }
 
+    /// Every row of `sql`, each column read as text (cast in the query where needed).
+    pub async fn text_rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let rows = self
+            .client
+            .query(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.iter()
+            .map(|row| (0..row.len()).map(|i| row.get(i)).collect())
+            .collect()
+    }
+
     /// Waits until `sql` counts `expected`, or panics after `within`.
     pub async fn wait_for_count(&self, sql: &str, expected: i64, within: Duration) {
         let deadline = Instant::now() + within;

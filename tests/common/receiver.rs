@@ -55,6 +55,14 @@ pub enum Reply {
     Slow(Duration, u16),
     /// Close the connection without answering.
     Reset,
+    /// Answer with the status, a `Date` from a clock `clock_offset_secs` off, and `Retry-After`
+    /// as an HTTP date `retry_after_secs` after that clock's now (a destination with a skewed
+    /// clock asking for a short pause).
+    SkewedRetryAfter {
+        status: u16,
+        clock_offset_secs: i64,
+        retry_after_secs: i64,
+    },
 }
 
 /// Decides the reply for a request, given how many requests with the same `Idempotency-Key`
@@ -224,7 +232,10 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Res
         *state.in_flight.entry(key.clone()).or_insert(0) += 1;
         let reply = (state.script)(&received, previous);
         received.answered = match reply {
-            Reply::Status(s) | Reply::StatusRetryAfter(s, _) | Reply::Slow(_, s) => Some(s),
+            Reply::Status(s)
+            | Reply::StatusRetryAfter(s, _)
+            | Reply::Slow(_, s)
+            | Reply::SkewedRetryAfter { status: s, .. } => Some(s),
             Reply::Reset => None,
         };
         state.received.push(received);
@@ -247,22 +258,56 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Res
             drop(stream);
             Ok(())
         }
-        Reply::Status(status) | Reply::Slow(_, status) => respond(&mut stream, status, None).await,
-        Reply::StatusRetryAfter(status, secs) => respond(&mut stream, status, Some(secs)).await,
+        Reply::Status(status) | Reply::Slow(_, status) => respond(&mut stream, status, "").await,
+        Reply::StatusRetryAfter(status, secs) => {
+            respond(&mut stream, status, &format!("Retry-After: {secs}\r\n")).await
+        }
+        Reply::SkewedRetryAfter {
+            status,
+            clock_offset_secs,
+            retry_after_secs,
+        } => {
+            let now = super::unix_now() + clock_offset_secs;
+            let headers = format!(
+                "Date: {}\r\nRetry-After: {}\r\n",
+                http_date(now),
+                http_date(now + retry_after_secs)
+            );
+            respond(&mut stream, status, &headers).await
+        }
     }
 }
 
-async fn respond(
-    stream: &mut TcpStream,
-    status: u16,
-    retry_after: Option<u64>,
-) -> std::io::Result<()> {
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) for a Unix time.
+pub fn http_date(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+    let month_name = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(month - 1) as usize];
+    format!(
+        "{weekday}, {day:02} {month_name} {year} {:02}:{:02}:{:02} GMT",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+async fn respond(stream: &mut TcpStream, status: u16, headers: &str) -> std::io::Result<()> {
     let body = format!("{{\"status\":{status}}}");
-    let retry = retry_after
-        .map(|s| format!("Retry-After: {s}\r\n"))
-        .unwrap_or_default();
     let response = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry}Connection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;

@@ -32,5 +32,8 @@ fuzz_target!(|data: &[u8]| {
     );
     assert_eq!(canonical_json_ignoring(&value, &[]), canonical);
     assert_eq!(fingerprint_json(&value, &[]), fingerprint_bytes(&canonical));
-    assert_eq!(fingerprint_json(&reparsed, &[]), fingerprint_bytes(&canonical));
+    assert_eq!(
+        fingerprint_json(&reparsed, &[]),
+        fingerprint_bytes(&canonical)
+    );
 });

@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(pointer.as_str(), pointer_text);
     assert_eq!(pointer.to_string(), pointer_text);
     assert!(pointer.tokens().len() >= 1);
-    let rebuilt: String = pointer.tokens().map(|t| format!("/{}", escape(t))).collect();
+    let rebuilt: String = pointer
+        .tokens()
+        .map(|t| format!("/{}", escape(t)))
+        .collect();
     assert_eq!(rebuilt, pointer_text, "tokens do not spell the pointer");
     assert_eq!(rebuilt.parse::<JsonPointer>().ok(), Some(pointer.clone()));
 

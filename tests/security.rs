@@ -264,7 +264,8 @@ async fn secrets_and_masked_values_never_reach_the_output() {
     const EMAIL: &str = "hidden.person.7731@example.com";
     let ok = Receiver::start().await;
     let failing = Receiver::start().await;
-    failing.set_script(|_, _| Reply::Status(500));
+    // It quotes the request in its error answer, which the attempt log then carries.
+    failing.set_script(|_, _| Reply::Echo(500));
 
     // The schema refuses REJECTED_CARD, so a validation error about a masked field is logged too.
     let schema_dir = tempfile::tempdir().expect("tempdir");

@@ -55,6 +55,9 @@ pub enum Reply {
     Slow(Duration, u16),
     /// Close the connection without answering.
     Reset,
+    /// Answer with the status and the request's own body, as error pages that quote the
+    /// request do.
+    Echo(u16),
 }
 
 /// Decides the reply for a request, given how many requests with the same `Idempotency-Key`
@@ -211,7 +214,7 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Res
     };
     let key = received.idempotency_key().to_owned();
 
-    let reply = {
+    let (reply, echo) = {
         let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
         let previous = state
             .received
@@ -224,11 +227,15 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Res
         *state.in_flight.entry(key.clone()).or_insert(0) += 1;
         let reply = (state.script)(&received, previous);
         received.answered = match reply {
-            Reply::Status(s) | Reply::StatusRetryAfter(s, _) | Reply::Slow(_, s) => Some(s),
+            Reply::Status(s)
+            | Reply::StatusRetryAfter(s, _)
+            | Reply::Slow(_, s)
+            | Reply::Echo(s) => Some(s),
             Reply::Reset => None,
         };
+        let echo = received.body.clone();
         state.received.push(received);
-        reply
+        (reply, echo)
     };
     if let Reply::Slow(delay, _) = reply {
         tokio::time::sleep(delay).await;
@@ -247,8 +254,13 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Res
             drop(stream);
             Ok(())
         }
-        Reply::Status(status) | Reply::Slow(_, status) => respond(&mut stream, status, None).await,
-        Reply::StatusRetryAfter(status, secs) => respond(&mut stream, status, Some(secs)).await,
+        Reply::Status(status) | Reply::Slow(_, status) => {
+            respond(&mut stream, status, None, None).await
+        }
+        Reply::StatusRetryAfter(status, secs) => {
+            respond(&mut stream, status, Some(secs), None).await
+        }
+        Reply::Echo(status) => respond(&mut stream, status, None, Some(&echo)).await,
     }
 }
 
@@ -256,8 +268,12 @@ async fn respond(
     stream: &mut TcpStream,
     status: u16,
     retry_after: Option<u64>,
+    echo: Option<&[u8]>,
 ) -> std::io::Result<()> {
-    let body = format!("{{\"status\":{status}}}");
+    let body = match echo {
+        Some(echo) => String::from_utf8_lossy(echo).into_owned(),
+        None => format!("{{\"status\":{status}}}"),
+    };
     let retry = retry_after
         .map(|s| format!("Retry-After: {s}\r\n"))
         .unwrap_or_default();

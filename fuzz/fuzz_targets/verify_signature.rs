@@ -39,19 +39,17 @@ fn config(selector: u8) -> VerifyConfig {
         secrets,
         tolerance: None,
         header: hmac.then(|| "X-Signature".to_owned()),
-        algorithm: hmac.then(|| match variant % 3 {
+        algorithm: hmac.then_some(match variant % 3 {
             0 => HmacAlgorithm::Sha256,
             1 => HmacAlgorithm::Sha512,
             _ => HmacAlgorithm::Sha1,
         }),
-        encoding: hmac.then(|| {
-            if (variant / 3) % 2 == 0 {
-                SignatureEncoding::Hex
-            } else {
-                SignatureEncoding::Base64
-            }
+        encoding: hmac.then_some(if (variant / 3).is_multiple_of(2) {
+            SignatureEncoding::Hex
+        } else {
+            SignatureEncoding::Base64
         }),
-        prefix: (hmac && (variant / 6) % 2 == 1).then(|| "sha256=".to_owned()),
+        prefix: (hmac && !(variant / 6).is_multiple_of(2)).then(|| "sha256=".to_owned()),
     }
 }
 

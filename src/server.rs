@@ -20,6 +20,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+/// What a connection may buffer of a request line and headers: a head not complete by then is
+/// answered with 431 before any handler runs. hyper checks between reads, and one read may take
+/// the buffer past the limit, so a head up to twice this can still get through. hyper's default
+/// (about 400 KiB) lets every slow client pin that much memory, and no provider sends heads
+/// anywhere near this.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
     /// Time a client has to send its request line and headers.
@@ -46,6 +53,7 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     loop {
         let permit = tokio::select! {

@@ -133,8 +133,8 @@ impl Verifier {
     /// `message_id` fills the provider's delivery-id header where it has one
     /// (`webhook-id`, `svix-id`, `X-GitHub-Delivery`, `X-Shopify-Webhook-Id`); for
     /// Standard Webhooks and Svix it is also signed. Characters that cannot appear in a
-    /// header value are replaced by `_`, in the header and the signed content alike, so
-    /// the result always verifies.
+    /// header value are replaced by `_`, in the header and the signed content alike, and
+    /// an empty or blank id becomes `_`, so the result always verifies.
     pub fn sign(
         &self,
         body: &[u8],
@@ -227,9 +227,13 @@ fn check_secrets(scheme: SchemeName, secrets: &[String]) -> Result<(), VerifyCon
 }
 
 /// Keeps printable ASCII and spaces, replacing the rest, and drops surrounding
-/// whitespace that HTTP would strip in transit.
+/// whitespace that HTTP would strip in transit. Never empty: an empty header reads as a
+/// missing one, and a signed id that arrives missing fails verification.
 fn header_safe_message_id(message_id: &str) -> Cow<'_, str> {
     let trimmed = message_id.trim();
+    if trimmed.is_empty() {
+        return Cow::Borrowed("_");
+    }
     if trimmed.bytes().all(is_header_value_byte) {
         return Cow::Borrowed(trimmed);
     }

@@ -29,6 +29,7 @@ pub struct Gateway {
     pub admin: String,
     /// `--role` (`all` when None).
     pub role: Option<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     /// Every line the gateway wrote to stderr, over all its runs.
     logs: Arc<Mutex<Vec<String>>>,
@@ -46,6 +47,10 @@ pub struct GatewayOptions {
     pub no_wait: bool,
     /// Configure no `admin.token` (the admin API then refuses everything).
     pub no_admin_token: bool,
+    /// Lines added to the generated `[server]` table, e.g. `max_connections = 2`.
+    pub server_extra: String,
+    /// Environment variables of the process, e.g. `ONCEHOOK_LOG` (`warn` unless set here).
+    pub env: Vec<(String, String)>,
 }
 
 pub fn free_port() -> u16 {
@@ -77,9 +82,10 @@ impl Gateway {
             format!("token = \"{ADMIN_TOKEN}\"\n")
         };
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{intake_port}\"\nshutdown_grace = \"2s\"\nheader_timeout = \"1s\"\nbody_timeout = \"1s\"\n\n\
+            "[server]\nlisten = \"127.0.0.1:{intake_port}\"\nshutdown_grace = \"2s\"\nheader_timeout = \"1s\"\nbody_timeout = \"1s\"\n{server_extra}\n\n\
              [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{token_line}\n\
-             [store]\n{store}\n\n{body}"
+             [store]\n{store}\n\n{body}",
+            server_extra = options.server_extra
         );
         let config_path = dir.path().join("oncehook.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -89,6 +95,7 @@ impl Gateway {
             intake: format!("http://127.0.0.1:{intake_port}"),
             admin: format!("http://127.0.0.1:{admin_port}"),
             role: options.role,
+            env: options.env,
             child: None,
             logs: Arc::default(),
         };
@@ -114,23 +121,21 @@ impl Gateway {
         if let Some(role) = &self.role {
             command.args(["--role", role]);
         }
-        let child = command
+        let mut child = command
             .env("ONCEHOOK_LOG", "warn")
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start oncehook");
-        let mut child = child;
-        // Keep every log line for tests that inspect them, and still show them when a test fails.
+        // Keep every line of output for tests that inspect it, and still show it when a test
+        // fails. The logs go to stderr; stdout is kept too, since nothing secret may reach it.
         if let Some(stderr) = child.stderr.take() {
-            let logs = Arc::clone(&self.logs);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    eprintln!("{line}");
-                    logs.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-                }
-            });
+            self.collect_lines(stderr);
+        }
+        if let Some(stdout) = child.stdout.take() {
+            self.collect_lines(stdout);
         }
         self.child = Some(child);
     }
@@ -140,7 +145,17 @@ impl Gateway {
         self.child.as_ref().map(Child::id)
     }
 
-    /// The gateway's stderr lines so far.
+    fn collect_lines(&self, output: impl std::io::Read + Send + 'static) {
+        let logs = Arc::clone(&self.logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(output).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                logs.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+    }
+
+    /// The gateway's stderr and stdout lines so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -63,6 +63,9 @@ pub enum Reply {
         clock_offset_secs: i64,
         retry_after_secs: i64,
     },
+    /// Answer with the status and the request's own body, as error pages that quote the
+    /// request do.
+    Echo(u16),
 }
 
 /// Decides the reply for a request, given how many requests with the same `Idempotency-Key`
@@ -219,7 +222,7 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Res
     };
     let key = received.idempotency_key().to_owned();
 
-    let reply = {
+    let (reply, echo) = {
         let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
         let previous = state
             .received
@@ -235,11 +238,13 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Res
             Reply::Status(s)
             | Reply::StatusRetryAfter(s, _)
             | Reply::Slow(_, s)
-            | Reply::SkewedRetryAfter { status: s, .. } => Some(s),
+            | Reply::SkewedRetryAfter { status: s, .. }
+            | Reply::Echo(s) => Some(s),
             Reply::Reset => None,
         };
+        let echo = received.body.clone();
         state.received.push(received);
-        reply
+        (reply, echo)
     };
     if let Reply::Slow(delay, _) = reply {
         tokio::time::sleep(delay).await;
@@ -258,9 +263,17 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Res
             drop(stream);
             Ok(())
         }
-        Reply::Status(status) | Reply::Slow(_, status) => respond(&mut stream, status, "").await,
+        Reply::Status(status) | Reply::Slow(_, status) => {
+            respond(&mut stream, status, "", None).await
+        }
         Reply::StatusRetryAfter(status, secs) => {
-            respond(&mut stream, status, &format!("Retry-After: {secs}\r\n")).await
+            respond(
+                &mut stream,
+                status,
+                &format!("Retry-After: {secs}\r\n"),
+                None,
+            )
+            .await
         }
         Reply::SkewedRetryAfter {
             status,
@@ -273,8 +286,9 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Res
                 http_date(now),
                 http_date(now + retry_after_secs)
             );
-            respond(&mut stream, status, &headers).await
+            respond(&mut stream, status, &headers, None).await
         }
+        Reply::Echo(status) => respond(&mut stream, status, "", Some(&echo)).await,
     }
 }
 
@@ -304,8 +318,16 @@ pub fn http_date(unix: i64) -> String {
     )
 }
 
-async fn respond(stream: &mut TcpStream, status: u16, headers: &str) -> std::io::Result<()> {
-    let body = format!("{{\"status\":{status}}}");
+async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    headers: &str,
+    echo: Option<&[u8]>,
+) -> std::io::Result<()> {
+    let body = match echo {
+        Some(echo) => String::from_utf8_lossy(echo).into_owned(),
+        None => format!("{{\"status\":{status}}}"),
+    };
     let response = format!(
         "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
         body.len()

@@ -233,10 +233,11 @@ impl Lane {
             let mut permit = Some(permit);
             self.start(claims, &mut permit, &sending, &open).await;
             let more = open.available_permits();
-            if backlog && more > 0 {
-                if let Some(claims) = self.claim(more, capacity, &open).await {
-                    self.start(claims, &mut permit, &sending, &open).await;
-                }
+            if backlog
+                && more > 0
+                && let Some(claims) = self.claim(more, capacity, &open).await
+            {
+                self.start(claims, &mut permit, &sending, &open).await;
             }
         }
     }

@@ -69,17 +69,22 @@ impl SqliteStore {
             })?;
         }
         let mut writer_conn = open_connection(&options.path)?;
+        set_cache(&writer_conn, WRITER_CACHE_KIB)?;
         migrate(&mut writer_conn)?;
         let mut readers = Vec::with_capacity(READ_CONNECTIONS);
         for _ in 0..READ_CONNECTIONS {
-            readers.push(Mutex::new(open_connection(&options.path)?));
+            let reader = open_connection(&options.path)?;
+            set_cache(&reader, READER_CACHE_KIB)?;
+            readers.push(Mutex::new(reader));
         }
         // The writer leaves checkpoints to the checkpointer thread (see `Wal`).
         writer_conn
             .pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(classify)?;
         let wal = Arc::new(Wal::default());
+        // A checkpoint copies frames without the page cache.
         let checkpointer_conn = open_connection(&options.path)?;
+        set_cache(&checkpointer_conn, 256)?;
         let (tx, rx) = mpsc::channel(options.queue_max.max(1));
         let batch_max = options.batch_max.max(1);
         let writer_wal = Arc::clone(&wal);
@@ -994,6 +999,17 @@ fn uuid_from_blob(blob: &[u8]) -> rusqlite::Result<Uuid> {
     })
 }
 
+/// Page cache per connection, in KiB. The writer's holds the hot pages of every index that
+/// intake and delivery touch (the dedupe keys above all); readers serve the admin API and the
+/// lanes' small lookups, and each of them fills its cache as the file grows, so they get less.
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
+const READER_CACHE_KIB: i64 = 8 * 1024;
+
+fn set_cache(conn: &Connection, kib: i64) -> Result<(), StoreError> {
+    conn.pragma_update(None, "cache_size", -kib)
+        .map_err(classify)
+}
+
 fn open_connection(path: &std::path::Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
@@ -1004,8 +1020,7 @@ fn open_connection(path: &std::path::Path) -> Result<Connection, StoreError> {
          PRAGMA synchronous = FULL;
          PRAGMA busy_timeout = 5000;
          PRAGMA foreign_keys = OFF;
-         PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -32768;",
+         PRAGMA temp_store = MEMORY;",
     )
     .map_err(classify)?;
     Ok(conn)

@@ -99,7 +99,7 @@ pub fn install() -> PrometheusHandle {
             // keeps every sample (RSS grew ~130 bytes per webhook, 1.4 GiB over 10M).
             let upkeep = handle.clone();
             let started = std::thread::Builder::new()
-                .name("oncehook-metrics".into())
+                .name("oncehook-upkeep".into())
                 .spawn(move || {
                     loop {
                         std::thread::sleep(UPKEEP_INTERVAL);

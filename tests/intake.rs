@@ -745,3 +745,21 @@ async fn slow_clients_are_cut_off_and_the_server_stays_healthy() {
         );
     }
 }
+
+/// Histogram samples are folded by an upkeep thread, not only by a scrape: a gateway nobody
+/// scrapes must not keep every latency sample it ever recorded.
+#[test]
+fn an_unscraped_gateway_folds_its_histograms() {
+    let gateway = Gateway::start(&standard_source("hooks", ""));
+    let pid = gateway.pid().expect("the gateway runs");
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the gateway's threads")
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect();
+    assert!(
+        threads.iter().any(|name| name == "oncehook-upkeep"),
+        "no metrics upkeep thread among {threads:?}"
+    );
+}

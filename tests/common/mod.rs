@@ -380,6 +380,22 @@ pub async fn post(
     }
 }
 
+/// Sends `signed` twice, as a provider that retries does: the first answer is 202, the repeat
+/// 200 with the same `event_id`. Returns that event id.
+#[allow(dead_code)] // not every test binary sends repeats through this
+pub async fn post_twice(client: &reqwest::Client, url: &str, signed: &Signed) -> String {
+    let first = post(client, url, signed, "application/json").await;
+    assert_eq!(first.status, 202, "{}", first.json);
+    let repeat = post(client, url, signed, "application/json").await;
+    assert_eq!(repeat.status, 200, "{}", repeat.json);
+    assert_eq!(repeat.json["status"], "duplicate", "{}", repeat.json);
+    assert_eq!(repeat.json["event_id"], first.json["event_id"]);
+    first.json["event_id"]
+        .as_str()
+        .expect("event_id")
+        .to_owned()
+}
+
 pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }

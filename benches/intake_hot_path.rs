@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use oncehook::domain::fingerprint::{fingerprint_bytes, fingerprint_json};
-use oncehook::domain::key::KeySpec;
+use oncehook::domain::key::{EmailHasher, KeySpec};
 use oncehook::domain::pointer::JsonPointer;
 use oncehook::verify::{Verifier, VerifyConfig};
 use serde_json::{Value, json};
@@ -189,12 +189,13 @@ fn key_derivation(c: &mut Criterion) {
             vec!["header:Idempotency-Key", "json:/submission_id", "json:/id"],
         ),
     ];
+    let email = EmailHasher::new(Some("bench-encryption-key"));
     let mut group = c.benchmark_group("key_derivation");
     for (name, entries) in specs {
         let entries: Vec<String> = entries.into_iter().map(str::to_owned).collect();
         let spec = KeySpec::parse(&entries).expect("key spec");
         assert!(
-            spec.derive("bench", &headers, Some(&value), &fingerprint)
+            spec.derive("bench", &headers, Some(&value), &fingerprint, &email)
                 .is_ok()
         );
         group.bench_function(name, |b| {
@@ -204,6 +205,7 @@ fn key_derivation(c: &mut Criterion) {
                     black_box(&headers),
                     Some(&value),
                     &fingerprint,
+                    &email,
                 )
             })
         });

@@ -173,6 +173,9 @@ pub struct SourceConfig {
     /// Required to use `verify.scheme = "none"`.
     #[serde(default)]
     pub allow_unsigned: bool,
+    /// Treat the exact body accepted under another key within the TTL as a duplicate (SPEC
+    /// §4.3); defaults to on for schemes that sign neither a timestamp nor the key.
+    pub replay_guard: Option<bool>,
 }
 
 // Keys and tokens stay out of any debug output.
@@ -614,6 +617,15 @@ impl Config {
 }
 
 impl SourceConfig {
+    /// Whether the replay guard is on: as configured, else on for `github` and `shopify`,
+    /// whose signatures cover only the body.
+    pub fn replay_guard(&self) -> bool {
+        self.replay_guard.unwrap_or(matches!(
+            self.verify.scheme,
+            SchemeName::Github | SchemeName::Shopify
+        ))
+    }
+
     /// The configured key alternatives, or the scheme's default (SPEC §4.3).
     pub fn key_spec(&self) -> Result<KeySpec, String> {
         match &self.key {

@@ -217,6 +217,13 @@ pub fn is_secret_header(name: &str) -> bool {
 }
 
 const CIPHERTEXT_MAGIC: &[u8; 4] = b"OHE1";
+/// Frames a plaintext payload that itself begins with a magic, so it is never taken for
+/// ciphertext (or for a framed plaintext) when read back.
+const PLAINTEXT_MAGIC: &[u8; 4] = b"OHP1";
+/// The same two frames for text columns (stored headers, error texts): the sealed bytes are
+/// base64 after the prefix.
+const SEALED_TEXT_PREFIX: &str = "ohe1:";
+const FRAMED_TEXT_PREFIX: &str = "ohp1:";
 const KEY_ID_LEN: usize = 4;
 const NONCE_LEN: usize = 12;
 
@@ -282,8 +289,63 @@ impl PayloadCipher {
     }
 }
 
-/// Decrypts a stored payload if it is encrypted; plain payloads pass through unchanged.
+/// The stored form of a payload: encrypted with a cipher; without one the payload itself,
+/// framed when it begins like a frame (so a provider cannot make its body look encrypted).
+pub fn seal_payload(cipher: Option<&PayloadCipher>, plain: Bytes) -> Bytes {
+    match cipher {
+        Some(cipher) => cipher.encrypt(&plain),
+        None if plain.starts_with(CIPHERTEXT_MAGIC) || plain.starts_with(PLAINTEXT_MAGIC) => {
+            let mut framed = Vec::with_capacity(PLAINTEXT_MAGIC.len() + plain.len());
+            framed.extend_from_slice(PLAINTEXT_MAGIC);
+            framed.extend_from_slice(&plain);
+            Bytes::from(framed)
+        }
+        None => plain,
+    }
+}
+
+/// The stored form of a text (stored headers, a delivery's error text): like `seal_payload`,
+/// as text.
+pub fn seal_text(cipher: Option<&PayloadCipher>, plain: &str) -> String {
+    use base64::Engine as _;
+    match cipher {
+        Some(cipher) => {
+            let sealed = cipher.encrypt(plain.as_bytes());
+            let mut text =
+                String::with_capacity(SEALED_TEXT_PREFIX.len() + sealed.len() * 4 / 3 + 4);
+            text.push_str(SEALED_TEXT_PREFIX);
+            base64::engine::general_purpose::STANDARD.encode_string(&sealed, &mut text);
+            text
+        }
+        None if plain.starts_with(SEALED_TEXT_PREFIX) || plain.starts_with(FRAMED_TEXT_PREFIX) => {
+            format!("{FRAMED_TEXT_PREFIX}{plain}")
+        }
+        None => plain.to_owned(),
+    }
+}
+
+/// Reads back what `seal_text` stored.
+pub fn open_text(cipher: Option<&PayloadCipher>, stored: &str) -> Result<String, CipherError> {
+    use base64::Engine as _;
+    if let Some(plain) = stored.strip_prefix(FRAMED_TEXT_PREFIX) {
+        return Ok(plain.to_owned());
+    }
+    let Some(encoded) = stored.strip_prefix(SEALED_TEXT_PREFIX) else {
+        return Ok(stored.to_owned());
+    };
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| CipherError::Corrupt)?;
+    let plain = decrypt_with(cipher, &Bytes::from(sealed))?;
+    String::from_utf8(plain.to_vec()).map_err(|_| CipherError::Corrupt)
+}
+
+/// Reads back what `seal_payload` stored: decrypts an encrypted payload, unframes a framed one;
+/// payloads stored before encryption was switched on pass through unchanged.
 pub fn decrypt_with(cipher: Option<&PayloadCipher>, stored: &Bytes) -> Result<Bytes, CipherError> {
+    if stored.starts_with(PLAINTEXT_MAGIC) {
+        return Ok(stored.slice(PLAINTEXT_MAGIC.len()..));
+    }
     let header = 4 + KEY_ID_LEN + NONCE_LEN;
     if stored.len() < header || &stored[..4] != CIPHERTEXT_MAGIC {
         return Ok(stored.clone());
@@ -329,6 +391,17 @@ impl SearchKey {
         let mut out = [0u8; 16];
         out.copy_from_slice(&digest[..16]);
         out
+    }
+
+    /// A keyed hash of `text` as hex, for values compared only for equality (ordering keys
+    /// on an encrypted store): equal texts stay equal, the text itself is not stored.
+    pub fn hash_text(&self, purpose: &str, text: &str) -> String {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable_key());
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(text.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
     }
 
     /// The values of a body's `search_fields`, hashed. Strings and numbers are searchable.
@@ -419,6 +492,42 @@ mod tests {
             decrypt_with(None, &sealed_new),
             Err(CipherError::UnknownKey(_))
         ));
+    }
+
+    #[test]
+    fn plaintext_is_never_taken_for_ciphertext() {
+        let cipher = PayloadCipher::new("k", &[]);
+        let lookalike = cipher.encrypt(b"{\"a\":1}");
+        // A provider's body that happens to look encrypted, on a store without encryption.
+        for plain in [
+            lookalike.clone(),
+            Bytes::from_static(b"OHE1-not-really-encrypted-but-long-enough"),
+            Bytes::from_static(b"OHP1xyz"),
+            Bytes::from_static(b"{}"),
+            Bytes::new(),
+        ] {
+            let stored = seal_payload(None, plain.clone());
+            assert_eq!(decrypt_with(None, &stored).expect("plain"), plain);
+            assert_eq!(decrypt_with(Some(&cipher), &stored).expect("plain"), plain);
+        }
+        let sealed = seal_payload(Some(&cipher), Bytes::from_static(b"secret"));
+        assert!(!sealed.windows(6).any(|w| w == b"secret"));
+        assert_eq!(&cipher.decrypt(&sealed).expect("sealed")[..], b"secret");
+
+        for text in ["", "HTTP 500", "ohe1:AAAA", "ohp1:x", "{\"a\":\"b\"}"] {
+            assert_eq!(
+                open_text(None, &seal_text(None, text)).expect("plain"),
+                text
+            );
+            let sealed = seal_text(Some(&cipher), text);
+            assert!(sealed.starts_with(SEALED_TEXT_PREFIX));
+            assert_eq!(open_text(Some(&cipher), &sealed).expect("sealed"), text);
+            assert!(open_text(None, &sealed).is_err());
+        }
+        let key = SearchKey::new(Some("k"));
+        assert_eq!(key.hash_text("o", "ann"), key.hash_text("o", "ann"));
+        assert_ne!(key.hash_text("o", "ann"), key.hash_text("o", "Ann"));
+        assert!(!key.hash_text("o", "ann").contains("ann"));
     }
 
     #[test]

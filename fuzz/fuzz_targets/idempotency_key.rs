@@ -8,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use oncehook::domain::fingerprint::{fingerprint_bytes, fingerprint_json};
-use oncehook::domain::key::KeySpec;
+use oncehook::domain::key::{EmailHasher, KeySpec};
 use oncehook_fuzz::{Request, first_line};
 use serde_json::Value;
 
@@ -43,8 +43,9 @@ fuzz_target!(|data: &[u8]| {
         Some(value) => fingerprint_json(value, &[]),
         None => fingerprint_bytes(request.body),
     };
-    let first = spec.derive("fuzz", &request.headers, json.as_ref(), &fingerprint);
-    let again = spec.derive("fuzz", &request.headers, json.as_ref(), &fingerprint);
+    let email = EmailHasher::unkeyed();
+    let first = spec.derive("fuzz", &request.headers, json.as_ref(), &fingerprint, &email);
+    let again = spec.derive("fuzz", &request.headers, json.as_ref(), &fingerprint, &email);
     assert_eq!(first, again);
     match first {
         Ok(key) => assert!(!key.text.is_empty()),

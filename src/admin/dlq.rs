@@ -12,7 +12,13 @@ use uuid::Uuid;
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::params::{decode_cursor, format_time, given, paginate, parse_limit};
+use crate::privacy::{PayloadCipher, open_text};
 use crate::store::{DeadDelivery, DeadQuery};
+
+/// An error text as stored, opened; one that cannot be opened says why instead.
+fn open_error(cipher: Option<&PayloadCipher>, stored: &str) -> String {
+    open_text(cipher, stored).unwrap_or_else(|e| format!("[{e}]"))
+}
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -70,8 +76,9 @@ pub struct DeadItem {
     pub attempts: u32,
 }
 
-impl From<DeadDelivery> for DeadItem {
-    fn from(dead: DeadDelivery) -> DeadItem {
+impl DeadItem {
+    /// The item as operators see it; the error text is opened with the payload's cipher.
+    fn new(dead: DeadDelivery, cipher: Option<&PayloadCipher>) -> DeadItem {
         DeadItem {
             delivery_id: dead.delivery_id,
             event_id: dead.event_id,
@@ -81,7 +88,7 @@ impl From<DeadDelivery> for DeadItem {
             received_at: format_time(dead.received_at),
             died_at: format_time(dead.died_at),
             reason: dead.reason,
-            last_error: dead.last_error,
+            last_error: dead.last_error.as_deref().map(|e| open_error(cipher, e)),
             attempts: dead.attempts,
         }
     }
@@ -137,7 +144,10 @@ pub async fn list(
                 destination: group.destination,
                 reason: group.reason,
                 count: group.count,
-                last_error: group.last_error,
+                last_error: group
+                    .last_error
+                    .as_deref()
+                    .map(|e| open_error(context.cipher.as_ref(), e)),
                 last_at: format_time(group.last_at),
             })
             .collect();
@@ -152,7 +162,10 @@ pub async fn list(
     let dead = context.store.dead_deliveries(&query).await?;
     let (dead, next_cursor) = paginate(dead, limit, DeadDelivery::cursor);
     Ok(Json(DlqResponse::List(DeadList {
-        deliveries: dead.into_iter().map(DeadItem::from).collect(),
+        deliveries: dead
+            .into_iter()
+            .map(|dead| DeadItem::new(dead, context.cipher.as_ref()))
+            .collect(),
         next_cursor,
     })))
 }

@@ -14,7 +14,9 @@ use uuid::Uuid;
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::params::{decode_cursor, format_time, given, paginate, parse_limit, parse_time};
-use crate::privacy::{MASK, SensitiveValues, decrypt_with, is_secret_header, masked_preview};
+use crate::privacy::{
+    MASK, SensitiveValues, decrypt_with, is_secret_header, masked_preview, open_text,
+};
 use crate::store::{EVENT_STATUSES, EventQuery, EventSummary, now_millis};
 
 /// Query parameters of `GET /api/v1/events`. Besides these, any name a source declares in
@@ -265,8 +267,11 @@ pub async fn show(
             SensitiveValues::default(),
         ),
     };
+    let cipher = context.cipher.as_ref();
     let scrub = |text: &str| sensitive.scrub(text).into_owned();
-    let headers = match serde_json::from_str::<Value>(&event.headers_json) {
+    // Stored texts are sealed like the payload; one that cannot be opened says why instead.
+    let unseal = |stored: &str| open_text(cipher, stored).unwrap_or_else(|e| format!("[{e}]"));
+    let headers = match serde_json::from_str::<Value>(&unseal(&event.headers_json)) {
         Ok(Value::Object(fields)) => fields
             .into_iter()
             .map(|(name, value)| {
@@ -299,7 +304,7 @@ pub async fn show(
             ordering_key: delivery.ordering_key.as_deref().map(scrub),
             next_attempt_at: open.then(|| format_time(delivery.next_attempt_at)),
             delivered_at: delivery.delivered_at.map(format_time),
-            last_error: delivery.last_error.as_deref().map(scrub),
+            last_error: delivery.last_error.as_deref().map(|e| scrub(&unseal(e))),
             dead_reason: delivery.dead_reason.clone(),
             attempts: attempts
                 .into_iter()
@@ -308,7 +313,7 @@ pub async fn show(
                     started_at: format_time(attempt.started_at),
                     duration_ms: attempt.duration_ms,
                     status_code: attempt.status_code,
-                    error: attempt.error.as_deref().map(scrub),
+                    error: attempt.error.as_deref().map(|e| scrub(&unseal(e))),
                     outcome: attempt.outcome,
                     replay_id: attempt.replay_id,
                 })

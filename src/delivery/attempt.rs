@@ -9,11 +9,14 @@ use tokio::sync::Notify;
 use super::Destination;
 use crate::domain::retry::{AttemptResult, Decision};
 use crate::metrics;
-use crate::privacy::{PayloadCipher, SensitiveValues, decrypt_with};
+use crate::privacy::{PayloadCipher, SensitiveValues, decrypt_with, seal_text};
 use crate::store::{AttemptOutcome, ClaimedDelivery, DeliveryAttempt, Store, millis, now_millis};
 
-/// How much of an error response is kept as the attempt's error text.
-const ERROR_BODY_LIMIT: usize = 512;
+/// How much of a destination's response is read: enough for any error message or captured
+/// value, and a destination that streams gigabytes cannot make the node hold them.
+const RESPONSE_READ_LIMIT: usize = 64 * 1024;
+/// How much of an error text is kept (UTF-8 bytes), after scrubbing.
+const ERROR_TEXT_LIMIT: usize = 512;
 /// How often recording an outcome is retried while the store is unavailable. After that the
 /// lease runs out and the delivery is attempted again: at least once, never lost.
 const RECORD_TRIES: u32 = 5;
@@ -67,7 +70,9 @@ impl Attempt {
             match decrypt_with(self.cipher.as_deref(), &self.claim.body) {
                 Ok(body) => {
                     let (result, retry_after, error) = self.send(body.clone()).await;
-                    (result, retry_after, error.map(|e| self.scrub(&body, e)))
+                    let error =
+                        error.map(|e| truncate_utf8(self.scrub(&body, e), ERROR_TEXT_LIMIT));
+                    (result, retry_after, error)
                 }
                 // Without the key the payload cannot be sent; sending ciphertext would be worse.
                 Err(e) => (AttemptResult::Undeliverable, None, Some(e.to_string())),
@@ -106,12 +111,11 @@ impl Attempt {
             AttemptResult::Status(code) => Some(code),
             _ => None,
         };
-        // The delivery's Idempotency-Key is its event id (SPEC §5).
         tracing::info!(
             destination = %name,
             source = %self.claim.source,
             event_id = %self.claim.event_id,
-            idempotency_key = %self.claim.event_id,
+            idempotency_key = %self.claim.delivery_key,
             attempt = self.claim.attempt,
             replay_id = self.claim.replay_id.map(|r| r.to_string()),
             outcome = outcome.as_str(),
@@ -125,7 +129,8 @@ impl Attempt {
             started_at,
             duration_ms: millis(elapsed),
             status_code,
-            error,
+            // Encrypted at rest with the payload's key: an error may quote the payload.
+            error: error.map(|e| seal_text(self.cipher.as_deref(), &e)),
             outcome,
         };
         for tries in 1..=RECORD_TRIES {
@@ -195,17 +200,13 @@ impl Attempt {
             });
         let error = if response.status().is_success() {
             // Read the body so the connection can be reused; its content does not matter.
-            let _ = tokio::time::timeout(self.destination.timeout, response.bytes()).await;
+            let _ = read_limited(response, RESPONSE_READ_LIMIT, self.destination.timeout).await;
             None
         } else {
-            let body = tokio::time::timeout(Duration::from_secs(2), response.bytes()).await;
-            let snippet = match body {
-                Ok(Ok(bytes)) => {
-                    String::from_utf8_lossy(&bytes[..bytes.len().min(ERROR_BODY_LIMIT)])
-                        .into_owned()
-                }
-                _ => String::new(),
-            };
+            // The whole (limited) answer is kept until it is scrubbed: cutting it first could
+            // leave half of a masked value that no longer matches.
+            let body = read_limited(response, RESPONSE_READ_LIMIT, Duration::from_secs(2)).await;
+            let snippet = String::from_utf8_lossy(&body);
             Some(if snippet.trim().is_empty() {
                 format!("HTTP {status}")
             } else {
@@ -219,10 +220,13 @@ impl Attempt {
     fn headers(&self, body: &[u8]) -> HeaderMap {
         let claim = &self.claim;
         let mut headers = self.destination.headers.clone();
-        let event_id = claim.event_id.to_string();
-        if let Ok(value) = HeaderValue::from_str(&event_id) {
+        let delivery_key = claim.delivery_key.to_string();
+        if let Ok(value) = HeaderValue::from_str(&delivery_key) {
             headers.insert("idempotency-key", value.clone());
             headers.insert("webhook-id", value);
+        }
+        if let Ok(value) = HeaderValue::from_str(&claim.event_id.to_string()) {
+            headers.insert("oncehook-event-id", value);
         }
         if let Some(content_type) = claim
             .content_type
@@ -245,12 +249,43 @@ impl Attempt {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64);
-            for (name, value) in signer.sign(body, &event_id, now) {
+            for (name, value) in signer.sign(body, &delivery_key, now) {
                 headers.insert(name, value);
             }
         }
         headers
     }
+}
+
+/// At most `limit` bytes of a response body, within `timeout`; what came before an error or the
+/// deadline. The rest is never read (the connection is closed instead of reused).
+async fn read_limited(mut response: reqwest::Response, limit: usize, timeout: Duration) -> Vec<u8> {
+    let mut body = Vec::new();
+    let read = async {
+        while body.len() < limit {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = limit - body.len();
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, read).await;
+    body
+}
+
+/// `text` cut to at most `limit` bytes at a character boundary.
+fn truncate_utf8(mut text: String, limit: usize) -> String {
+    if text.len() > limit {
+        let mut end = limit;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// `Retry-After` as seconds or an HTTP date. A date is read against the response's own `Date`
@@ -304,6 +339,16 @@ fn describe(error: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_texts_are_cut_at_a_character_boundary() {
+        assert_eq!(truncate_utf8("short".into(), 512), "short");
+        let long = "é".repeat(400);
+        let cut = truncate_utf8(long, 511);
+        assert_eq!(cut.len(), 510);
+        assert!(cut.chars().all(|c| c == 'é'));
+        assert_eq!(truncate_utf8("abc".into(), 0), "");
+    }
 
     #[test]
     fn retry_after_takes_seconds_and_dates() {

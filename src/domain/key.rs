@@ -73,16 +73,71 @@ pub struct IdempotencyKey {
     pub dedupe: DedupeKey,
 }
 
-/// The first 16 bytes of SHA-256 over the source name and every part value,
-/// each prefixed with its length, so neither `("a+b", "c")` and
+/// The first 16 bytes of SHA-256 over the source name and every part, each
+/// part as its kind (`header`, `json`, `email`, `fingerprint`) and its value,
+/// every field prefixed with its length, so neither `("a+b", "c")` and
 /// `("a", "b+c")` nor equal values in different sources collide. Compact on
 /// purpose: it is the primary key of the dedupe index.
 ///
-/// Only the values are hashed, not which part they came from, so a request
-/// keyed by `header:Idempotency-Key: 42` and its retry keyed by `json:/id`
-/// = `"42"` (when the header is dropped) dedupe as one.
+/// The kind is hashed because a value is only as trustworthy as where it came
+/// from: an `Idempotency-Key` header set to the fingerprint of a body that has
+/// not arrived yet must not make that body a duplicate when it does.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct DedupeKey(pub [u8; 16]);
+
+/// How `email:` parts are hashed. Without a key, plain SHA-256 of the
+/// normalised address (stable, and not the address); with the store's
+/// encryption key, HMAC-SHA256 under a key derived from it, so a stolen
+/// database or log cannot be searched by hashing guessed addresses.
+#[derive(Clone)]
+pub struct EmailHasher {
+    key: Option<[u8; 32]>,
+}
+
+impl EmailHasher {
+    pub fn unkeyed() -> EmailHasher {
+        EmailHasher { key: None }
+    }
+
+    /// Keyed by `secret` (the store's encryption key), when there is one.
+    pub fn new(secret: Option<&str>) -> EmailHasher {
+        EmailHasher {
+            key: secret.map(|secret| {
+                Sha256::new_with_prefix(b"oncehook email key\0")
+                    .chain_update(secret)
+                    .finalize()
+                    .into()
+            }),
+        }
+    }
+
+    fn hash(&self, normalized: &str) -> String {
+        match &self.key {
+            None => hex::encode(Sha256::digest(normalized)),
+            Some(key) => {
+                use hmac::Mac as _;
+                // HMAC takes keys of any length, so a 32-byte key cannot be refused.
+                match hmac::Hmac::<Sha256>::new_from_slice(key) {
+                    Ok(mut mac) => {
+                        mac.update(normalized.as_bytes());
+                        hex::encode(mac.finalize().into_bytes())
+                    }
+                    Err(_) => hex::encode(Sha256::digest(normalized)),
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for EmailHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.key.is_some() {
+            "EmailHasher(keyed)"
+        } else {
+            "EmailHasher(unkeyed)"
+        })
+    }
+}
 
 /// No alternative of a [`KeySpec`] was complete for a request; the caller
 /// answers 400 with this message.
@@ -260,13 +315,14 @@ impl KeySpec {
         headers: &HeaderMap,
         json: Option<&Value>,
         fingerprint: &Fingerprint,
+        email: &EmailHasher,
     ) -> Result<IdempotencyKey, NoKeyDerivable> {
         let mut values = Vec::new();
         for alternative in &self.alternatives {
             values.clear();
             let complete = alternative.parts.iter().all(|part| {
-                part.value(headers, json, fingerprint)
-                    .map(|value| values.push(value))
+                part.value(headers, json, fingerprint, email)
+                    .map(|value| values.push((part.kind(), value)))
                     .is_some()
             });
             if complete {
@@ -288,6 +344,7 @@ impl KeyPart {
         headers: &'a HeaderMap,
         json: Option<&'a Value>,
         fingerprint: &Fingerprint,
+        email: &EmailHasher,
     ) -> Option<Cow<'a, str>> {
         match self {
             KeyPart::Header(name) => {
@@ -308,25 +365,45 @@ impl KeyPart {
                     return None;
                 };
                 let normalized = address.trim().to_lowercase();
-                (!normalized.is_empty())
-                    .then(|| Cow::Owned(hex::encode(Sha256::digest(normalized))))
+                (!normalized.is_empty()).then(|| Cow::Owned(email.hash(&normalized)))
             }
             KeyPart::Fingerprint => Some(Cow::Owned(fingerprint.to_hex())),
         }
     }
 }
 
+impl KeyPart {
+    /// What the dedupe hash calls this kind of part (see [`DedupeKey`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KeyPart::Header(_) => "header",
+            KeyPart::Json(_) => "json",
+            KeyPart::Email(_) => "email",
+            KeyPart::Fingerprint => "fingerprint",
+        }
+    }
+}
+
 impl IdempotencyKey {
-    fn new(source: &str, values: &[Cow<'_, str>]) -> IdempotencyKey {
+    fn new(source: &str, parts: &[(&'static str, Cow<'_, str>)]) -> IdempotencyKey {
+        let text = parts
+            .iter()
+            .map(|(_, value)| value.as_ref())
+            .collect::<Vec<_>>()
+            .join("+");
         IdempotencyKey {
-            text: values.join("+"),
-            dedupe: DedupeKey::new(source, values.iter().map(|value| value.as_ref())),
+            text,
+            dedupe: DedupeKey::new(
+                source,
+                parts.iter().map(|(kind, value)| (*kind, value.as_ref())),
+            ),
         }
     }
 }
 
 impl DedupeKey {
-    pub fn new<'a>(source: &str, part_values: impl IntoIterator<Item = &'a str>) -> DedupeKey {
+    /// The key of `(kind, value)` parts in `source`.
+    pub fn new<'a>(source: &str, parts: impl IntoIterator<Item = (&'a str, &'a str)>) -> DedupeKey {
         let mut hasher = Sha256::new();
         let mut add = |field: &str| {
             // usize → u64 is lossless on every supported target.
@@ -334,13 +411,23 @@ impl DedupeKey {
             hasher.update(field.as_bytes());
         };
         add(source);
-        for value in part_values {
+        for (kind, value) in parts {
+            add(kind);
             add(value);
         }
         let digest = hasher.finalize();
         let mut key = [0u8; 16];
         key.copy_from_slice(&digest[..16]);
         DedupeKey(key)
+    }
+
+    /// The key a destination dedupes this event by (`Idempotency-Key`, `webhook-id`): a
+    /// function of the source and the request's key alone, so it is the same on every attempt
+    /// and replay, and when the provider sends the event again after its `dedupe_ttl`. Shaped
+    /// as a UUID (version 8, "custom") because destinations often keep idempotency keys in
+    /// UUID columns.
+    pub fn delivery_key(&self) -> uuid::Uuid {
+        uuid::Builder::from_custom_bytes(self.0).into_uuid()
     }
 
     /// Reads a key back from storage; `None` unless exactly 16 bytes.
@@ -535,6 +622,7 @@ mod tests {
                 &headers(request_headers),
                 body.as_ref(),
                 &body_fingerprint(),
+                &EmailHasher::unkeyed(),
             );
             match (result, expected) {
                 (Ok(key), Ok(text)) => assert_eq!(key.text, text, "{entries:?}"),
@@ -791,6 +879,7 @@ mod tests {
                     &HeaderMap::new(),
                     Some(&json!({ "email": address })),
                     &body_fingerprint(),
+                    &EmailHasher::unkeyed(),
                 )
                 .expect("present")
         };
@@ -803,13 +892,38 @@ mod tests {
         assert!(!expected.text.contains("example"));
         // Unicode lowercasing, not just ASCII.
         assert_eq!(key_for("ÉLODIE@EXAMPLE.FR"), key_for("élodie@example.fr"));
+
+        // With the store's encryption key, the hash is keyed: not the address's plain SHA-256,
+        // stable for one key, different under another.
+        let keyed = |secret: &str, address: &str| {
+            spec(&["email:/email"])
+                .derive(
+                    "forms",
+                    &HeaderMap::new(),
+                    Some(&json!({ "email": address })),
+                    &body_fingerprint(),
+                    &EmailHasher::new(Some(secret)),
+                )
+                .expect("present")
+        };
+        let under_a = keyed("key-a", "foo@example.com");
+        assert_eq!(under_a, keyed("key-a", " FOO@example.com"));
+        assert_ne!(under_a.text, sha256_hex("foo@example.com"));
+        assert_ne!(under_a.text, keyed("key-b", "foo@example.com").text);
+        assert_eq!(under_a.text.len(), 64);
     }
 
     #[test]
     fn dedupe_keys() {
         let derive = |source: &str, entries: &[&str], body: Value| {
             spec(entries)
-                .derive(source, &HeaderMap::new(), Some(&body), &body_fingerprint())
+                .derive(
+                    source,
+                    &HeaderMap::new(),
+                    Some(&body),
+                    &body_fingerprint(),
+                    &EmailHasher::unkeyed(),
+                )
                 .expect("present")
         };
         let two_parts = ["json:/x + json:/y"];
@@ -828,27 +942,53 @@ mod tests {
         assert_eq!(in_github.text, in_stripe.text);
         assert_ne!(in_github.dedupe, in_stripe.dedupe);
         // The source name and the value are framed, not concatenated.
-        assert_ne!(DedupeKey::new("ab", ["c"]), DedupeKey::new("a", ["bc"]),);
+        assert_ne!(
+            DedupeKey::new("ab", [("json", "c")]),
+            DedupeKey::new("a", [("json", "bc")])
+        );
 
-        // Equal values dedupe alike whichever part or JSON type carried them.
+        // Equal values from one kind of part dedupe alike whatever JSON type carried them;
+        // from different kinds they are different keys (a header cannot stand in for a
+        // fingerprint or a body field).
+        let from_number = derive("s", &["json:/id"], json!({"id": 42}));
+        let from_string = derive("s", &["json:/id"], json!({"id": "42"}));
+        assert_eq!(from_number, from_string);
         let from_header = spec(&["header:Idempotency-Key", "json:/id"])
             .derive(
                 "s",
                 &headers(&[("idempotency-key", b"42")]),
                 None,
                 &body_fingerprint(),
+                &EmailHasher::unkeyed(),
             )
             .expect("present");
-        let from_number = derive(
-            "s",
-            &["header:Idempotency-Key", "json:/id"],
-            json!({"id": 42}),
-        );
-        assert_eq!(from_header, from_number);
+        assert_eq!(from_header.text, from_number.text);
+        assert_ne!(from_header.dedupe, from_number.dedupe);
+        let fingerprint_hex = body_fingerprint().to_hex();
+        let forged = spec(&["header:Idempotency-Key", "fingerprint"])
+            .derive(
+                "s",
+                &headers(&[("idempotency-key", fingerprint_hex.as_bytes())]),
+                None,
+                &body_fingerprint(),
+                &EmailHasher::unkeyed(),
+            )
+            .expect("present");
+        let real = spec(&["header:Idempotency-Key", "fingerprint"])
+            .derive(
+                "s",
+                &HeaderMap::new(),
+                None,
+                &body_fingerprint(),
+                &EmailHasher::unkeyed(),
+            )
+            .expect("present");
+        assert_eq!(forged.text, real.text);
+        assert_ne!(forged.dedupe, real.dedupe);
 
         // Stable across releases: the dedupe index is keyed on these bytes.
         let mut expected = Sha256::new();
-        for field in ["s", "a+b", "c"] {
+        for field in ["s", "json", "a+b", "json", "c"] {
             expected.update((field.len() as u64).to_be_bytes());
             expected.update(field);
         }
@@ -902,7 +1042,13 @@ mod tests {
             alternatives: Vec::new(),
         };
         let error = empty
-            .derive("s", &HeaderMap::new(), None, &body_fingerprint())
+            .derive(
+                "s",
+                &HeaderMap::new(),
+                None,
+                &body_fingerprint(),
+                &EmailHasher::unkeyed(),
+            )
             .expect_err("nothing to try");
         assert_eq!(
             error.to_string(),

@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::delivery::Wakeups;
 use crate::domain::fingerprint::{fingerprint_bytes, fingerprint_json};
 use crate::metrics::{self, IntakeOutcome};
-use crate::privacy::{PayloadCipher, SearchKey, SensitiveValues};
+use crate::privacy::{self, PayloadCipher, SearchKey, SensitiveValues};
 use crate::store::{self, AcceptOutcome, NewEvent, Store};
 pub use source::SourceRuntime;
 
@@ -301,6 +301,8 @@ async fn handle(
     }
 
     // Dropped fields never reach the store; the stored (and delivered) body is re-serialized.
+    // The replay guard hashes the bytes as received: they are what a captured request repeats.
+    let received_body = body.clone();
     let mut stored_body = body;
     if let Some(value) = json.as_mut()
         && source.drop_fields(value)
@@ -316,7 +318,13 @@ async fn handle(
     };
     let key = source
         .key
-        .derive(&source.name, &headers, json.as_ref(), &fingerprint)
+        .derive(
+            &source.name,
+            &headers,
+            json.as_ref(),
+            &fingerprint,
+            &source.email,
+        )
         .map_err(|e| {
             Rejection::new(
                 StatusCode::BAD_REQUEST,
@@ -344,24 +352,35 @@ async fn handle(
         _ => SensitiveValues::default(),
     };
     let stored_key = sensitive.scrub(&key.text).into_owned();
-    let deliveries = source.deliveries_for(&headers, json.as_ref(), &fingerprint);
-    if let Some(cipher) = &intake.cipher {
-        stored_body = cipher.encrypt(&stored_body);
+    let mut deliveries = source.deliveries_for(&headers, json.as_ref(), &fingerprint);
+    let cipher = intake.cipher.as_ref();
+    if cipher.is_some() {
+        // Ordering keys are only compared for equality: on an encrypted store they are kept as
+        // keyed hashes, like search values, so a key read from a masked field is not in clear.
+        for delivery in &mut deliveries {
+            if let Some(ordering_key) = &mut delivery.ordering_key {
+                *ordering_key = intake.search_key.hash_text("ordering_key", ordering_key);
+            }
+        }
     }
+    let headers_json = sensitive.scrub_headers_json(&source.headers_for_storage(&headers));
 
     let received_at = store::now_millis();
+    let dedupe_expires_at = received_at.saturating_add(source.dedupe_ttl_ms);
     let event = NewEvent {
         id: Uuid::now_v7(),
         source: Arc::clone(&source.name),
         received_at,
         idempotency_key: stored_key.clone(),
         dedupe_key: key.dedupe,
+        delivery_key: key.dedupe.delivery_key(),
         fingerprint,
-        dedupe_expires_at: received_at.saturating_add(source.dedupe_ttl_ms),
+        dedupe_expires_at,
         near_duplicate: source.near_duplicate_check(&fingerprint, received_at),
+        replay_guard: source.replay_guard_check(&received_body, dedupe_expires_at),
         content_type,
-        headers_json: sensitive.scrub_headers_json(&headers_for_storage(&headers)),
-        body: stored_body,
+        headers_json: privacy::seal_text(cipher, &headers_json),
+        body: privacy::seal_payload(cipher, stored_body),
         deliveries,
         search,
     };
@@ -489,28 +508,4 @@ fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Option<Value>, 
         return Err(invalid_body("body is not valid UTF-8"));
     }
     Ok(None)
-}
-
-/// Request headers kept with the event for operators; credentials are left out.
-fn headers_for_storage(headers: &HeaderMap) -> String {
-    let mut kept = serde_json::Map::new();
-    for (name, value) in headers {
-        if matches!(
-            name.as_str(),
-            "authorization" | "cookie" | "proxy-authorization"
-        ) {
-            continue;
-        }
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        match kept.get_mut(name.as_str()) {
-            Some(Value::String(existing)) => {
-                existing.push_str(", ");
-                existing.push_str(&value);
-            }
-            _ => {
-                kept.insert(name.as_str().to_owned(), Value::String(value));
-            }
-        }
-    }
-    Value::Object(kept).to_string()
 }

@@ -12,9 +12,9 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, SourceConfig, load_schema};
 use crate::domain::fingerprint::Fingerprint;
-use crate::domain::key::{DedupeKey, KeySpec};
+use crate::domain::key::{DedupeKey, EmailHasher, KeyPart, KeySpec};
 use crate::domain::pointer::JsonPointer;
-use crate::store::{NearDuplicateCheck, NewDelivery, UnixMillis, millis};
+use crate::store::{NewDelivery, UnixMillis, WindowKey, millis};
 use crate::verify::Verifier;
 
 pub struct SourceRuntime {
@@ -29,6 +29,12 @@ pub struct SourceRuntime {
     pub search_fields: std::collections::BTreeMap<String, JsonPointer>,
     /// `mask_fields` and the `search_fields` pointers: scrubbed from stored keys and headers.
     pub hidden_fields: Vec<JsonPointer>,
+    /// Hashes `email:` key parts (keyed by the store's encryption key when there is one).
+    pub email: EmailHasher,
+    /// Whether the exact body accepted under another key is a duplicate (SPEC §4.3).
+    pub replay_guard: bool,
+    /// The request headers kept with an event (SPEC §6.2).
+    stored_headers: Vec<http::HeaderName>,
     drop_fields: Vec<JsonPointer>,
     rate_limiter: Option<DefaultDirectRateLimiter>,
     routes: Vec<RouteRuntime>,
@@ -87,6 +93,7 @@ impl SourceRuntime {
         Ok(SourceRuntime {
             name: Arc::from(source.name.as_str()),
             verifier,
+            stored_headers: stored_header_names(&key),
             key,
             fingerprint_ignore: source.fingerprint_ignore.clone(),
             dedupe_ttl_ms: millis(source.dedupe_ttl),
@@ -95,6 +102,8 @@ impl SourceRuntime {
             schema,
             search_fields: source.search_fields.clone(),
             hidden_fields: crate::privacy::hidden_fields(source),
+            email: EmailHasher::new(config.store.encryption_key.as_deref()),
+            replay_guard: source.replay_guard(),
             drop_fields: source.drop_fields.clone(),
             rate_limiter,
             routes,
@@ -132,7 +141,7 @@ impl SourceRuntime {
         &self,
         fingerprint: &Fingerprint,
         now: UnixMillis,
-    ) -> Option<NearDuplicateCheck> {
+    ) -> Option<WindowKey> {
         let window = self.near_duplicate_window_ms?;
         let mut hasher = Sha256::new();
         hasher.update((self.name.len() as u64).to_be_bytes());
@@ -141,10 +150,53 @@ impl SourceRuntime {
         let digest = hasher.finalize();
         let mut key = [0u8; 16];
         key.copy_from_slice(&digest[..16]);
-        Some(NearDuplicateCheck {
+        Some(WindowKey {
             key: DedupeKey(key),
             expires_at: now.saturating_add(window),
         })
+    }
+
+    /// The replay guard's key: the exact body bytes as received, scoped to the source, for as
+    /// long as the request's key blocks repeats. Hashed in its own domain, so it can share the
+    /// near-duplicate table without meeting a fingerprint.
+    pub fn replay_guard_check(&self, body: &[u8], key_expires_at: UnixMillis) -> Option<WindowKey> {
+        if !self.replay_guard {
+            return None;
+        }
+        let digest = Sha256::new()
+            .chain_update(b"oncehook replay guard\0")
+            .chain_update((self.name.len() as u64).to_be_bytes())
+            .chain_update(self.name.as_bytes())
+            .chain_update(body)
+            .finalize();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        Some(WindowKey {
+            key: DedupeKey(key),
+            expires_at: key_expires_at,
+        })
+    }
+
+    /// The request headers stored with an event, as a JSON object: only the allow-listed ones
+    /// (SPEC §6.2), so signatures and credentials are never stored.
+    pub fn headers_for_storage(&self, headers: &HeaderMap) -> String {
+        let mut kept = serde_json::Map::new();
+        for name in &self.stored_headers {
+            let mut values = headers
+                .get_all(name)
+                .iter()
+                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+            let Some(first) = values.next() else {
+                continue;
+            };
+            let joined = values.fold(first, |mut all, value| {
+                all.push_str(", ");
+                all.push_str(&value);
+                all
+            });
+            kept.insert(name.as_str().to_owned(), Value::String(joined));
+        }
+        Value::Object(kept).to_string()
     }
 
     /// One delivery per destination of every route whose `when` matches; a destination named
@@ -168,7 +220,10 @@ impl SourceRuntime {
             let ordering_key = route
                 .ordering_key
                 .as_ref()
-                .and_then(|spec| spec.derive(&self.name, headers, json, fingerprint).ok())
+                .and_then(|spec| {
+                    spec.derive(&self.name, headers, json, fingerprint, &self.email)
+                        .ok()
+                })
                 .map(|key| key.text);
             for destination in &route.destinations {
                 if deliveries.iter().any(|d| d.destination == *destination) {
@@ -182,4 +237,49 @@ impl SourceRuntime {
         }
         deliveries
     }
+}
+
+/// Request headers worth keeping for operators: the content type, the user agent, and the
+/// providers' event and delivery ids. A header a key is read from is kept too, unless its name
+/// says it holds a credential.
+const STORED_HEADERS: &[&str] = &[
+    "content-type",
+    "user-agent",
+    "idempotency-key",
+    "webhook-id",
+    "webhook-timestamp",
+    "svix-id",
+    "svix-timestamp",
+    "x-github-delivery",
+    "x-github-event",
+    "x-github-hook-id",
+    "x-shopify-webhook-id",
+    "x-shopify-event-id",
+    "x-shopify-topic",
+    "x-shopify-shop-domain",
+    "x-shopify-triggered-at",
+    "x-slack-request-timestamp",
+    "x-slack-retry-num",
+    "x-slack-retry-reason",
+    "x-zm-request-timestamp",
+    "x-zm-trackingid",
+    "i-twilio-idempotency-token",
+    "x-twilio-email-event-webhook-timestamp",
+    "x-request-id",
+];
+
+fn stored_header_names(key: &KeySpec) -> Vec<http::HeaderName> {
+    let mut names: Vec<http::HeaderName> = STORED_HEADERS
+        .iter()
+        .map(|name| http::HeaderName::from_static(name))
+        .collect();
+    for part in key.alternatives.iter().flat_map(|a| &a.parts) {
+        if let KeyPart::Header(name) = part
+            && !crate::privacy::is_secret_header(name.as_str())
+            && !names.contains(name)
+        {
+            names.push(name.clone());
+        }
+    }
+    names
 }

@@ -32,6 +32,11 @@ pub const SQLITE: &[Migration] = &[
         name: "operators",
         sql: include_str!("../../migrations/sqlite/0004_operators.sql"),
     },
+    Migration {
+        version: 5,
+        name: "edge_trust",
+        sql: include_str!("../../migrations/sqlite/0005_edge_trust.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -54,6 +59,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 4,
         name: "operators",
         sql: include_str!("../../migrations/postgres/0004_operators.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "edge_trust",
+        sql: include_str!("../../migrations/postgres/0005_edge_trust.sql"),
     },
 ];
 

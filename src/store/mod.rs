@@ -48,8 +48,12 @@ pub struct NewEvent {
     pub fingerprint: Fingerprint,
     /// When the key stops blocking repeats (`received_at + dedupe_ttl`).
     pub dedupe_expires_at: UnixMillis,
-    /// Set when the source has a `near_duplicate` window.
-    pub near_duplicate: Option<NearDuplicateCheck>,
+    /// What destinations dedupe by (`DedupeKey::delivery_key`).
+    pub delivery_key: Uuid,
+    /// Set when the source has a `near_duplicate` window: the fingerprint.
+    pub near_duplicate: Option<WindowKey>,
+    /// Set when the source has a replay guard: the exact body bytes, for the key's TTL.
+    pub replay_guard: Option<WindowKey>,
     pub content_type: Option<String>,
     /// Request headers worth keeping for operators, as a JSON object.
     pub headers_json: String,
@@ -60,10 +64,11 @@ pub struct NewEvent {
     pub search: Vec<[u8; 16]>,
 }
 
-/// The second dedupe layer: the same fingerprint within a window is a repeat, whatever its key.
+/// A content dedupe layer beside the key: the same content within a window is a repeat,
+/// whatever its key. Near duplicates hash the fingerprint; the replay guard the exact body bytes.
 #[derive(Debug, Clone, Copy)]
-pub struct NearDuplicateCheck {
-    /// The fingerprint scoped to the source, compacted like a `DedupeKey`.
+pub struct WindowKey {
+    /// The content scoped to the source (and to its layer), compacted like a `DedupeKey`.
     pub key: DedupeKey,
     pub expires_at: UnixMillis,
 }
@@ -96,6 +101,8 @@ pub struct Duplicate {
 pub enum DuplicateReason {
     Key,
     Fingerprint,
+    /// The exact body was accepted under another key within the key's TTL (SPEC §4.3).
+    Replay,
 }
 
 impl DuplicateReason {
@@ -103,6 +110,7 @@ impl DuplicateReason {
         match self {
             DuplicateReason::Key => "key",
             DuplicateReason::Fingerprint => "fingerprint",
+            DuplicateReason::Replay => "replay",
         }
     }
 }
@@ -153,6 +161,9 @@ pub struct ClaimedDelivery {
     /// Proves the claim is still ours when the outcome is recorded.
     pub lease_token: i64,
     pub event_id: Uuid,
+    /// Sent as `Idempotency-Key` and `webhook-id` (`DedupeKey::delivery_key`; the event id
+    /// for events stored before the key was kept).
+    pub delivery_key: Uuid,
     pub source: String,
     pub destination: String,
     /// This attempt's number, from 1; counted at claim so a crashed attempt still counts.
@@ -418,9 +429,11 @@ impl StoreError {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// The atomic intake step: unless the key (or, with a window, the fingerprint) is live,
-    /// records the key, the event and one delivery row per `deliveries` entry, durably, in one
-    /// transaction. Returns only once that transaction is committed.
+    /// The atomic intake step: unless the key is live (a duplicate with reason `key`), or the
+    /// body under the replay guard (`replay`), or the fingerprint within the near-duplicate
+    /// window (`fingerprint`), checked in that order, records the key, the window keys, the
+    /// event and one delivery row per `deliveries` entry, durably, in one transaction. Returns
+    /// only once that transaction is committed.
     async fn accept(&self, event: NewEvent) -> Result<AcceptOutcome, StoreError>;
 
     /// Deletes dedupe keys and near-duplicate fingerprints whose window ended before `now`.

@@ -781,7 +781,7 @@ async fn accept_batch(
         .prepare_cached(
             "SELECT outcome, original, conflict
              FROM oncehook_accept($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                                  $15)",
+                                  $15, $16, $17, $18)",
         )
         .await?;
     // Polled together, the calls are written to the connection back to back and their answers
@@ -806,6 +806,8 @@ async fn accept_batch(
             let fingerprint: &[u8] = &event.fingerprint.0;
             let near_key: Option<&[u8]> = event.near_duplicate.as_ref().map(|n| &n.key.0[..]);
             let near_expires_at: Option<i64> = event.near_duplicate.map(|n| n.expires_at);
+            let replay_key: Option<&[u8]> = event.replay_guard.as_ref().map(|r| &r.key.0[..]);
+            let replay_expires_at: Option<i64> = event.replay_guard.map(|r| r.expires_at);
             let body: &[u8] = &event.body;
             let search: Vec<&[u8]> = event.search.iter().map(|hash| &hash[..]).collect();
             let row = tx
@@ -827,6 +829,9 @@ async fn accept_batch(
                         &destinations,
                         &ordering_keys,
                         &search,
+                        &replay_key,
+                        &replay_expires_at,
+                        &event.delivery_key,
                     ],
                 )
                 .await?;
@@ -860,6 +865,7 @@ fn accept_outcome(row: &Row) -> Result<AcceptOutcome, DbError> {
         "accepted" => Ok(AcceptOutcome::Accepted),
         "key" => duplicate(DuplicateReason::Key),
         "fingerprint" => duplicate(DuplicateReason::Fingerprint),
+        "replay" => duplicate(DuplicateReason::Replay),
         other => Err(DbError::Invalid(format!(
             "unknown accept outcome {other:?}"
         ))),
@@ -973,7 +979,8 @@ async fn claim_due(
              FROM chosen c, events e
              WHERE d.id = c.id AND e.seq = d.event_seq
              RETURNING d.id, d.attempts, d.replay_id, d.event_seq, e.id, e.source,
-                       e.received_at, e.content_type, e.body, c.pass, c.due",
+                       e.received_at, e.content_type, e.body, c.pass, c.due,
+                       COALESCE(e.delivery_key, e.id)",
         )
         .await?;
     let rows = tx
@@ -993,6 +1000,7 @@ async fn claim_due(
                 id: get(row, 0)?,
                 lease_token: token,
                 event_id: get(row, 4)?,
+                delivery_key: get(row, 11)?,
                 source: get(row, 5)?,
                 destination: destination.to_string(),
                 attempt: unsigned(get(row, 1)?)?,

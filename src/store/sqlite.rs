@@ -487,17 +487,24 @@ fn accept(conn: &Connection, event: &NewEvent) -> rusqlite::Result<AcceptOutcome
             conflict: fingerprint.as_slice() != event.fingerprint.0.as_slice(),
         }));
     }
-    if let Some(near) = &event.near_duplicate {
+    // The content layers, in the contract's order: the exact body under the replay guard, then
+    // the fingerprint within the near-duplicate window. Both live in `recent_fingerprints`
+    // (their keys are hashed in separate domains).
+    for (window, reason) in [
+        (&event.replay_guard, DuplicateReason::Replay),
+        (&event.near_duplicate, DuplicateReason::Fingerprint),
+    ] {
+        let Some(window) = window else { continue };
         let original: Option<Vec<u8>> = conn
             .prepare_cached(
                 "SELECT event_id FROM recent_fingerprints WHERE key = ?1 AND expires_at > ?2",
             )?
-            .query_row(params![&near.key.0[..], now], |row| row.get(0))
+            .query_row(params![&window.key.0[..], now], |row| row.get(0))
             .optional()?;
         if let Some(original) = original {
             return Ok(AcceptOutcome::Duplicate(Duplicate {
                 event_id: uuid_from_blob(&original)?,
-                reason: DuplicateReason::Fingerprint,
+                reason,
                 conflict: false,
             }));
         }
@@ -510,8 +517,8 @@ fn accept(conn: &Connection, event: &NewEvent) -> rusqlite::Result<AcceptOutcome
     };
     conn.prepare_cached(
         "INSERT INTO events (id, source, idempotency_key, fingerprint, received_at, status,
-                             content_type, headers, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                             content_type, headers, body, delivery_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         &event.id.as_bytes()[..],
@@ -523,6 +530,7 @@ fn accept(conn: &Connection, event: &NewEvent) -> rusqlite::Result<AcceptOutcome
         event.content_type,
         event.headers_json,
         &event.body[..],
+        &event.delivery_key.as_bytes()[..],
     ])?;
     let seq = conn.last_insert_rowid();
     // An expired key is replaced: after its TTL the same key is a new event.
@@ -537,16 +545,19 @@ fn accept(conn: &Connection, event: &NewEvent) -> rusqlite::Result<AcceptOutcome
         &event.fingerprint.0[..],
         event.dedupe_expires_at,
     ])?;
-    if let Some(near) = &event.near_duplicate {
+    for window in [&event.replay_guard, &event.near_duplicate]
+        .into_iter()
+        .flatten()
+    {
         conn.prepare_cached(
             "INSERT INTO recent_fingerprints (key, event_id, expires_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id,
                  expires_at = excluded.expires_at",
         )?
         .execute(params![
-            &near.key.0[..],
+            &window.key.0[..],
             &event.id.as_bytes()[..],
-            near.expires_at
+            window.expires_at
         ])?;
     }
     if !event.search.is_empty() {
@@ -614,7 +625,8 @@ fn claim_due(
          RETURNING attempts, event_seq, replay_id",
     )?;
     let mut load = conn.prepare_cached(
-        "SELECT id, source, received_at, content_type, body FROM events WHERE seq = ?1",
+        "SELECT id, source, received_at, content_type, body, delivery_key
+         FROM events WHERE seq = ?1",
     )?;
     let mut mark_processing = conn.prepare_cached(
         "UPDATE events SET status = 'processing' WHERE seq = ?1 AND status = 'received'",
@@ -624,12 +636,13 @@ fn claim_due(
             .query_row(params![id, lease_until, token, now], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })?;
-        let (event_id, source, received_at, content_type, body): (
+        let (event_id, source, received_at, content_type, body, delivery_key): (
             Vec<u8>,
             String,
             i64,
             Option<String>,
             Vec<u8>,
+            Option<Vec<u8>>,
         ) = load.query_row([event_seq], |row| {
             Ok((
                 row.get(0)?,
@@ -637,13 +650,20 @@ fn claim_due(
                 row.get(2)?,
                 row.get(3)?,
                 row.get(4)?,
+                row.get(5)?,
             ))
         })?;
         mark_processing.execute([event_seq])?;
+        let event_id = uuid_from_blob(&event_id)?;
         claimed.push(ClaimedDelivery {
             id,
             lease_token: token,
-            event_id: uuid_from_blob(&event_id)?,
+            event_id,
+            delivery_key: delivery_key
+                .as_deref()
+                .map(uuid_from_blob)
+                .transpose()?
+                .unwrap_or(event_id),
             source,
             destination: destination.to_owned(),
             attempt,

@@ -156,6 +156,8 @@ conformance!(
     keys_are_new_again_after_their_ttl,
     purge_removes_only_expired_keys,
     near_duplicates_match_by_fingerprint_within_the_window,
+    the_replay_guard_matches_the_body_under_another_key,
+    claims_carry_the_delivery_key,
     concurrent_accepts_of_one_key_record_one_event,
     accepted_events_are_stored_with_their_deliveries,
     unknown_events_are_none,
@@ -193,7 +195,9 @@ fn event(key: DedupeKey, fingerprint: u8, at: UnixMillis) -> NewEvent {
         dedupe_key: key,
         fingerprint: Fingerprint([fingerprint; 32]),
         dedupe_expires_at: at + 60_000,
+        delivery_key: key.delivery_key(),
         near_duplicate: None,
+        replay_guard: None,
         content_type: Some("application/json".into()),
         headers_json: "{}".into(),
         body: Bytes::from_static(b"{\"a\":1}"),
@@ -279,7 +283,7 @@ async fn keys_are_new_again_after_their_ttl(store: Arc<dyn Store>) {
 
 async fn purge_removes_only_expired_keys(store: Arc<dyn Store>) {
     let mut old = event(key(1), 1, T0);
-    old.near_duplicate = Some(NearDuplicateCheck {
+    old.near_duplicate = Some(WindowKey {
         key: key(101),
         expires_at: T0 + 1_000,
     });
@@ -304,7 +308,7 @@ async fn purge_removes_only_expired_keys(store: Arc<dyn Store>) {
 
 async fn near_duplicates_match_by_fingerprint_within_the_window(store: Arc<dyn Store>) {
     let near = |at| {
-        Some(NearDuplicateCheck {
+        Some(WindowKey {
             key: key(200),
             expires_at: at + 10_000,
         })
@@ -329,6 +333,85 @@ async fn near_duplicates_match_by_fingerprint_within_the_window(store: Arc<dyn S
         store.accept(after_window).await.expect("accept"),
         AcceptOutcome::Accepted
     );
+}
+
+async fn the_replay_guard_matches_the_body_under_another_key(store: Arc<dyn Store>) {
+    let guard = |at| {
+        Some(WindowKey {
+            key: key(210),
+            expires_at: at + 60_000,
+        })
+    };
+    let mut first = event(key(1), 7, T0);
+    first.replay_guard = guard(T0);
+    let first_id = first.id;
+    store.accept(first).await.expect("accept");
+    // The same key stays a key duplicate; the same body under a new key is a replay.
+    let mut same_key = event(key(1), 7, T0 + 1_000);
+    same_key.replay_guard = guard(T0 + 1_000);
+    assert_eq!(
+        store.accept(same_key).await.expect("accept"),
+        AcceptOutcome::Duplicate(Duplicate {
+            event_id: first_id,
+            reason: DuplicateReason::Key,
+            conflict: false
+        })
+    );
+    let mut new_key = event(key(2), 7, T0 + 2_000);
+    new_key.replay_guard = guard(T0 + 2_000);
+    let replay_id = new_key.id;
+    assert_eq!(
+        store.accept(new_key).await.expect("accept"),
+        AcceptOutcome::Duplicate(Duplicate {
+            event_id: first_id,
+            reason: DuplicateReason::Replay,
+            conflict: false
+        })
+    );
+    assert_eq!(store.event(replay_id).await.expect("read"), None);
+    // The replay took nothing: its key is still free for a different body.
+    let mut other_body = event(key(2), 8, T0 + 3_000);
+    other_body.replay_guard = Some(WindowKey {
+        key: key(211),
+        expires_at: T0 + 63_000,
+    });
+    assert_eq!(
+        store.accept(other_body).await.expect("accept"),
+        AcceptOutcome::Accepted
+    );
+    // A replay within the near-duplicate window is still reported as a replay (checked first).
+    let mut both = event(key(3), 7, T0 + 4_000);
+    both.replay_guard = guard(T0 + 4_000);
+    both.near_duplicate = Some(WindowKey {
+        key: key(212),
+        expires_at: T0 + 14_000,
+    });
+    assert!(matches!(
+        store.accept(both).await.expect("accept"),
+        AcceptOutcome::Duplicate(Duplicate {
+            reason: DuplicateReason::Replay,
+            ..
+        })
+    ));
+    // Once the guard's window is over, the body is new again under a new key.
+    let mut later = event(key(4), 7, T0 + 60_000);
+    later.replay_guard = guard(T0 + 60_000);
+    assert_eq!(
+        store.accept(later).await.expect("accept"),
+        AcceptOutcome::Accepted
+    );
+}
+
+async fn claims_carry_the_delivery_key(store: Arc<dyn Store>) {
+    let first = event(key(5), 1, T0);
+    store.accept(first).await.expect("accept");
+    let claimed = store
+        .claim_due_deliveries("crm", T0, T0 + 30_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].delivery_key, key(5).delivery_key());
+    assert_ne!(claimed[0].delivery_key, claimed[0].event_id);
 }
 
 async fn concurrent_accepts_of_one_key_record_one_event(store: Arc<dyn Store>) {

@@ -198,7 +198,7 @@ async fn the_console_in_a_browser_replays_a_dead_delivery() {
     let received = crm.received();
     assert_eq!(received.len(), 2 * EVENTS + 1, "one delivery replayed");
     let replayed = received.last().expect("the replayed delivery");
-    assert_eq!(replayed.idempotency_key(), ids[1]);
+    assert_eq!(replayed.event_id(), ids[1]);
     assert!(replayed.header("oncehook-replay").is_some());
     assert_eq!(replayed.answered, Some(200));
     let dead = gateway

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::receiver::{Receiver, Reply};
-use common::{Gateway, Signed, free_port, post, sign, unix_now};
+use common::{Gateway, Signed, delivery_key, free_port, post, sign, unix_now};
 use serde_json::{Value, json};
 
 const VERIFY: &str = "scheme = \"github\"\nsecrets = [\"delivery-secret\"]";
@@ -112,8 +112,10 @@ async fn fans_out_to_every_destination_with_stable_headers() {
         let received = receiver.received();
         assert_eq!(received.len(), 1, "exactly one delivery per destination");
         let delivery = &received[0];
-        assert_eq!(delivery.idempotency_key(), event_id);
-        assert_eq!(delivery.header("webhook-id"), Some(event_id.as_str()));
+        assert_eq!(delivery.event_id(), event_id);
+        let key = delivery_key("forms", "header", "d-fanout");
+        assert_eq!(delivery.idempotency_key(), key);
+        assert_eq!(delivery.header("webhook-id"), Some(key.as_str()));
         assert_eq!(delivery.header("oncehook-source"), Some("forms"));
         assert_eq!(delivery.attempt(), 1);
         assert_eq!(delivery.header("content-type"), Some("application/json"));
@@ -192,7 +194,7 @@ async fn a_route_filter_excludes_events_that_do_not_match() {
     let keys: Vec<String> = crm
         .received()
         .iter()
-        .map(|r| r.idempotency_key().to_owned())
+        .map(|r| r.event_id().to_owned())
         .collect();
     assert_eq!(keys, vec![kept]);
     let skipped_deliveries = gateway
@@ -201,6 +203,38 @@ async fn a_route_filter_excludes_events_that_do_not_match() {
         .filter(|d| d.0 == skipped)
         .count();
     assert_eq!(skipped_deliveries, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_provider_event_after_its_ttl_keeps_its_delivery_key() {
+    let crm = Receiver::start().await;
+    let gateway = Gateway::start(&format!(
+        "{}dedupe_ttl = \"1s\"\n{}{}",
+        source("s"),
+        destination("crm", &crm.url, ""),
+        route("s", &["crm"], "")
+    ));
+    let client = reqwest::Client::new();
+    let body = json!({"n": 1});
+    let first = send_twice(&client, &gateway, "s", "d-ttl", &body).await;
+    crm.wait_for(WAIT, "the first delivery", |r| r.len() == 1)
+        .await;
+    // After the key's TTL the provider sends the event again: a new event, delivered again,
+    // under the same key, so a destination that keeps keys longer still dedupes it.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let second = send_twice(&client, &gateway, "s", "d-ttl", &body).await;
+    assert_ne!(first, second);
+    crm.wait_for(WAIT, "the second delivery", |r| r.len() == 2)
+        .await;
+    let received = crm.received();
+    let key = delivery_key("s", "header", "d-ttl");
+    assert_eq!(
+        received
+            .iter()
+            .map(|r| (r.event_id().to_owned(), r.idempotency_key().to_owned()))
+            .collect::<Vec<_>>(),
+        vec![(first, key.clone()), (second, key)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +261,9 @@ async fn retries_server_errors_until_delivered_with_one_key() {
         .await;
     let received = crm.received();
     assert_eq!(received.len(), 3);
-    assert!(received.iter().all(|r| r.idempotency_key() == event_id));
+    assert!(received.iter().all(|r| r.event_id() == event_id));
+    let key = delivery_key("s", "header", "d-retry");
+    assert!(received.iter().all(|r| r.idempotency_key() == key));
     assert_eq!(
         received.iter().map(|r| r.attempt()).collect::<Vec<_>>(),
         vec![1, 2, 3]
@@ -478,7 +514,7 @@ async fn accepted_events_survive_sigkill_and_reach_a_destination_that_comes_back
     crm.wait_for(Duration::from_secs(30), "every accepted event", |r| {
         r.iter()
             .filter(|r| r.answered == Some(200))
-            .map(|r| r.idempotency_key().to_owned())
+            .map(|r| r.event_id().to_owned())
             .collect::<HashSet<_>>()
             == expected
     })
@@ -510,7 +546,7 @@ async fn chaos_every_event_ends_delivered_or_dead_and_counts_reconcile() {
     chaos.set_script(|r, _| {
         // A deterministic mix per request, from the key and the attempt.
         let mut hash = 0u64;
-        for b in r.idempotency_key().bytes().chain([r.attempt() as u8]) {
+        for b in r.event_id().bytes().chain([r.attempt() as u8]) {
             hash = hash.wrapping_mul(31).wrapping_add(u64::from(b));
         }
         match hash % 10 {
@@ -585,7 +621,7 @@ async fn chaos_every_event_ends_delivered_or_dead_and_counts_reconcile() {
         .received()
         .iter()
         .filter(|r| r.answered == Some(200))
-        .map(|r| r.idempotency_key().to_owned())
+        .map(|r| r.event_id().to_owned())
         .collect();
     assert_eq!(
         succeeded, delivered,
@@ -665,11 +701,7 @@ async fn sigterm_hands_back_in_flight_deliveries_which_resume_after_restart() {
     gateway
         .wait_for_deliveries(WAIT, "delivered", |d| d.iter().all(|d| d.2 == "delivered"))
         .await;
-    assert!(
-        crm.received()
-            .iter()
-            .all(|r| r.idempotency_key() == event_id)
-    );
+    assert!(crm.received().iter().all(|r| r.event_id() == event_id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,14 +59,12 @@ fn event_id(reply: &Reply) -> String {
         .to_owned()
 }
 
-/// Requests answered 2xx, per `Idempotency-Key`.
+/// Requests answered 2xx, per event.
 fn delivered(received: &[Received]) -> HashMap<String, usize> {
     let mut delivered = HashMap::new();
     for request in received {
         if request.answered.is_some_and(|s| (200..300).contains(&s)) {
-            *delivered
-                .entry(request.idempotency_key().to_owned())
-                .or_default() += 1;
+            *delivered.entry(request.event_id().to_owned()).or_default() += 1;
         }
     }
     delivered
@@ -272,7 +270,7 @@ async fn a_killed_worker_node_s_deliveries_are_taken_over_after_the_lease() {
         .wait_for_count(DELIVERED, 5, Duration::from_secs(30))
         .await;
     for id in &ids {
-        let attempts = sink.for_key(id);
+        let attempts = sink.for_event(id);
         assert_eq!(
             attempts.iter().map(Received::attempt).collect::<Vec<_>>(),
             vec![1, 2],

@@ -411,7 +411,7 @@ async fn destination_chaos_every_event_ends_delivered_or_dead_and_counts_reconci
     let flappy = Receiver::start().await;
     flappy.set_script(|r, _| {
         let mut hash = 0u64;
-        for b in r.idempotency_key().bytes().chain([r.attempt() as u8]) {
+        for b in r.event_id().bytes().chain([r.attempt() as u8]) {
             hash = hash.wrapping_mul(31).wrapping_add(u64::from(b));
         }
         match hash % 10 {
@@ -486,9 +486,7 @@ async fn destination_chaos_every_event_ends_delivered_or_dead_and_counts_reconci
         let mut successes: HashMap<String, usize> = HashMap::new();
         for request in receiver.received() {
             if request.answered.is_some_and(|s| (200..300).contains(&s)) {
-                *successes
-                    .entry(request.idempotency_key().to_owned())
-                    .or_default() += 1;
+                *successes.entry(request.event_id().to_owned()).or_default() += 1;
             }
         }
         if successes.keys().cloned().collect::<HashSet<_>>() != delivered {

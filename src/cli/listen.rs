@@ -76,7 +76,8 @@ async fn receive(
         }
     };
     println!(
-        "{method} {uri}  event {}  source {}  attempt {}{}  {signature}",
+        "{method} {uri}  event {}  key {}  source {}  attempt {}{}  {signature}",
+        header("oncehook-event-id"),
         header("idempotency-key"),
         header("oncehook-source"),
         header("oncehook-attempt"),

@@ -27,7 +27,8 @@ pub fn scale<T>(quick: T, full_value: T) -> T {
     if full() { full_value } else { quick }
 }
 
-/// A destination that answers 200 after `delay` and counts requests per `Idempotency-Key`.
+/// A destination that answers 200 after `delay` and counts requests per event
+/// (`Oncehook-Event-Id`).
 #[derive(Clone)]
 pub struct CountingSink {
     pub url: String,
@@ -91,7 +92,7 @@ async fn hook(
         tokio::time::sleep(state.delay).await;
     }
     let key = headers
-        .get("idempotency-key")
+        .get("oncehook-event-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();

@@ -49,6 +49,8 @@ pub struct GatewayOptions {
     pub no_admin_token: bool,
     /// Lines added to the generated `[server]` table, e.g. `max_connections = 2`.
     pub server_extra: String,
+    /// Lines added to the generated `[store]` table, e.g. `encryption_key = "…"`.
+    pub store_extra: String,
     /// Environment variables of the process, e.g. `ONCEHOOK_LOG` (`warn` unless set here).
     pub env: Vec<(String, String)>,
 }
@@ -84,8 +86,9 @@ impl Gateway {
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:{intake_port}\"\nshutdown_grace = \"2s\"\nheader_timeout = \"1s\"\nbody_timeout = \"1s\"\n{server_extra}\n\n\
              [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{token_line}\n\
-             [store]\n{store}\n\n{body}",
-            server_extra = options.server_extra
+             [store]\n{store}\n{store_extra}\n\n{body}",
+            server_extra = options.server_extra,
+            store_extra = options.store_extra
         );
         let config_path = dir.path().join("oncehook.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -394,6 +397,14 @@ pub async fn post_twice(client: &reqwest::Client, url: &str, signed: &Signed) ->
         .as_str()
         .expect("event_id")
         .to_owned()
+}
+
+/// The `Idempotency-Key` (and `webhook-id`) destinations get for a `source`'s event keyed by
+/// one part of `kind` (`header`, `json`, `email`, `fingerprint`) with `value`.
+pub fn delivery_key(source: &str, kind: &str, value: &str) -> String {
+    oncehook::domain::key::DedupeKey::new(source, [(kind, value)])
+        .delivery_key()
+        .to_string()
 }
 
 pub fn path_str(path: &Path) -> &str {

@@ -31,8 +31,15 @@ impl Received {
             .map(String::as_str)
     }
 
+    /// The delivery key (`Idempotency-Key`): the same for every attempt and replay of one
+    /// provider event.
     pub fn idempotency_key(&self) -> &str {
         self.header("idempotency-key").unwrap_or_default()
+    }
+
+    /// The event this request delivers (`Oncehook-Event-Id`).
+    pub fn event_id(&self) -> &str {
+        self.header("oncehook-event-id").unwrap_or_default()
     }
 
     pub fn attempt(&self) -> u32 {
@@ -131,11 +138,11 @@ impl Receiver {
         self.lock().received.clone()
     }
 
-    /// Requests for one event (by `Idempotency-Key`), in arrival order.
-    pub fn for_key(&self, key: &str) -> Vec<Received> {
+    /// Requests for one event (by `Oncehook-Event-Id`), in arrival order.
+    pub fn for_event(&self, event_id: &str) -> Vec<Received> {
         self.received()
             .into_iter()
-            .filter(|r| r.idempotency_key() == key)
+            .filter(|r| r.event_id() == event_id)
             .collect()
     }
 

@@ -358,7 +358,7 @@ async fn two_nodes_share_one_postgres_as_the_deploy_guide_shows() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let received = receiver.received();
     assert_eq!(received.len(), 1, "one delivery for two sends");
-    assert_eq!(received[0].idempotency_key(), event_id);
+    assert_eq!(received[0].event_id(), event_id);
     for (config, node) in &nodes {
         let metrics = reqwest::get(format!("http://{}/metrics", admin_of[config]))
             .await

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::domain::key::KeySpec;
 use crate::domain::pointer::JsonPointer;
-use crate::verify::{SchemeName, Verifier, VerifyConfig};
+use crate::verify::{DEFAULT_TOLERANCE, SchemeName, Verifier, VerifyConfig};
 
 /// A configuration error: the file, the key (a path like `sources[0].verify.scheme`) and what is wrong.
 #[derive(Debug)]
@@ -157,6 +157,7 @@ pub struct SourceConfig {
     #[serde(default)]
     pub fingerprint_ignore: Vec<JsonPointer>,
     pub near_duplicate: Option<NearDuplicateConfig>,
+    /// How long a key blocks a repeat; longer than `verify.tolerance` where a timestamp is signed.
     #[serde(default = "default_dedupe_ttl", with = "humantime_serde")]
     pub dedupe_ttl: Duration,
     pub rate_limit: Option<RateLimitConfig>,
@@ -511,6 +512,25 @@ impl Config {
             if source.dedupe_ttl.is_zero() {
                 return Err((at("dedupe_ttl"), "must be longer than zero".into()));
             }
+            // A signed request stays valid for `tolerance`; if its key expired sooner, a copy
+            // sent after the expiry would be accepted again (SPEC §4.3).
+            if source.verify.scheme.signs_timestamp() {
+                let (tolerance, written) = match source.verify.tolerance {
+                    Some(tolerance) => (tolerance, ""),
+                    None => (DEFAULT_TOLERANCE, " (the default)"),
+                };
+                if tolerance >= source.dedupe_ttl {
+                    return Err((
+                        at("verify.tolerance"),
+                        format!(
+                            "must be shorter than dedupe_ttl ({}), but is {}{written}: a signed \
+                             request could be accepted again after its key expired",
+                            humantime::format_duration(source.dedupe_ttl),
+                            humantime::format_duration(tolerance),
+                        ),
+                    ));
+                }
+            }
             if let Some(near) = &source.near_duplicate
                 && near.window.is_zero()
             {
@@ -827,5 +847,52 @@ mod tests {
             "store.pool_size",
             "between 1 and",
         );
+    }
+
+    #[test]
+    fn tolerance_must_be_shorter_than_every_dedupe_ttl_where_a_timestamp_is_signed() {
+        for scheme in ["standard", "svix", "stripe", "slack"] {
+            let secret = if matches!(scheme, "standard" | "svix") {
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            } else {
+                "s"
+            };
+            let source = |extra: &str, verify_extra: &str| {
+                format!(
+                    "[[sources]]\nname = \"x\"\n\
+                     verify = {{ scheme = \"{scheme}\", secrets = [\"{secret}\"]{verify_extra} }}\n{extra}"
+                )
+            };
+            // The finding: a month of tolerance outlives the default 72 h key.
+            check_error(
+                &source("", ", tolerance = \"30d\""),
+                "sources[0].verify.tolerance",
+                "must be shorter than dedupe_ttl (3days)",
+            );
+            // The default tolerance (5m) against a short TTL.
+            check_error(
+                &source("dedupe_ttl = \"2s\"", ""),
+                "sources[0].verify.tolerance",
+                "must be shorter than dedupe_ttl (2s), but is 5m (the default)",
+            );
+            // Equal is not shorter.
+            check_error(
+                &source("dedupe_ttl = \"10m\"", ", tolerance = \"10m\""),
+                "sources[0].verify.tolerance",
+                "shorter than dedupe_ttl (10m)",
+            );
+            let config = load(&source("dedupe_ttl = \"2s\"", ", tolerance = \"1s\""))
+                .unwrap_or_else(|e| panic!("{scheme}: {e}"));
+            assert_eq!(config.sources[0].dedupe_ttl, Duration::from_secs(2));
+        }
+        // A scheme without a signed timestamp has no tolerance to compare.
+        let config = load(
+            r#"[[sources]]
+               name = "gh"
+               verify = { scheme = "github", secrets = ["s"] }
+               dedupe_ttl = "2s""#,
+        )
+        .expect("github has no tolerance");
+        assert_eq!(config.sources[0].dedupe_ttl, Duration::from_secs(2));
     }
 }

@@ -169,7 +169,12 @@ async fn same_key_with_different_content_is_a_conflicting_duplicate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_blocks_repeats_only_for_its_ttl() {
-    let gateway = Gateway::start(&standard_source("hooks", "dedupe_ttl = \"1s\""));
+    // The tolerance must be shorter than the TTL (a signed request may not outlive its key).
+    let gateway = Gateway::start(&format!(
+        "[[sources]]\nname = \"hooks\"\n\
+         verify = {{ scheme = \"standard\", secrets = [\"{STANDARD_SECRET}\"], tolerance = \"1s\" }}\n\
+         dedupe_ttl = \"2s\"\n"
+    ));
     let client = reqwest::Client::new();
     let url = gateway.webhook_url("hooks");
     let body = json!({"n": 1});
@@ -188,7 +193,7 @@ async fn a_key_blocks_repeats_only_for_its_ttl() {
     )
     .await;
     assert_eq!((first.status, second.status), (202, 200));
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     let after = post(
         &client,
         &url,

@@ -641,7 +641,13 @@ impl SourceConfig {
             Some(entries) => KeySpec::parse(entries).map_err(|e| e.to_string()),
             None => Ok(match self.verify.scheme {
                 SchemeName::Standard => KeySpec::header("webhook-id"),
-                SchemeName::Svix => KeySpec::header("svix-id"),
+                // Svix sends either spelling (the verifier reads both), so key on whichever came.
+                SchemeName::Svix => KeySpec {
+                    alternatives: [KeySpec::header("svix-id"), KeySpec::header("webhook-id")]
+                        .into_iter()
+                        .flat_map(|spec| spec.alternatives)
+                        .collect(),
+                },
                 SchemeName::Stripe => KeySpec::json("/id"),
                 SchemeName::Github => KeySpec::header("x-github-delivery"),
                 SchemeName::Shopify => KeySpec::header("x-shopify-webhook-id"),
@@ -894,5 +900,34 @@ mod tests {
         )
         .expect("github has no tolerance");
         assert_eq!(config.sources[0].dedupe_ttl, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn svix_keys_on_svix_id_and_else_on_webhook_id() {
+        let config = load(
+            r#"[[sources]]
+               name = "sv"
+               verify = { scheme = "svix", secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] }"#,
+        )
+        .expect("valid");
+        let spec = config.sources[0].key_spec().expect("default key");
+        assert_eq!(spec.to_string(), "header:Svix-Id, header:Webhook-Id");
+        let fingerprint = crate::domain::fingerprint::fingerprint_bytes(b"{}");
+        let key = |headers: &[(&'static str, &'static str)]| {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in headers {
+                map.insert(*name, http::HeaderValue::from_static(value));
+            }
+            spec.derive("sv", &map, None, &fingerprint)
+                .map(|key| key.text)
+        };
+        assert_eq!(key(&[("svix-id", "msg_1")]), Ok("msg_1".to_owned()));
+        assert_eq!(key(&[("webhook-id", "msg_2")]), Ok("msg_2".to_owned()));
+        // Both sent: the svix name wins, as in the verifier.
+        assert_eq!(
+            key(&[("svix-id", "msg_3"), ("webhook-id", "other")]),
+            Ok("msg_3".to_owned())
+        );
+        assert!(key(&[]).is_err());
     }
 }

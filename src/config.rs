@@ -56,6 +56,29 @@ pub struct Config {
     /// The directory of the config file: relative paths (schemas, the SQLite file) resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// Every value `${VAR}` substitution put into the file: [`Config::redact`] hides them.
+    #[serde(skip)]
+    substituted: SubstitutedValues,
+}
+
+/// The values `${VAR}` references were replaced with, longest first so that a value
+/// containing another is hidden whole. Never printed, not even by `Debug`.
+#[derive(Clone, Default)]
+struct SubstitutedValues(Vec<String>);
+
+impl fmt::Debug for SubstitutedValues {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} substituted values>", self.0.len())
+    }
+}
+
+impl SubstitutedValues {
+    fn record(&mut self, value: &str) {
+        if !value.is_empty() && !self.0.iter().any(|known| known == value) {
+            self.0.push(value.to_owned());
+            self.0.sort_by_key(|known| std::cmp::Reverse(known.len()));
+        }
+    }
 }
 
 /// `[server]`: the intake listener, `POST /webhooks/{source}`.
@@ -197,15 +220,139 @@ impl fmt::Debug for AdminConfig {
     }
 }
 
-/// A store URL without its password.
+/// What a hidden credential is shown as.
+const REDACTED: &str = "redacted";
+
+/// Query parameters whose name contains one of these (ignoring case) carry credentials.
+const CREDENTIAL_NAME_PARTS: [&str; 5] = ["token", "key", "secret", "sig", "password"];
+
+/// A URL without its credentials: the password of its user info and the values of query
+/// parameters whose name contains `token`, `key`, `secret`, `sig` or `password` become
+/// `redacted`; everything else is kept byte for byte.
+///
+/// It works on the text, not on a parsed URL, so it also hides what it can of a URL that does
+/// not parse (which is when an error message quotes it).
 pub fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("redacted"));
-            parsed.to_string()
+    let (before_fragment, fragment) = match url.find('#') {
+        Some(at) => url.split_at(at),
+        None => (url, ""),
+    };
+    let (base, query) = match before_fragment.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (before_fragment, None),
+    };
+    let mut out = String::with_capacity(url.len());
+    redact_user_password(base, &mut out);
+    if let Some(query) = query {
+        out.push('?');
+        for (index, pair) in query.split('&').enumerate() {
+            if index > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((name, value)) if !value.is_empty() && is_credential_name(name) => {
+                    out.push_str(name);
+                    out.push('=');
+                    out.push_str(REDACTED);
+                }
+                _ => out.push_str(pair),
+            }
         }
-        _ => url.to_owned(),
     }
+    out.push_str(fragment);
+    out
+}
+
+/// Appends `base` (a URL up to its query) with the password in its user info replaced.
+fn redact_user_password(base: &str, out: &mut String) {
+    let Some(authority_start) = base.find("://").map(|at| at + 3) else {
+        out.push_str(base);
+        return;
+    };
+    let rest = &base[authority_start..];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let password = authority.rfind('@').and_then(|at| {
+        let colon = authority[..at].find(':')?;
+        Some((colon + 1, at))
+    });
+    match password {
+        Some((start, end)) if start < end => {
+            out.push_str(&base[..authority_start + start]);
+            out.push_str(REDACTED);
+            out.push_str(&base[authority_start + end..]);
+        }
+        _ => out.push_str(base),
+    }
+}
+
+fn is_credential_name(name: &str) -> bool {
+    let name = percent_decode(name).to_ascii_lowercase();
+    CREDENTIAL_NAME_PARTS.iter().any(|part| name.contains(part))
+}
+
+/// `%XX` escapes and `+` (a space in a query) decoded; malformed escapes are kept as written.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'%')
+            .then(|| bytes.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (escaped, bytes[index]) {
+            (Some(byte), _) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            (None, b'+') => {
+                decoded.push(b' ');
+                index += 1;
+            }
+            (None, byte) => {
+                decoded.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+/// Free text with every URL in it passed through [`redact_url`] and every value in
+/// `substituted` replaced by `[redacted]`.
+fn redact_text(text: &str, substituted: &SubstitutedValues) -> String {
+    let mut text = text.to_owned();
+    for value in &substituted.0 {
+        if text.contains(value.as_str()) {
+            text = text.replace(value.as_str(), "[redacted]");
+        }
+    }
+    redact_urls_in_text(&text)
+}
+
+/// Every `scheme://…` in free text passed through [`redact_url`]. A URL ends at whitespace,
+/// a quote, a backtick or an angle bracket.
+fn redact_urls_in_text(text: &str) -> String {
+    let ends_url = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(separator) = rest.find("://") {
+        let scheme_start = rest[..separator]
+            .char_indices()
+            .rev()
+            .take_while(|(_, c)| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+            .last()
+            .map_or(separator, |(at, _)| at);
+        let url_end = rest[separator..]
+            .find(ends_url)
+            .map_or(rest.len(), |at| separator + at);
+        out.push_str(&rest[..scheme_start]);
+        out.push_str(&redact_url(&rest[scheme_start..url_end]));
+        rest = &rest[url_end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl fmt::Debug for SourceConfig {
@@ -256,7 +403,7 @@ impl fmt::Debug for DestinationConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DestinationConfig")
             .field("name", &self.name)
-            .field("url", &self.url)
+            .field("url", &redact_url(&self.url))
             .finish_non_exhaustive()
     }
 }
@@ -379,32 +526,43 @@ impl Config {
         base_dir: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let error = |key: String, message: String| ConfigError {
+        let mut substituted = SubstitutedValues::default();
+        // Messages may quote a value (serde does, and so do some checks): hide credentials.
+        let error = |key: String, message: String, substituted: &SubstitutedValues| ConfigError {
             file: file.to_owned(),
             key,
-            message,
+            message: redact_text(&message, substituted),
         };
         let mut tree: toml::Table = toml::from_str(text).map_err(|e| {
             error(
                 String::new(),
                 format!("invalid TOML: {}", e.to_string().trim_end()),
+                &substituted,
             )
         })?;
         for (key, value) in tree.iter_mut() {
-            substitute_env(value, key.clone(), env)
-                .map_err(|(key, message)| error(key, message))?;
+            substitute_env(value, key.clone(), env, &mut substituted)
+                .map_err(|(key, message)| error(key, message, &substituted))?;
         }
         let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(tree))
             .map_err(|e| {
                 let key = e.path().to_string();
                 let key = if key == "." { String::new() } else { key };
-                error(key, e.into_inner().to_string())
+                error(key, e.into_inner().to_string(), &substituted)
             })?;
         config.base_dir = base_dir.to_owned();
+        config.substituted = substituted;
         config
             .validate()
-            .map_err(|(key, message)| error(key, message))?;
+            .map_err(|(key, message)| error(key, message, &config.substituted))?;
         Ok(config)
+    }
+
+    /// `text` as it may be shown: every URL in it without credentials (see [`redact_url`]) and
+    /// every value that came from `${VAR}` replaced by `[redacted]`. Anything `oncehook check`
+    /// prints from the config goes through here.
+    pub fn redact(&self, text: &str) -> String {
+        redact_text(text, &self.substituted)
     }
 
     pub fn store_location(&self) -> Result<StoreLocation, String> {
@@ -423,7 +581,8 @@ impl Config {
             Ok(StoreLocation::Postgres(url.to_owned()))
         } else {
             Err(format!(
-                "unsupported store URL {url:?}: expected sqlite://PATH or postgres://…"
+                "unsupported store URL {:?}: expected sqlite://PATH or postgres://…",
+                redact_url(url)
             ))
         }
     }
@@ -564,12 +723,19 @@ impl Config {
                     format!("duplicate destination name {:?}", destination.name),
                 ));
             }
-            let url = reqwest::Url::parse(&destination.url)
-                .map_err(|e| (at("url"), format!("not a URL ({e}): {:?}", destination.url)))?;
+            let url = reqwest::Url::parse(&destination.url).map_err(|e| {
+                (
+                    at("url"),
+                    format!("not a URL ({e}): {:?}", redact_url(&destination.url)),
+                )
+            })?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err((
                     at("url"),
-                    format!("must be http:// or https://, got {:?}", destination.url),
+                    format!(
+                        "must be http:// or https://, got {:?}",
+                        redact_url(&destination.url)
+                    ),
                 ));
             }
             if let Some(secret) = &destination.signing_secret {
@@ -684,28 +850,30 @@ fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Replaces `${VAR}` in every string of the tree; returns the key path of the first missing variable.
+/// Replaces `${VAR}` in every string of the tree, recording each value put in; returns the key
+/// path of the first missing variable.
 fn substitute_env(
     value: &mut toml::Value,
     path: String,
     env: &dyn Fn(&str) -> Option<String>,
+    substituted: &mut SubstitutedValues,
 ) -> Result<(), (String, String)> {
     match value {
         toml::Value::String(s) => {
             if s.contains("${") {
-                *s = expand(s, env).map_err(|m| (path, m))?;
+                *s = expand(s, env, substituted).map_err(|m| (path, m))?;
             }
             Ok(())
         }
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                substitute_env(item, format!("{path}[{i}]"), env)?;
+                substitute_env(item, format!("{path}[{i}]"), env, substituted)?;
             }
             Ok(())
         }
         toml::Value::Table(table) => {
             for (key, item) in table.iter_mut() {
-                substitute_env(item, format!("{path}.{key}"), env)?;
+                substitute_env(item, format!("{path}.{key}"), env, substituted)?;
             }
             Ok(())
         }
@@ -713,7 +881,11 @@ fn substitute_env(
     }
 }
 
-fn expand(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn expand(
+    input: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    substituted: &mut SubstitutedValues,
+) -> Result<String, String> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(start) = rest.find("${") {
@@ -727,6 +899,7 @@ fn expand(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
             return Err("empty ${} reference".into());
         }
         let value = env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+        substituted.record(&value);
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -929,5 +1102,105 @@ mod tests {
             Ok("msg_3".to_owned())
         );
         assert!(key(&[]).is_err());
+    }
+
+    #[test]
+    fn redact_url_hides_passwords_and_credential_query_values() {
+        let cases = [
+            (
+                "https://user:pa55word@crm.example/hook?token=tok123&x=1",
+                "https://user:redacted@crm.example/hook?token=redacted&x=1",
+            ),
+            (
+                "postgres://app:dbpass@127.0.0.1/db?sslmode=verify-full",
+                "postgres://app:redacted@127.0.0.1/db?sslmode=verify-full",
+            ),
+            (
+                "http://h/p?API_KEY=a&Signature=b&client_secret=c&Password=d&access%5Ftoken=e&page=2",
+                "http://h/p?API_KEY=redacted&Signature=redacted&client_secret=redacted&Password=redacted&access%5Ftoken=redacted&page=2",
+            ),
+            // Nothing to hide: unchanged, byte for byte (no added slash, no re-encoding).
+            ("https://user@crm.example", "https://user@crm.example"),
+            (
+                "http://127.0.0.1:9000/a%20b?q=x+y#top",
+                "http://127.0.0.1:9000/a%20b?q=x+y#top",
+            ),
+            ("sqlite://./data/oncehook.db", "sqlite://./data/oncehook.db"),
+            // Does not parse as a URL, and is still hidden.
+            (
+                "https://u:secret@[bad/x?key=k",
+                "https://u:redacted@[bad/x?key=redacted",
+            ),
+            ("", ""),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(redact_url(url), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn redact_hides_urls_in_text_and_every_substituted_value() {
+        let env = |name: &str| match name {
+            "CRM_KEY" => Some("k-123456".to_owned()),
+            "GH_SECRET" => Some("gh-secret-value".to_owned()),
+            _ => None,
+        };
+        let config = Config::from_toml(
+            r#"[[sources]]
+               name = "gh"
+               verify = { scheme = "github", secrets = ["${GH_SECRET}"] }
+               [[destinations]]
+               name = "crm"
+               url = "https://crm.example/hook"
+               headers = { "X-Api-Key" = "${CRM_KEY}" }"#,
+            Path::new("test.toml"),
+            Path::new("."),
+            &env,
+        )
+        .expect("valid");
+        let shown = config.redact(
+            "crm https://u:pw@crm.example/?sig=s&x=1 k-123456 and \"gh-secret-value\", é://x",
+        );
+        assert_eq!(
+            shown,
+            "crm https://u:redacted@crm.example/?sig=redacted&x=1 [redacted] and \"[redacted]\", é://x"
+        );
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("k-123456"), "{debug}");
+        assert!(!debug.contains("gh-secret-value"), "{debug}");
+    }
+
+    #[test]
+    fn errors_hide_credentials_they_quote() {
+        let env = |name: &str| match name {
+            "SCHEME" => Some("sekrit-scheme".to_owned()),
+            _ => None,
+        };
+        let load = |text: &str| {
+            Config::from_toml(text, Path::new("test.toml"), Path::new("."), &env)
+                .expect_err("an error")
+                .to_string()
+        };
+        // serde quotes the unknown variant, which came from the environment.
+        let error = load(
+            r#"[[sources]]
+               name = "x"
+               verify = { scheme = "${SCHEME}", secrets = ["s"] }"#,
+        );
+        assert!(error.contains("sources[0].verify.scheme"), "{error}");
+        assert!(!error.contains("sekrit"), "{error}");
+        let error = load(
+            r#"[[destinations]]
+               name = "crm"
+               url = "ftp://user:pa55@crm.example/?token=t0k""#,
+        );
+        assert!(error.contains("destinations[0].url"), "{error}");
+        assert!(!error.contains("pa55") && !error.contains("t0k"), "{error}");
+        let error = load(
+            r#"[store]
+               url = "mysql://app:dbpass@db/x""#,
+        );
+        assert!(error.contains("store.url"), "{error}");
+        assert!(!error.contains("dbpass"), "{error}");
     }
 }

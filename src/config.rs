@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::domain::key::KeySpec;
+use crate::domain::key::{KeyPart, KeySpec};
 use crate::domain::pointer::JsonPointer;
 use crate::verify::{DEFAULT_TOLERANCE, SchemeName, Verifier, VerifyConfig};
 
@@ -197,6 +197,10 @@ pub struct SourceConfig {
     /// Required to use `verify.scheme = "none"`.
     #[serde(default)]
     pub allow_unsigned: bool,
+    /// Whether a body accepted under one key is a duplicate when it comes again under another
+    /// key within the TTL (SPEC §4.3). Read it through [`SourceConfig::replay_guard`], which
+    /// applies the scheme's default.
+    pub replay_guard: Option<bool>,
 }
 
 // Keys and tokens stay out of any debug output.
@@ -565,6 +569,24 @@ impl Config {
         redact_text(text, &self.substituted)
     }
 
+    /// Lines worth an operator's attention in a config that loads: a source keyed on a header
+    /// its signature does not cover, with no replay guard (SPEC §4.3). Each names the source.
+    pub fn warnings(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .filter_map(|source| {
+                let header = source.unsigned_header_key_part()?;
+                Some(format!(
+                    "source {:?} keys on {header}, which its {} signature does not cover, and \
+                     has no replay guard: anyone holding one signed body can resend it under a \
+                     new key; set replay_guard = true or key on the body",
+                    source.name,
+                    source.verify.scheme.as_str(),
+                ))
+            })
+            .collect()
+    }
+
     pub fn store_location(&self) -> Result<StoreLocation, String> {
         let url = self.store.url.as_str();
         if let Some(path) = url.strip_prefix("sqlite://") {
@@ -822,6 +844,48 @@ impl SourceConfig {
                 }
             }),
         }
+    }
+
+    /// `replay_guard` with the scheme's default: on where the provider's signature covers
+    /// neither a timestamp nor the key but the provider's key is a header (`github`,
+    /// `shopify`), off elsewhere (SPEC §4.3).
+    pub fn replay_guard(&self) -> bool {
+        self.replay_guard.unwrap_or(match self.verify.scheme {
+            SchemeName::Github | SchemeName::Shopify => true,
+            SchemeName::Standard
+            | SchemeName::Svix
+            | SchemeName::Stripe
+            | SchemeName::Slack
+            | SchemeName::Hmac
+            | SchemeName::Bearer
+            | SchemeName::None => false,
+        })
+    }
+
+    /// The first `header:` part of the effective key when the signature covers neither a
+    /// timestamp nor that header and no replay guard stands in: whoever holds one signed body
+    /// can then resend it under any key. Schemes that sign a timestamp are left out (the
+    /// tolerance is shorter than the TTL), and so is `none`, which signs nothing on purpose.
+    fn unsigned_header_key_part(&self) -> Option<KeyPart> {
+        let signs_only_the_body = match self.verify.scheme {
+            SchemeName::Github | SchemeName::Shopify | SchemeName::Hmac | SchemeName::Bearer => {
+                true
+            }
+            SchemeName::Standard
+            | SchemeName::Svix
+            | SchemeName::Stripe
+            | SchemeName::Slack
+            | SchemeName::None => false,
+        };
+        if !signs_only_the_body || self.replay_guard() {
+            return None;
+        }
+        self.key_spec()
+            .ok()?
+            .alternatives
+            .into_iter()
+            .flat_map(|alternative| alternative.parts)
+            .find(|part| matches!(part, KeyPart::Header(_)))
     }
 }
 
@@ -1102,6 +1166,69 @@ mod tests {
             Ok("msg_3".to_owned())
         );
         assert!(key(&[]).is_err());
+    }
+
+    #[test]
+    fn replay_guard_defaults_per_scheme_and_can_be_set() {
+        let guard = |verify: &str, extra: &str| {
+            let text = format!("[[sources]]\nname = \"x\"\nverify = {verify}\n{extra}");
+            load(&text)
+                .unwrap_or_else(|e| panic!("{text}: {e}"))
+                .sources[0]
+                .replay_guard()
+        };
+        let github = r#"{ scheme = "github", secrets = ["s"] }"#;
+        let shopify = r#"{ scheme = "shopify", secrets = ["s"] }"#;
+        let hmac = r#"{ scheme = "hmac", header = "X-Sig", secrets = ["s"] }"#;
+        let stripe = r#"{ scheme = "stripe", secrets = ["s"] }"#;
+        assert!(guard(github, ""));
+        assert!(guard(shopify, ""));
+        assert!(!guard(hmac, ""));
+        assert!(!guard(stripe, ""));
+        assert!(!guard(github, "replay_guard = false"));
+        assert!(guard(hmac, "replay_guard = true"));
+    }
+
+    #[test]
+    fn a_header_key_the_signature_does_not_cover_warns_without_a_replay_guard() {
+        let warnings = |text: &str| load(text).expect("valid").warnings();
+        let github = r#"[[sources]]
+               name = "gh"
+               verify = { scheme = "github", secrets = ["s"] }"#;
+        assert!(warnings(github).is_empty(), "guarded by default");
+        let unguarded = warnings(&format!("{github}\nreplay_guard = false"));
+        assert_eq!(unguarded.len(), 1, "{unguarded:?}");
+        assert!(unguarded[0].contains("\"gh\""), "{unguarded:?}");
+        assert!(
+            unguarded[0].contains("header:X-Github-Delivery"),
+            "{unguarded:?}"
+        );
+        // A header anywhere among the alternatives counts.
+        let forms = r#"[[sources]]
+               name = "forms"
+               verify = { scheme = "hmac", header = "X-Sig", secrets = ["s"] }
+               key = ["json:/id", "header:Idempotency-Key"]"#;
+        assert_eq!(warnings(forms).len(), 1);
+        assert!(warnings(&format!("{forms}\nreplay_guard = true")).is_empty());
+        for quiet in [
+            // Keyed on the body only.
+            r#"[[sources]]
+               name = "forms"
+               verify = { scheme = "hmac", header = "X-Sig", secrets = ["s"] }"#,
+            // The id header is signed, and so is a timestamp.
+            r#"[[sources]]
+               name = "std"
+               verify = { scheme = "standard", secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] }
+               key = ["header:webhook-id"]"#,
+            // Signs nothing on purpose.
+            r#"[[sources]]
+               name = "open"
+               verify = { scheme = "none" }
+               allow_unsigned = true
+               key = ["header:Idempotency-Key"]"#,
+        ] {
+            assert!(warnings(quiet).is_empty(), "{quiet}");
+        }
     }
 
     #[test]

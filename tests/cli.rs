@@ -229,6 +229,33 @@ fn check_refuses_a_tolerance_not_shorter_than_dedupe_ttl() {
 }
 
 #[test]
+fn check_warns_about_a_header_key_the_signature_does_not_cover_without_a_replay_guard() {
+    let github = "[[sources]]\nname = \"gh\"\nverify = { scheme = \"github\", secrets = [\"x\"] }\n\
+                  key = [\"header:X-GitHub-Delivery\"]\n";
+    let warning_lines = |output: &str| -> Vec<String> {
+        output
+            .lines()
+            .filter(|line| line.starts_with("warning:"))
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let (ok, stdout, stderr) = check(&format!("{github}replay_guard = false\n"));
+    assert!(ok, "a warning is not an error: {stderr}");
+    let warnings = [warning_lines(&stdout), warning_lines(&stderr)].concat();
+    assert_eq!(warnings.len(), 1, "{stdout}{stderr}");
+    assert!(warnings[0].contains("\"gh\""), "{warnings:?}");
+
+    // The default: github has the replay guard.
+    let (ok, stdout, stderr) = check(github);
+    assert!(ok, "{stderr}");
+    assert!(
+        warning_lines(&stdout).is_empty() && warning_lines(&stderr).is_empty(),
+        "{stdout}{stderr}"
+    );
+}
+
+#[test]
 fn the_quickstart_config_is_valid() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.toml");
     let output = Command::new(BIN)

@@ -2,7 +2,8 @@
 //!
 //! Everything printed from the config goes through [`Config::redact`], so URL passwords,
 //! credential query parameters and every value that came from `${VAR}` stay off the terminal;
-//! destination headers are shown by name only, secrets not at all (SPEC §4.3).
+//! destination headers are shown by name only, secrets not at all (SPEC §4.3). Warnings go to
+//! stderr as lines starting `warning:` and do not change the exit code.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -47,8 +48,13 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         } else {
             String::new()
         };
+        let replay_guard = if source.replay_guard() {
+            "  replay_guard=on"
+        } else {
+            ""
+        };
         show(format!(
-            "  {:<16} verify={:<9} key={}  dedupe_ttl={}{tolerance}",
+            "  {:<16} verify={:<9} key={}  dedupe_ttl={}{tolerance}{replay_guard}",
             source.name,
             source.verify.scheme.as_str(),
             key,
@@ -98,6 +104,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             route.source,
             route.to.join(", ")
         ));
+    }
+    for warning in config.warnings() {
+        eprintln!("warning: {}", config.redact(&warning));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::domain::key::KeySpec;
+use crate::domain::key::{KeyPart, KeySpec};
 use crate::domain::pointer::JsonPointer;
-use crate::verify::{SchemeName, Verifier, VerifyConfig};
+use crate::verify::{DEFAULT_TOLERANCE, SchemeName, Verifier, VerifyConfig};
 
 /// A configuration error: the file, the key (a path like `sources[0].verify.scheme`) and what is wrong.
 #[derive(Debug)]
@@ -56,6 +56,29 @@ pub struct Config {
     /// The directory of the config file: relative paths (schemas, the SQLite file) resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// Every value `${VAR}` substitution put into the file: [`Config::redact`] hides them.
+    #[serde(skip)]
+    substituted: SubstitutedValues,
+}
+
+/// The values `${VAR}` references were replaced with, longest first so that a value
+/// containing another is hidden whole. Never printed, not even by `Debug`.
+#[derive(Clone, Default)]
+struct SubstitutedValues(Vec<String>);
+
+impl fmt::Debug for SubstitutedValues {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} substituted values>", self.0.len())
+    }
+}
+
+impl SubstitutedValues {
+    fn record(&mut self, value: &str) {
+        if !value.is_empty() && !self.0.iter().any(|known| known == value) {
+            self.0.push(value.to_owned());
+            self.0.sort_by_key(|known| std::cmp::Reverse(known.len()));
+        }
+    }
 }
 
 /// `[server]`: the intake listener, `POST /webhooks/{source}`.
@@ -157,6 +180,7 @@ pub struct SourceConfig {
     #[serde(default)]
     pub fingerprint_ignore: Vec<JsonPointer>,
     pub near_duplicate: Option<NearDuplicateConfig>,
+    /// How long a key blocks a repeat; longer than `verify.tolerance` where a timestamp is signed.
     #[serde(default = "default_dedupe_ttl", with = "humantime_serde")]
     pub dedupe_ttl: Duration,
     pub rate_limit: Option<RateLimitConfig>,
@@ -173,8 +197,9 @@ pub struct SourceConfig {
     /// Required to use `verify.scheme = "none"`.
     #[serde(default)]
     pub allow_unsigned: bool,
-    /// Treat the exact body accepted under another key within the TTL as a duplicate (SPEC
-    /// §4.3); defaults to on for schemes that sign neither a timestamp nor the key.
+    /// Whether a body accepted under one key is a duplicate when it comes again under another
+    /// key within the TTL (SPEC §4.3). Read it through [`SourceConfig::replay_guard`], which
+    /// applies the scheme's default.
     pub replay_guard: Option<bool>,
 }
 
@@ -199,15 +224,139 @@ impl fmt::Debug for AdminConfig {
     }
 }
 
-/// A store URL without its password.
+/// What a hidden credential is shown as.
+const REDACTED: &str = "redacted";
+
+/// Query parameters whose name contains one of these (ignoring case) carry credentials.
+const CREDENTIAL_NAME_PARTS: [&str; 5] = ["token", "key", "secret", "sig", "password"];
+
+/// A URL without its credentials: the password of its user info and the values of query
+/// parameters whose name contains `token`, `key`, `secret`, `sig` or `password` become
+/// `redacted`; everything else is kept byte for byte.
+///
+/// It works on the text, not on a parsed URL, so it also hides what it can of a URL that does
+/// not parse (which is when an error message quotes it).
 pub fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("redacted"));
-            parsed.to_string()
+    let (before_fragment, fragment) = match url.find('#') {
+        Some(at) => url.split_at(at),
+        None => (url, ""),
+    };
+    let (base, query) = match before_fragment.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (before_fragment, None),
+    };
+    let mut out = String::with_capacity(url.len());
+    redact_user_password(base, &mut out);
+    if let Some(query) = query {
+        out.push('?');
+        for (index, pair) in query.split('&').enumerate() {
+            if index > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((name, value)) if !value.is_empty() && is_credential_name(name) => {
+                    out.push_str(name);
+                    out.push('=');
+                    out.push_str(REDACTED);
+                }
+                _ => out.push_str(pair),
+            }
         }
-        _ => url.to_owned(),
     }
+    out.push_str(fragment);
+    out
+}
+
+/// Appends `base` (a URL up to its query) with the password in its user info replaced.
+fn redact_user_password(base: &str, out: &mut String) {
+    let Some(authority_start) = base.find("://").map(|at| at + 3) else {
+        out.push_str(base);
+        return;
+    };
+    let rest = &base[authority_start..];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let password = authority.rfind('@').and_then(|at| {
+        let colon = authority[..at].find(':')?;
+        Some((colon + 1, at))
+    });
+    match password {
+        Some((start, end)) if start < end => {
+            out.push_str(&base[..authority_start + start]);
+            out.push_str(REDACTED);
+            out.push_str(&base[authority_start + end..]);
+        }
+        _ => out.push_str(base),
+    }
+}
+
+fn is_credential_name(name: &str) -> bool {
+    let name = percent_decode(name).to_ascii_lowercase();
+    CREDENTIAL_NAME_PARTS.iter().any(|part| name.contains(part))
+}
+
+/// `%XX` escapes and `+` (a space in a query) decoded; malformed escapes are kept as written.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'%')
+            .then(|| bytes.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (escaped, bytes[index]) {
+            (Some(byte), _) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            (None, b'+') => {
+                decoded.push(b' ');
+                index += 1;
+            }
+            (None, byte) => {
+                decoded.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+/// Free text with every URL in it passed through [`redact_url`] and every value in
+/// `substituted` replaced by `[redacted]`.
+fn redact_text(text: &str, substituted: &SubstitutedValues) -> String {
+    let mut text = text.to_owned();
+    for value in &substituted.0 {
+        if text.contains(value.as_str()) {
+            text = text.replace(value.as_str(), "[redacted]");
+        }
+    }
+    redact_urls_in_text(&text)
+}
+
+/// Every `scheme://…` in free text passed through [`redact_url`]. A URL ends at whitespace,
+/// a quote, a backtick or an angle bracket.
+fn redact_urls_in_text(text: &str) -> String {
+    let ends_url = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(separator) = rest.find("://") {
+        let scheme_start = rest[..separator]
+            .char_indices()
+            .rev()
+            .take_while(|(_, c)| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+            .last()
+            .map_or(separator, |(at, _)| at);
+        let url_end = rest[separator..]
+            .find(ends_url)
+            .map_or(rest.len(), |at| separator + at);
+        out.push_str(&rest[..scheme_start]);
+        out.push_str(&redact_url(&rest[scheme_start..url_end]));
+        rest = &rest[url_end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl fmt::Debug for SourceConfig {
@@ -258,7 +407,7 @@ impl fmt::Debug for DestinationConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DestinationConfig")
             .field("name", &self.name)
-            .field("url", &self.url)
+            .field("url", &redact_url(&self.url))
             .finish_non_exhaustive()
     }
 }
@@ -381,32 +530,61 @@ impl Config {
         base_dir: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let error = |key: String, message: String| ConfigError {
+        let mut substituted = SubstitutedValues::default();
+        // Messages may quote a value (serde does, and so do some checks): hide credentials.
+        let error = |key: String, message: String, substituted: &SubstitutedValues| ConfigError {
             file: file.to_owned(),
             key,
-            message,
+            message: redact_text(&message, substituted),
         };
         let mut tree: toml::Table = toml::from_str(text).map_err(|e| {
             error(
                 String::new(),
                 format!("invalid TOML: {}", e.to_string().trim_end()),
+                &substituted,
             )
         })?;
         for (key, value) in tree.iter_mut() {
-            substitute_env(value, key.clone(), env)
-                .map_err(|(key, message)| error(key, message))?;
+            substitute_env(value, key.clone(), env, &mut substituted)
+                .map_err(|(key, message)| error(key, message, &substituted))?;
         }
         let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(tree))
             .map_err(|e| {
                 let key = e.path().to_string();
                 let key = if key == "." { String::new() } else { key };
-                error(key, e.into_inner().to_string())
+                error(key, e.into_inner().to_string(), &substituted)
             })?;
         config.base_dir = base_dir.to_owned();
+        config.substituted = substituted;
         config
             .validate()
-            .map_err(|(key, message)| error(key, message))?;
+            .map_err(|(key, message)| error(key, message, &config.substituted))?;
         Ok(config)
+    }
+
+    /// `text` as it may be shown: every URL in it without credentials (see [`redact_url`]) and
+    /// every value that came from `${VAR}` replaced by `[redacted]`. Anything `oncehook check`
+    /// prints from the config goes through here.
+    pub fn redact(&self, text: &str) -> String {
+        redact_text(text, &self.substituted)
+    }
+
+    /// Lines worth an operator's attention in a config that loads: a source keyed on a header
+    /// its signature does not cover, with no replay guard (SPEC §4.3). Each names the source.
+    pub fn warnings(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .filter_map(|source| {
+                let header = source.unsigned_header_key_part()?;
+                Some(format!(
+                    "source {:?} keys on {header}, which its {} signature does not cover, and \
+                     has no replay guard: anyone holding one signed body can resend it under a \
+                     new key; set replay_guard = true or key on the body",
+                    source.name,
+                    source.verify.scheme.as_str(),
+                ))
+            })
+            .collect()
     }
 
     pub fn store_location(&self) -> Result<StoreLocation, String> {
@@ -425,7 +603,8 @@ impl Config {
             Ok(StoreLocation::Postgres(url.to_owned()))
         } else {
             Err(format!(
-                "unsupported store URL {url:?}: expected sqlite://PATH or postgres://…"
+                "unsupported store URL {:?}: expected sqlite://PATH or postgres://…",
+                redact_url(url)
             ))
         }
     }
@@ -514,6 +693,25 @@ impl Config {
             if source.dedupe_ttl.is_zero() {
                 return Err((at("dedupe_ttl"), "must be longer than zero".into()));
             }
+            // A signed request stays valid for `tolerance`; if its key expired sooner, a copy
+            // sent after the expiry would be accepted again (SPEC §4.3).
+            if source.verify.scheme.signs_timestamp() {
+                let (tolerance, written) = match source.verify.tolerance {
+                    Some(tolerance) => (tolerance, ""),
+                    None => (DEFAULT_TOLERANCE, " (the default)"),
+                };
+                if tolerance >= source.dedupe_ttl {
+                    return Err((
+                        at("verify.tolerance"),
+                        format!(
+                            "must be shorter than dedupe_ttl ({}), but is {}{written}: a signed \
+                             request could be accepted again after its key expired",
+                            humantime::format_duration(source.dedupe_ttl),
+                            humantime::format_duration(tolerance),
+                        ),
+                    ));
+                }
+            }
             if let Some(near) = &source.near_duplicate
                 && near.window.is_zero()
             {
@@ -547,12 +745,19 @@ impl Config {
                     format!("duplicate destination name {:?}", destination.name),
                 ));
             }
-            let url = reqwest::Url::parse(&destination.url)
-                .map_err(|e| (at("url"), format!("not a URL ({e}): {:?}", destination.url)))?;
+            let url = reqwest::Url::parse(&destination.url).map_err(|e| {
+                (
+                    at("url"),
+                    format!("not a URL ({e}): {:?}", redact_url(&destination.url)),
+                )
+            })?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err((
                     at("url"),
-                    format!("must be http:// or https://, got {:?}", destination.url),
+                    format!(
+                        "must be http:// or https://, got {:?}",
+                        redact_url(&destination.url)
+                    ),
                 ));
             }
             if let Some(secret) = &destination.signing_secret {
@@ -617,15 +822,6 @@ impl Config {
 }
 
 impl SourceConfig {
-    /// Whether the replay guard is on: as configured, else on for `github` and `shopify`,
-    /// whose signatures cover only the body.
-    pub fn replay_guard(&self) -> bool {
-        self.replay_guard.unwrap_or(matches!(
-            self.verify.scheme,
-            SchemeName::Github | SchemeName::Shopify
-        ))
-    }
-
     /// The configured key alternatives, or the scheme's default (SPEC §4.3).
     pub fn key_spec(&self) -> Result<KeySpec, String> {
         match &self.key {
@@ -633,7 +829,13 @@ impl SourceConfig {
             Some(entries) => KeySpec::parse(entries).map_err(|e| e.to_string()),
             None => Ok(match self.verify.scheme {
                 SchemeName::Standard => KeySpec::header("webhook-id"),
-                SchemeName::Svix => KeySpec::header("svix-id"),
+                // Svix sends either spelling (the verifier reads both), so key on whichever came.
+                SchemeName::Svix => KeySpec {
+                    alternatives: [KeySpec::header("svix-id"), KeySpec::header("webhook-id")]
+                        .into_iter()
+                        .flat_map(|spec| spec.alternatives)
+                        .collect(),
+                },
                 SchemeName::Stripe => KeySpec::json("/id"),
                 SchemeName::Github => KeySpec::header("x-github-delivery"),
                 SchemeName::Shopify => KeySpec::header("x-shopify-webhook-id"),
@@ -642,6 +844,48 @@ impl SourceConfig {
                 }
             }),
         }
+    }
+
+    /// `replay_guard` with the scheme's default: on where the provider's signature covers
+    /// neither a timestamp nor the key but the provider's key is a header (`github`,
+    /// `shopify`), off elsewhere (SPEC §4.3).
+    pub fn replay_guard(&self) -> bool {
+        self.replay_guard.unwrap_or(match self.verify.scheme {
+            SchemeName::Github | SchemeName::Shopify => true,
+            SchemeName::Standard
+            | SchemeName::Svix
+            | SchemeName::Stripe
+            | SchemeName::Slack
+            | SchemeName::Hmac
+            | SchemeName::Bearer
+            | SchemeName::None => false,
+        })
+    }
+
+    /// The first `header:` part of the effective key when the signature covers neither a
+    /// timestamp nor that header and no replay guard stands in: whoever holds one signed body
+    /// can then resend it under any key. Schemes that sign a timestamp are left out (the
+    /// tolerance is shorter than the TTL), and so is `none`, which signs nothing on purpose.
+    fn unsigned_header_key_part(&self) -> Option<KeyPart> {
+        let signs_only_the_body = match self.verify.scheme {
+            SchemeName::Github | SchemeName::Shopify | SchemeName::Hmac | SchemeName::Bearer => {
+                true
+            }
+            SchemeName::Standard
+            | SchemeName::Svix
+            | SchemeName::Stripe
+            | SchemeName::Slack
+            | SchemeName::None => false,
+        };
+        if !signs_only_the_body || self.replay_guard() {
+            return None;
+        }
+        self.key_spec()
+            .ok()?
+            .alternatives
+            .into_iter()
+            .flat_map(|alternative| alternative.parts)
+            .find(|part| matches!(part, KeyPart::Header(_)))
     }
 }
 
@@ -670,28 +914,30 @@ fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Replaces `${VAR}` in every string of the tree; returns the key path of the first missing variable.
+/// Replaces `${VAR}` in every string of the tree, recording each value put in; returns the key
+/// path of the first missing variable.
 fn substitute_env(
     value: &mut toml::Value,
     path: String,
     env: &dyn Fn(&str) -> Option<String>,
+    substituted: &mut SubstitutedValues,
 ) -> Result<(), (String, String)> {
     match value {
         toml::Value::String(s) => {
             if s.contains("${") {
-                *s = expand(s, env).map_err(|m| (path, m))?;
+                *s = expand(s, env, substituted).map_err(|m| (path, m))?;
             }
             Ok(())
         }
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                substitute_env(item, format!("{path}[{i}]"), env)?;
+                substitute_env(item, format!("{path}[{i}]"), env, substituted)?;
             }
             Ok(())
         }
         toml::Value::Table(table) => {
             for (key, item) in table.iter_mut() {
-                substitute_env(item, format!("{path}.{key}"), env)?;
+                substitute_env(item, format!("{path}.{key}"), env, substituted)?;
             }
             Ok(())
         }
@@ -699,7 +945,11 @@ fn substitute_env(
     }
 }
 
-fn expand(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn expand(
+    input: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    substituted: &mut SubstitutedValues,
+) -> Result<String, String> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(start) = rest.find("${") {
@@ -713,6 +963,7 @@ fn expand(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
             return Err("empty ${} reference".into());
         }
         let value = env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+        substituted.record(&value);
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -839,5 +1090,250 @@ mod tests {
             "store.pool_size",
             "between 1 and",
         );
+    }
+
+    #[test]
+    fn tolerance_must_be_shorter_than_every_dedupe_ttl_where_a_timestamp_is_signed() {
+        for scheme in ["standard", "svix", "stripe", "slack"] {
+            let secret = if matches!(scheme, "standard" | "svix") {
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            } else {
+                "s"
+            };
+            let source = |extra: &str, verify_extra: &str| {
+                format!(
+                    "[[sources]]\nname = \"x\"\n\
+                     verify = {{ scheme = \"{scheme}\", secrets = [\"{secret}\"]{verify_extra} }}\n{extra}"
+                )
+            };
+            // The finding: a month of tolerance outlives the default 72 h key.
+            check_error(
+                &source("", ", tolerance = \"30d\""),
+                "sources[0].verify.tolerance",
+                "must be shorter than dedupe_ttl (3days)",
+            );
+            // The default tolerance (5m) against a short TTL.
+            check_error(
+                &source("dedupe_ttl = \"2s\"", ""),
+                "sources[0].verify.tolerance",
+                "must be shorter than dedupe_ttl (2s), but is 5m (the default)",
+            );
+            // Equal is not shorter.
+            check_error(
+                &source("dedupe_ttl = \"10m\"", ", tolerance = \"10m\""),
+                "sources[0].verify.tolerance",
+                "shorter than dedupe_ttl (10m)",
+            );
+            let config = load(&source("dedupe_ttl = \"2s\"", ", tolerance = \"1s\""))
+                .unwrap_or_else(|e| panic!("{scheme}: {e}"));
+            assert_eq!(config.sources[0].dedupe_ttl, Duration::from_secs(2));
+        }
+        // A scheme without a signed timestamp has no tolerance to compare.
+        let config = load(
+            r#"[[sources]]
+               name = "gh"
+               verify = { scheme = "github", secrets = ["s"] }
+               dedupe_ttl = "2s""#,
+        )
+        .expect("github has no tolerance");
+        assert_eq!(config.sources[0].dedupe_ttl, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn svix_keys_on_svix_id_and_else_on_webhook_id() {
+        let config = load(
+            r#"[[sources]]
+               name = "sv"
+               verify = { scheme = "svix", secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] }"#,
+        )
+        .expect("valid");
+        let spec = config.sources[0].key_spec().expect("default key");
+        assert_eq!(spec.to_string(), "header:Svix-Id, header:Webhook-Id");
+        let fingerprint = crate::domain::fingerprint::fingerprint_bytes(b"{}");
+        let key = |headers: &[(&'static str, &'static str)]| {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in headers {
+                map.insert(*name, http::HeaderValue::from_static(value));
+            }
+            spec.derive(
+                "sv",
+                &map,
+                None,
+                &fingerprint,
+                &crate::domain::key::EmailHasher::unkeyed(),
+            )
+            .map(|key| key.text)
+        };
+        assert_eq!(key(&[("svix-id", "msg_1")]), Ok("msg_1".to_owned()));
+        assert_eq!(key(&[("webhook-id", "msg_2")]), Ok("msg_2".to_owned()));
+        // Both sent: the svix name wins, as in the verifier.
+        assert_eq!(
+            key(&[("svix-id", "msg_3"), ("webhook-id", "other")]),
+            Ok("msg_3".to_owned())
+        );
+        assert!(key(&[]).is_err());
+    }
+
+    #[test]
+    fn replay_guard_defaults_per_scheme_and_can_be_set() {
+        let guard = |verify: &str, extra: &str| {
+            let text = format!("[[sources]]\nname = \"x\"\nverify = {verify}\n{extra}");
+            load(&text)
+                .unwrap_or_else(|e| panic!("{text}: {e}"))
+                .sources[0]
+                .replay_guard()
+        };
+        let github = r#"{ scheme = "github", secrets = ["s"] }"#;
+        let shopify = r#"{ scheme = "shopify", secrets = ["s"] }"#;
+        let hmac = r#"{ scheme = "hmac", header = "X-Sig", secrets = ["s"] }"#;
+        let stripe = r#"{ scheme = "stripe", secrets = ["s"] }"#;
+        assert!(guard(github, ""));
+        assert!(guard(shopify, ""));
+        assert!(!guard(hmac, ""));
+        assert!(!guard(stripe, ""));
+        assert!(!guard(github, "replay_guard = false"));
+        assert!(guard(hmac, "replay_guard = true"));
+    }
+
+    #[test]
+    fn a_header_key_the_signature_does_not_cover_warns_without_a_replay_guard() {
+        let warnings = |text: &str| load(text).expect("valid").warnings();
+        let github = r#"[[sources]]
+               name = "gh"
+               verify = { scheme = "github", secrets = ["s"] }"#;
+        assert!(warnings(github).is_empty(), "guarded by default");
+        let unguarded = warnings(&format!("{github}\nreplay_guard = false"));
+        assert_eq!(unguarded.len(), 1, "{unguarded:?}");
+        assert!(unguarded[0].contains("\"gh\""), "{unguarded:?}");
+        assert!(
+            unguarded[0].contains("header:X-Github-Delivery"),
+            "{unguarded:?}"
+        );
+        // A header anywhere among the alternatives counts.
+        let forms = r#"[[sources]]
+               name = "forms"
+               verify = { scheme = "hmac", header = "X-Sig", secrets = ["s"] }
+               key = ["json:/id", "header:Idempotency-Key"]"#;
+        assert_eq!(warnings(forms).len(), 1);
+        assert!(warnings(&format!("{forms}\nreplay_guard = true")).is_empty());
+        for quiet in [
+            // Keyed on the body only.
+            r#"[[sources]]
+               name = "forms"
+               verify = { scheme = "hmac", header = "X-Sig", secrets = ["s"] }"#,
+            // The id header is signed, and so is a timestamp.
+            r#"[[sources]]
+               name = "std"
+               verify = { scheme = "standard", secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] }
+               key = ["header:webhook-id"]"#,
+            // Signs nothing on purpose.
+            r#"[[sources]]
+               name = "open"
+               verify = { scheme = "none" }
+               allow_unsigned = true
+               key = ["header:Idempotency-Key"]"#,
+        ] {
+            assert!(warnings(quiet).is_empty(), "{quiet}");
+        }
+    }
+
+    #[test]
+    fn redact_url_hides_passwords_and_credential_query_values() {
+        let cases = [
+            (
+                "https://user:pa55word@crm.example/hook?token=tok123&x=1",
+                "https://user:redacted@crm.example/hook?token=redacted&x=1",
+            ),
+            (
+                "postgres://app:dbpass@127.0.0.1/db?sslmode=verify-full",
+                "postgres://app:redacted@127.0.0.1/db?sslmode=verify-full",
+            ),
+            (
+                "http://h/p?API_KEY=a&Signature=b&client_secret=c&Password=d&access%5Ftoken=e&page=2",
+                "http://h/p?API_KEY=redacted&Signature=redacted&client_secret=redacted&Password=redacted&access%5Ftoken=redacted&page=2",
+            ),
+            // Nothing to hide: unchanged, byte for byte (no added slash, no re-encoding).
+            ("https://user@crm.example", "https://user@crm.example"),
+            (
+                "http://127.0.0.1:9000/a%20b?q=x+y#top",
+                "http://127.0.0.1:9000/a%20b?q=x+y#top",
+            ),
+            ("sqlite://./data/oncehook.db", "sqlite://./data/oncehook.db"),
+            // Does not parse as a URL, and is still hidden.
+            (
+                "https://u:secret@[bad/x?key=k",
+                "https://u:redacted@[bad/x?key=redacted",
+            ),
+            ("", ""),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(redact_url(url), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn redact_hides_urls_in_text_and_every_substituted_value() {
+        let env = |name: &str| match name {
+            "CRM_KEY" => Some("k-123456".to_owned()),
+            "GH_SECRET" => Some("gh-secret-value".to_owned()),
+            _ => None,
+        };
+        let config = Config::from_toml(
+            r#"[[sources]]
+               name = "gh"
+               verify = { scheme = "github", secrets = ["${GH_SECRET}"] }
+               [[destinations]]
+               name = "crm"
+               url = "https://crm.example/hook"
+               headers = { "X-Api-Key" = "${CRM_KEY}" }"#,
+            Path::new("test.toml"),
+            Path::new("."),
+            &env,
+        )
+        .expect("valid");
+        let shown = config.redact(
+            "crm https://u:pw@crm.example/?sig=s&x=1 k-123456 and \"gh-secret-value\", é://x",
+        );
+        assert_eq!(
+            shown,
+            "crm https://u:redacted@crm.example/?sig=redacted&x=1 [redacted] and \"[redacted]\", é://x"
+        );
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("k-123456"), "{debug}");
+        assert!(!debug.contains("gh-secret-value"), "{debug}");
+    }
+
+    #[test]
+    fn errors_hide_credentials_they_quote() {
+        let env = |name: &str| match name {
+            "SCHEME" => Some("sekrit-scheme".to_owned()),
+            _ => None,
+        };
+        let load = |text: &str| {
+            Config::from_toml(text, Path::new("test.toml"), Path::new("."), &env)
+                .expect_err("an error")
+                .to_string()
+        };
+        // serde quotes the unknown variant, which came from the environment.
+        let error = load(
+            r#"[[sources]]
+               name = "x"
+               verify = { scheme = "${SCHEME}", secrets = ["s"] }"#,
+        );
+        assert!(error.contains("sources[0].verify.scheme"), "{error}");
+        assert!(!error.contains("sekrit"), "{error}");
+        let error = load(
+            r#"[[destinations]]
+               name = "crm"
+               url = "ftp://user:pa55@crm.example/?token=t0k""#,
+        );
+        assert!(error.contains("destinations[0].url"), "{error}");
+        assert!(!error.contains("pa55") && !error.contains("t0k"), "{error}");
+        let error = load(
+            r#"[store]
+               url = "mysql://app:dbpass@db/x""#,
+        );
+        assert!(error.contains("store.url"), "{error}");
+        assert!(!error.contains("dbpass"), "{error}");
     }
 }

@@ -68,12 +68,17 @@ fn send_with_a_file_and_a_composite_key() {
 }
 
 fn check(config: &str) -> (bool, String, String) {
+    check_with_env(config, &[])
+}
+
+fn check_with_env(config: &str, env: &[(&str, &str)]) -> (bool, String, String) {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("broken.toml");
     std::fs::write(&path, config).expect("write");
     let output = Command::new(BIN)
         .args(["check", "-c"])
         .arg(&path)
+        .envs(env.iter().copied())
         .output()
         .expect("run check");
     (
@@ -143,6 +148,111 @@ fn check_prints_sources_destinations_and_routes() {
             "missing {expected:?} in {stdout}"
         );
     }
+}
+
+#[test]
+fn check_redacts_credentials_wherever_it_prints_the_config() {
+    const SECRETS: [&str; 5] = [
+        "pa55word",
+        "tok123",
+        "dbpass",
+        "header-value-in-the-file",
+        "env-secret-9f2c",
+    ];
+    let config = "[store]\nurl = \"postgres://app:dbpass@127.0.0.1/db\"\n\
+         [[sources]]\nname = \"gh\"\nverify = { scheme = \"github\", secrets = [\"${ONCEHOOK_TEST_GH_SECRET}\"] }\n\
+         [[destinations]]\nname = \"crm\"\n\
+         url = \"https://user:pa55word@crm.example/hook?token=tok123&x=1\"\n\
+         headers = { \"X-Api-Key\" = \"header-value-in-the-file\", \"X-Env\" = \"${ONCEHOOK_TEST_GH_SECRET}\" }\n\
+         [[routes]]\nsource = \"gh\"\nto = [\"crm\"]\n\
+         when = { pointer = \"/type\", in = [\"${ONCEHOOK_TEST_GH_SECRET}\"] }\n";
+    let env = [("ONCEHOOK_TEST_GH_SECRET", "env-secret-9f2c")];
+    let (ok, stdout, stderr) = check_with_env(config, &env);
+    assert!(ok, "{stderr}");
+    for secret in SECRETS {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret} printed:\n{stdout}{stderr}"
+        );
+    }
+    for expected in [
+        "x=1",
+        "crm.example/hook",
+        "X-Api-Key",
+        "127.0.0.1/db",
+        "gh -> crm",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in {stdout}"
+        );
+    }
+
+    // The same config broken further down: the error is redacted too.
+    let broken = format!(
+        "{config}[[destinations]]\nname = \"bad\"\nurl = \"ftp://u:pa55word@h/?sig=tok123&key=${{ONCEHOOK_TEST_GH_SECRET}}\"\n"
+    );
+    let (ok, stdout, stderr) = check_with_env(&broken, &env);
+    assert!(!ok, "an ftp:// destination passed");
+    assert!(stderr.contains("destinations[1].url"), "{stderr}");
+    for secret in SECRETS {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret} printed:\n{stdout}{stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_refuses_a_tolerance_not_shorter_than_dedupe_ttl() {
+    for (verify_extra, source_extra) in
+        [(", tolerance = \"30d\"", ""), ("", "dedupe_ttl = \"2s\"\n")]
+    {
+        let (ok, _, stderr) = check(&format!(
+            "[[sources]]\nname = \"stripe\"\n\
+             verify = {{ scheme = \"stripe\", secrets = [\"whsec_x\"]{verify_extra} }}\n{source_extra}"
+        ));
+        assert!(!ok, "{verify_extra}{source_extra}: check passed");
+        assert!(
+            stderr.contains(
+                "broken.toml: sources[0].verify.tolerance: must be shorter than dedupe_ttl"
+            ),
+            "{stderr}"
+        );
+    }
+    let (ok, _, stderr) = check(
+        "[[sources]]\nname = \"stripe\"\n\
+         verify = { scheme = \"stripe\", secrets = [\"whsec_x\"], tolerance = \"1s\" }\n\
+         dedupe_ttl = \"2s\"\n",
+    );
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn check_warns_about_a_header_key_the_signature_does_not_cover_without_a_replay_guard() {
+    let github = "[[sources]]\nname = \"gh\"\nverify = { scheme = \"github\", secrets = [\"x\"] }\n\
+                  key = [\"header:X-GitHub-Delivery\"]\n";
+    let warning_lines = |output: &str| -> Vec<String> {
+        output
+            .lines()
+            .filter(|line| line.starts_with("warning:"))
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let (ok, stdout, stderr) = check(&format!("{github}replay_guard = false\n"));
+    assert!(ok, "a warning is not an error: {stderr}");
+    let warnings = [warning_lines(&stdout), warning_lines(&stderr)].concat();
+    assert_eq!(warnings.len(), 1, "{stdout}{stderr}");
+    assert!(warnings[0].contains("\"gh\""), "{warnings:?}");
+
+    // The default: github has the replay guard.
+    let (ok, stdout, stderr) = check(github);
+    assert!(ok, "{stderr}");
+    assert!(
+        warning_lines(&stdout).is_empty() && warning_lines(&stderr).is_empty(),
+        "{stdout}{stderr}"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Gateway, Signed, post, sign, unix_now};
+use common::{Gateway, Signed, post, post_twice, sign, unix_now};
 use serde_json::{Value, json};
 
 const STANDARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -169,7 +169,12 @@ async fn same_key_with_different_content_is_a_conflicting_duplicate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_blocks_repeats_only_for_its_ttl() {
-    let gateway = Gateway::start(&standard_source("hooks", "dedupe_ttl = \"1s\""));
+    // The tolerance must be shorter than the TTL (a signed request may not outlive its key).
+    let gateway = Gateway::start(&format!(
+        "[[sources]]\nname = \"hooks\"\n\
+         verify = {{ scheme = \"standard\", secrets = [\"{STANDARD_SECRET}\"], tolerance = \"1s\" }}\n\
+         dedupe_ttl = \"2s\"\n"
+    ));
     let client = reqwest::Client::new();
     let url = gateway.webhook_url("hooks");
     let body = json!({"n": 1});
@@ -188,7 +193,7 @@ async fn a_key_blocks_repeats_only_for_its_ttl() {
     )
     .await;
     assert_eq!((first.status, second.status), (202, 200));
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     let after = post(
         &client,
         &url,
@@ -672,6 +677,41 @@ async fn every_scheme_accepts_its_providers_signature_once() {
         }
     }
     assert_eq!(gateway.event_count(), schemes.len() as i64);
+}
+
+/// Svix sends either the `svix-*` or the `webhook-*` header names; a source left on the default
+/// key accepts both, keyed on the id that was sent (and signed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn svix_with_the_default_key_accepts_both_header_spellings_once() {
+    let gateway = Gateway::start(&format!(
+        "[[sources]]\nname = \"svix\"\nverify = {{ scheme = \"svix\", secrets = [\"{STANDARD_SECRET}\"] }}\n"
+    ));
+    let client = reqwest::Client::new();
+    let url = gateway.webhook_url("svix");
+    let svix_verify = format!("scheme = \"svix\"\nsecrets = [\"{STANDARD_SECRET}\"]");
+    let cases = [
+        // Signed like `standard`: the same scheme under the `webhook-*` names.
+        ("webhook-id", STANDARD_VERIFY, "msg_webhook_names"),
+        ("svix-id", svix_verify.as_str(), "msg_svix_names"),
+    ];
+    let mut event_ids = HashSet::new();
+    for (id_header, verify, message_id) in cases {
+        let body = serde_json::to_vec(&json!({"type": "ping", "via": id_header})).expect("json");
+        let signed = sign(verify, &body, message_id, unix_now());
+        assert!(
+            signed.headers.iter().any(|(name, _)| name == id_header),
+            "{id_header}: {:?}",
+            signed.headers
+        );
+        let event_id = post_twice(&client, &url, &signed).await;
+        let again = post(&client, &url, &signed, "application/json").await;
+        assert_eq!(again.status, 200, "{id_header}: {}", again.json);
+        assert_eq!(again.json["idempotency_key"], message_id, "{id_header}");
+        assert_eq!(again.json["event_id"], event_id.as_str(), "{id_header}");
+        event_ids.insert(event_id);
+    }
+    assert_eq!(event_ids.len(), 2);
+    assert_eq!(gateway.event_count(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

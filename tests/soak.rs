@@ -20,10 +20,12 @@ use tokio::task::block_in_place;
 
 const WINDOW_SECS: u64 = 10;
 const DEDUPE_TTL_SECS: u64 = 60;
+/// Shorter than the TTL, as the config requires, and longer than a closed-loop run signs ahead.
+const TOLERANCE_SECS: u64 = 45;
 
 fn config(sink_url: &str) -> String {
     format!(
-        "[[sources]]\nname = \"soak\"\nverify = {{ scheme = \"standard\", secrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"] }}\n\
+        "[[sources]]\nname = \"soak\"\nverify = {{ scheme = \"standard\", secrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"], tolerance = \"{TOLERANCE_SECS}s\" }}\n\
          dedupe_ttl = \"{DEDUPE_TTL_SECS}s\"\n\n\
          [[destinations]]\nname = \"sink\"\nurl = \"{sink_url}\"\ntimeout = \"5s\"\nconcurrency = 16\n\
          backoff = {{ base = \"100ms\", max = \"2s\" }}\n\n\

@@ -1,4 +1,9 @@
 //! `oncehook check`: validates a config and shows what it sets up.
+//!
+//! Everything printed from the config goes through [`Config::redact`], so URL passwords,
+//! credential query parameters and every value that came from `${VAR}` stay off the terminal;
+//! destination headers are shown by name only, secrets not at all (SPEC §4.3). Warnings go to
+//! stderr as lines starting `warning:` and do not change the exit code.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -9,41 +14,75 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = match Config::load(config_path) {
         Ok(config) => config,
         Err(e) => {
+            // Load errors are redacted where they are made (`Config::from_toml`).
             eprintln!("error: {e}");
             return Ok(ExitCode::FAILURE);
         }
     };
+    let show = |line: String| println!("{}", config.redact(&line));
     println!("{}: ok", config_path.display());
-    println!(
+    show(format!(
         "intake  http://{}/webhooks/{{source}}",
         config.server.listen
-    );
-    println!("admin   http://{}", config.admin.listen);
-    println!("store   {}", crate::config::redact_url(&config.store.url));
+    ));
+    show(format!("admin   http://{}", config.admin.listen));
+    let encrypted = if config.store.encryption_key.is_some() {
+        "  (payloads encrypted)"
+    } else {
+        ""
+    };
+    show(format!("store   {}{encrypted}", config.store.url));
     println!("\nsources ({}):", config.sources.len());
     for source in &config.sources {
-        let key = match &source.key {
-            Some(key) => key.join(" | "),
-            None => "(scheme default)".into(),
+        let key = match (source.key_spec(), &source.key) {
+            (Ok(spec), Some(_)) => spec.to_string(),
+            (Ok(spec), None) => format!("{spec} (scheme default)"),
+            (Err(_), _) => "(invalid)".into(),
         };
-        println!(
-            "  {:<16} verify={:<9} key={}  dedupe_ttl={}",
+        let tolerance = if source.verify.scheme.signs_timestamp() {
+            let tolerance = source
+                .verify
+                .tolerance
+                .unwrap_or(crate::verify::DEFAULT_TOLERANCE);
+            format!("  tolerance={}", humantime::format_duration(tolerance))
+        } else {
+            String::new()
+        };
+        let replay_guard = if source.replay_guard() {
+            "  replay_guard=on"
+        } else {
+            ""
+        };
+        show(format!(
+            "  {:<16} verify={:<9} key={}  dedupe_ttl={}{tolerance}{replay_guard}",
             source.name,
             source.verify.scheme.as_str(),
             key,
             humantime::format_duration(source.dedupe_ttl)
-        );
+        ));
     }
     println!("\ndestinations ({}):", config.destinations.len());
     for destination in &config.destinations {
-        println!(
-            "  {:<16} {}  timeout={} max_attempts={} concurrency={}",
+        // Header values are often credentials (`X-Api-Key`): names only.
+        let headers = if destination.headers.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<&str> = destination.headers.keys().map(String::as_str).collect();
+            format!("  headers={}", names.join(","))
+        };
+        let signed = if destination.signing_secret.is_some() {
+            "  signed"
+        } else {
+            ""
+        };
+        show(format!(
+            "  {:<16} {}  timeout={} max_attempts={} concurrency={}{headers}{signed}",
             destination.name,
             destination.url,
             humantime::format_duration(destination.timeout),
             destination.max_attempts,
             destination.concurrency
-        );
+        ));
     }
     println!("\nroutes ({}):", config.routes.len());
     for route in &config.routes {
@@ -60,11 +99,14 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             .as_ref()
             .map(|k| format!("  ordered by {k}"))
             .unwrap_or_default();
-        println!(
+        show(format!(
             "  {} -> {}{filter}{ordering}",
             route.source,
             route.to.join(", ")
-        );
+        ));
+    }
+    for warning in config.warnings() {
+        eprintln!("warning: {}", config.redact(&warning));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -24,7 +24,8 @@ pub struct VerifyConfig {
     #[serde(default)]
     pub secrets: Vec<String>,
     /// Largest accepted distance between the signed timestamp and now, e.g. `"5m"`.
-    /// Defaults to five minutes.
+    /// Defaults to five minutes. The config loader requires it to be shorter than the source's
+    /// `dedupe_ttl`, so a signed request cannot outlive its key.
     #[serde(default, with = "humantime_serde")]
     pub tolerance: Option<Duration>,
     /// `hmac` only: the request header carrying the signature. Required for `hmac`.

@@ -827,39 +827,14 @@ impl SourceConfig {
         match &self.key {
             Some(entries) if entries.is_empty() => Err("lists no key alternative".into()),
             Some(entries) => KeySpec::parse(entries).map_err(|e| e.to_string()),
-            None => Ok(match self.verify.scheme {
-                SchemeName::Standard => KeySpec::header("webhook-id"),
-                // Svix sends either spelling (the verifier reads both), so key on whichever came.
-                SchemeName::Svix => KeySpec {
-                    alternatives: [KeySpec::header("svix-id"), KeySpec::header("webhook-id")]
-                        .into_iter()
-                        .flat_map(|spec| spec.alternatives)
-                        .collect(),
-                },
-                SchemeName::Stripe => KeySpec::json("/id"),
-                SchemeName::Github => KeySpec::header("x-github-delivery"),
-                SchemeName::Shopify => KeySpec::header("x-shopify-webhook-id"),
-                SchemeName::Slack | SchemeName::Hmac | SchemeName::Bearer | SchemeName::None => {
-                    KeySpec::fingerprint()
-                }
-            }),
+            None => Ok(self.verify.scheme.default_key()),
         }
     }
 
-    /// `replay_guard` with the scheme's default: on where the provider's signature covers
-    /// neither a timestamp nor the key but the provider's key is a header (`github`,
-    /// `shopify`), off elsewhere (SPEC §4.3).
+    /// `replay_guard` with the scheme's default (SPEC §4.3).
     pub fn replay_guard(&self) -> bool {
-        self.replay_guard.unwrap_or(match self.verify.scheme {
-            SchemeName::Github | SchemeName::Shopify => true,
-            SchemeName::Standard
-            | SchemeName::Svix
-            | SchemeName::Stripe
-            | SchemeName::Slack
-            | SchemeName::Hmac
-            | SchemeName::Bearer
-            | SchemeName::None => false,
-        })
+        self.replay_guard
+            .unwrap_or(self.verify.scheme.replay_guard_by_default())
     }
 
     /// The first `header:` part of the effective key when the signature covers neither a
@@ -867,17 +842,7 @@ impl SourceConfig {
     /// can then resend it under any key. Schemes that sign a timestamp are left out (the
     /// tolerance is shorter than the TTL), and so is `none`, which signs nothing on purpose.
     fn unsigned_header_key_part(&self) -> Option<KeyPart> {
-        let signs_only_the_body = match self.verify.scheme {
-            SchemeName::Github | SchemeName::Shopify | SchemeName::Hmac | SchemeName::Bearer => {
-                true
-            }
-            SchemeName::Standard
-            | SchemeName::Svix
-            | SchemeName::Stripe
-            | SchemeName::Slack
-            | SchemeName::None => false,
-        };
-        if !signs_only_the_body || self.replay_guard() {
+        if !self.verify.scheme.signs_only_the_body() || self.replay_guard() {
             return None;
         }
         self.key_spec()

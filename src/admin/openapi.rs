@@ -8,6 +8,19 @@ use utoipa::{Modify, OpenApi};
 
 use super::{dlq, error, events, replays, stats};
 
+/// Every route of the admin API, as (method, path template): the router serves exactly these and
+/// the OpenAPI document lists exactly these (a test holds both to it).
+pub const API_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/events"),
+    ("GET", "/api/v1/events/{id}"),
+    ("POST", "/api/v1/replays"),
+    ("GET", "/api/v1/replays"),
+    ("GET", "/api/v1/replays/{id}"),
+    ("GET", "/api/v1/dlq"),
+    ("GET", "/api/v1/stats"),
+    ("GET", "/api/v1/openapi.json"),
+];
+
 #[derive(OpenApi)]
 #[openapi(
     info(

@@ -11,6 +11,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 use utoipa::OpenApi;
 
+use super::openapi::API_ROUTES;
 use super::*;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::domain::key::KeySpec;
+
 /// How far a signed timestamp may be from the gateway's clock, in either direction,
 /// when `tolerance` is not set. Every provider that signs a timestamp documents five minutes.
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
@@ -99,6 +101,42 @@ impl SchemeName {
             self,
             SchemeName::Standard | SchemeName::Svix | SchemeName::Stripe | SchemeName::Slack
         )
+    }
+
+    /// Whether the signature covers the body and nothing else (no timestamp, no delivery id):
+    /// a captured body can then be sent again under any header key.
+    pub fn signs_only_the_body(&self) -> bool {
+        matches!(
+            self,
+            SchemeName::Github | SchemeName::Shopify | SchemeName::Hmac | SchemeName::Bearer
+        )
+    }
+
+    /// The key when a source sets none (SPEC §4.3): the provider's own delivery or event id
+    /// where it sends one, else the body's fingerprint.
+    pub fn default_key(&self) -> KeySpec {
+        match self {
+            SchemeName::Standard => KeySpec::header("webhook-id"),
+            // Svix sends either spelling (the verifier reads both), so key on whichever came.
+            SchemeName::Svix => KeySpec {
+                alternatives: [KeySpec::header("svix-id"), KeySpec::header("webhook-id")]
+                    .into_iter()
+                    .flat_map(|spec| spec.alternatives)
+                    .collect(),
+            },
+            SchemeName::Stripe => KeySpec::json("/id"),
+            SchemeName::Github => KeySpec::header("x-github-delivery"),
+            SchemeName::Shopify => KeySpec::header("x-shopify-webhook-id"),
+            SchemeName::Slack | SchemeName::Hmac | SchemeName::Bearer | SchemeName::None => {
+                KeySpec::fingerprint()
+            }
+        }
+    }
+
+    /// `replay_guard` when a source leaves it out: on where the signature covers only the body
+    /// and the default key is a header the signature does not cover (SPEC §4.3).
+    pub fn replay_guard_by_default(&self) -> bool {
+        matches!(self, SchemeName::Github | SchemeName::Shopify)
     }
 }
 

@@ -579,6 +579,7 @@ async fn a_panicking_handler_answers_500_and_the_server_keeps_serving() {
         HttpLimits {
             header_timeout: Duration::from_secs(1),
             max_connections: 4,
+            max_connections_per_ip: 4,
         },
         stop.clone(),
         Duration::from_secs(1),

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,10 @@ pub struct AuthFailureLimiter {
     /// Addresses over their budget, and when they may try again. Only addresses that are
     /// blocked right now are in it (expired entries are removed on sight and when pruning).
     blocked: Mutex<HashMap<IpAddr, Instant>>,
-    last_prune: Mutex<Instant>,
+    /// When the limiter was made, and the last prune in milliseconds after that: an atomic, so
+    /// that every request can ask whether a prune is due without taking a lock.
+    created: Instant,
+    last_prune_ms: AtomicU64,
 }
 
 impl AuthFailureLimiter {
@@ -44,12 +47,14 @@ impl AuthFailureLimiter {
         AuthFailureLimiter {
             budget: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
             blocked: Mutex::new(HashMap::new()),
-            last_prune: Mutex::new(Instant::now()),
+            created: Instant::now(),
+            last_prune_ms: AtomicU64::new(0),
         }
     }
 
     /// Whether `ip` may have its request verified; on refusal, the seconds until it may.
     pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
+        self.prune_if_due();
         let key = client_key(ip);
         let mut blocked = self.blocked.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(until) = blocked.get(&key).copied() else {
@@ -77,19 +82,22 @@ impl AuthFailureLimiter {
     }
 
     /// Forgets addresses whose budget is full again and blocks that have ended, at most once per
-    /// `PRUNE_INTERVAL`: the maps then hold only addresses that failed recently.
+    /// `PRUNE_INTERVAL` (whichever request comes first does it): the maps then hold only the
+    /// addresses that failed in the last few seconds.
     fn prune_if_due(&self) {
-        {
-            let mut last = self
-                .last_prune
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if last.elapsed() < PRUNE_INTERVAL {
-                return;
-            }
-            *last = Instant::now();
+        let now_ms = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_prune_ms.load(Ordering::Relaxed);
+        let interval_ms = u64::try_from(PRUNE_INTERVAL.as_millis()).unwrap_or(u64::MAX);
+        if now_ms.saturating_sub(last) < interval_ms {
+            return;
         }
-        self.prune();
+        if self
+            .last_prune_ms
+            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.prune();
+        }
     }
 
     fn prune(&self) {

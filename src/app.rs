@@ -83,6 +83,7 @@ impl App {
         let limits = crate::server::HttpLimits {
             header_timeout: self.config.server.header_timeout,
             max_connections: self.config.server.max_connections,
+            max_connections_per_ip: self.config.server.max_connections_per_ip,
         };
         let grace = self.config.server.shutdown_grace;
         let wakeups = Arc::new(Wakeups::new(&self.config));

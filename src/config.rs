@@ -99,6 +99,18 @@ pub struct ServerConfig {
     /// Connections served at once per listener.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connections one client address may hold open at once per listener; further ones are
+    /// closed as soon as they are accepted.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// The budget of failed signature checks per client address; over it, that address gets
+    /// 429 without its signatures being checked.
+    #[serde(default = "default_auth_failures_per_ip")]
+    pub auth_failures_per_ip: RateLimitConfig,
+    /// Request bodies being read at once, over all of intake; a body that would take the total
+    /// over it gets 503.
+    #[serde(default = "default_max_buffered_body")]
+    pub max_buffered_body: bytesize::ByteSize,
 }
 
 impl Default for ServerConfig {
@@ -109,6 +121,9 @@ impl Default for ServerConfig {
             header_timeout: default_header_timeout(),
             body_timeout: default_body_timeout(),
             max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            auth_failures_per_ip: default_auth_failures_per_ip(),
+            max_buffered_body: default_max_buffered_body(),
         }
     }
 }
@@ -467,6 +482,18 @@ fn default_body_timeout() -> Duration {
 fn default_max_connections() -> usize {
     4096
 }
+fn default_max_connections_per_ip() -> usize {
+    256
+}
+fn default_auth_failures_per_ip() -> RateLimitConfig {
+    RateLimitConfig {
+        per_second: 50,
+        burst: Some(100),
+    }
+}
+fn default_max_buffered_body() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(256)
+}
 fn default_store_url() -> String {
     "sqlite://./data/oncehook.db".to_owned()
 }
@@ -641,6 +668,40 @@ impl Config {
         }
         if self.server.max_connections == 0 {
             return Err(("server.max_connections".into(), "must be at least 1".into()));
+        }
+        if self.server.max_connections_per_ip == 0 {
+            return Err((
+                "server.max_connections_per_ip".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        let auth_failures = &self.server.auth_failures_per_ip;
+        if auth_failures.per_second == 0 {
+            return Err((
+                "server.auth_failures_per_ip.per_second".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if auth_failures.burst == Some(0) {
+            return Err((
+                "server.auth_failures_per_ip.burst".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        // A body larger than the whole budget could never be read.
+        if let Some((i, source)) = self
+            .sources
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.max_body > self.server.max_buffered_body)
+        {
+            return Err((
+                "server.max_buffered_body".into(),
+                format!(
+                    "{} is smaller than sources[{i}].max_body ({}) of source {:?}",
+                    self.server.max_buffered_body, source.max_body, source.name
+                ),
+            ));
         }
         if self
             .store
@@ -1300,5 +1361,49 @@ mod tests {
         );
         assert!(error.contains("store.url"), "{error}");
         assert!(!error.contains("dbpass"), "{error}");
+    }
+
+    #[test]
+    fn edge_limits_have_their_defaults_and_are_checked() {
+        let config = load(MINIMAL).expect("valid");
+        assert_eq!(config.server.max_connections_per_ip, 256);
+        assert_eq!(config.server.auth_failures_per_ip.per_second, 50);
+        assert_eq!(config.server.auth_failures_per_ip.burst, Some(100));
+        assert_eq!(
+            config.server.max_buffered_body,
+            bytesize::ByteSize::mib(256)
+        );
+
+        let with_server = |server: &str| format!("[server]\n{server}\n{MINIMAL}");
+        check_error(
+            &with_server("max_connections_per_ip = 0"),
+            "server.max_connections_per_ip",
+            "at least 1",
+        );
+        check_error(
+            &with_server("auth_failures_per_ip = { per_second = 0 }"),
+            "server.auth_failures_per_ip.per_second",
+            "at least 1",
+        );
+        check_error(
+            &with_server("auth_failures_per_ip = { per_second = 5, burst = 0 }"),
+            "server.auth_failures_per_ip.burst",
+            "at least 1",
+        );
+        check_error(
+            &with_server("auth_failures_per_ip = { burst = 5 }"),
+            "server.auth_failures_per_ip",
+            "per_second",
+        );
+        check_error(
+            &with_server("max_buffered_body = \"512KiB\""),
+            "server.max_buffered_body",
+            "sources[0].max_body",
+        );
+        check_error(
+            &with_server("max_buffered_body = \"lots\""),
+            "server.max_buffered_body",
+            "",
+        );
     }
 }

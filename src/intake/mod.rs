@@ -1,23 +1,31 @@
 //! Intake: `POST /webhooks/{source}`.
 //!
-//! The order of checks is the contract (SPEC §4.1): size limit → rate limit → signature →
-//! parse/schema → `drop_fields` → idempotency key → one atomic store step → respond. Every
-//! check before the store step only reads, so a rejected request stores nothing, and the
-//! response is sent only after the store step has committed.
+//! The order of checks is the contract (SPEC §4.1): size limit and `Content-Encoding` →
+//! signature → rate limit → parse/schema → `drop_fields` → idempotency key → one atomic store
+//! step → respond. Every check before the store step only reads, so a rejected request stores
+//! nothing, and the response is sent only after the store step has committed.
+//!
+//! Before a request is authenticated, what it may cost is limited per client address (`edge`):
+//! an address whose signatures keep failing is refused with 429 before anything is read or
+//! verified, and all bodies being read share one memory budget. A forged request never spends
+//! its source's `rate_limit`, so a flood of them cannot throttle the real provider.
 
+mod edge;
 mod source;
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use serde::Serialize;
 use serde_json::Value;
@@ -30,6 +38,7 @@ use crate::domain::fingerprint::{fingerprint_bytes, fingerprint_json};
 use crate::metrics::{self, IntakeOutcome};
 use crate::privacy::{self, PayloadCipher, SearchKey, SensitiveValues};
 use crate::store::{self, AcceptOutcome, NewEvent, Store};
+use edge::{AuthFailureLimiter, BodyBudget, BodyReservation};
 pub use source::SourceRuntime;
 
 /// Everything intake needs, built once from the config.
@@ -40,6 +49,10 @@ pub struct Intake {
     cipher: Option<PayloadCipher>,
     search_key: SearchKey,
     body_timeout: std::time::Duration,
+    /// `server.auth_failures_per_ip`: failed signature checks per client address.
+    auth_failures: AuthFailureLimiter,
+    /// `server.max_buffered_body`: request bodies being read at once.
+    body_budget: BodyBudget,
     /// Cancelled when the node is shutting down: new webhooks get 503 so providers retry elsewhere.
     stopping: CancellationToken,
 }
@@ -63,6 +76,10 @@ impl Intake {
             cipher: config.payload_cipher(),
             search_key: SearchKey::new(config.store.encryption_key.as_deref()),
             body_timeout: config.server.body_timeout,
+            auth_failures: AuthFailureLimiter::new(&config.server.auth_failures_per_ip),
+            body_budget: BodyBudget::new(
+                usize::try_from(config.server.max_buffered_body.as_u64()).unwrap_or(usize::MAX),
+            ),
             stopping,
         })
     }
@@ -159,9 +176,13 @@ struct DuplicateBody<'a> {
 async fn receive(
     State(intake): State<Arc<Intake>>,
     Path(source_name): Path<String>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // `server::serve` provides the peer; a router driven in-process (tests) has none, and then
+    // the per-address limits do not apply.
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
     let started = Instant::now();
     let Some(source) = intake.sources.get(&source_name) else {
         // Not counted in metrics: a label per unknown path would let anyone grow the series.
@@ -174,7 +195,7 @@ async fn receive(
         }
         .into_response();
     };
-    match handle(&intake, source, headers, body).await {
+    match handle(&intake, source, peer, headers, body).await {
         Ok(handled) => {
             let elapsed = started.elapsed();
             metrics::intake(&source.name, handled.outcome, elapsed);
@@ -220,6 +241,7 @@ struct Handled {
 async fn handle(
     intake: &Intake,
     source: &SourceRuntime,
+    peer: Option<IpAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Handled, Rejection> {
@@ -227,6 +249,18 @@ async fn handle(
         return Err(Rejection::unavailable(
             "the gateway is shutting down; retry later",
         ));
+    }
+    // An address that has used up its failed signature checks is refused before its request is
+    // read or verified, so a flood of forgeries costs next to nothing.
+    if let Some(ip) = peer {
+        intake.auth_failures.check(ip).map_err(|wait_secs| {
+            Rejection::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                IntakeOutcome::RateLimited,
+                "too many requests with failed signatures from this address",
+            )
+            .retry_after(wait_secs)
+        })?;
     }
     let too_large = || {
         Rejection::new(
@@ -238,10 +272,60 @@ async fn handle(
             ),
         )
     };
-    // Refuse a declared oversize body before reading any of it.
+    // Refuse a declared oversize body, or one in an encoding, before reading any of it.
     if content_length(&headers).is_some_and(|len| len > source.max_body as u64) {
         return Err(too_large());
     }
+    if let Some(coding) = unsupported_content_encoding(&headers) {
+        return Err(Rejection::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IntakeOutcome::InvalidBody,
+            format!(
+                "Content-Encoding {coding:?} is not supported: send the body as it is (identity)"
+            ),
+        ));
+    }
+    // Held until the request is answered: the body's bytes count against the shared budget.
+    let (body, _body_reservation) = read_body(
+        body,
+        source.max_body,
+        intake.body_timeout,
+        &intake.body_budget,
+    )
+    .await
+    .map_err(|e| match e {
+        ReadError::TooLarge => too_large(),
+        ReadError::OverBudget => Rejection::unavailable(
+            "too many request bodies are being received at once; retry later",
+        ),
+        ReadError::TooSlow => Rejection::new(
+            StatusCode::REQUEST_TIMEOUT,
+            IntakeOutcome::InvalidBody,
+            "the request body did not arrive within the server's body_timeout",
+        ),
+        ReadError::Broken(message) => Rejection::new(
+            StatusCode::BAD_REQUEST,
+            IntakeOutcome::InvalidBody,
+            "cannot read the request body",
+        )
+        .with_detail(Value::String(message)),
+    })?;
+
+    source
+        .verifier
+        .verify(&headers, &body, unix_now())
+        .map_err(|e| {
+            if let Some(ip) = peer {
+                intake.auth_failures.record_failure(ip);
+            }
+            Rejection::new(
+                StatusCode::UNAUTHORIZED,
+                IntakeOutcome::InvalidSignature,
+                format!("signature verification failed: {e}"),
+            )
+        })?;
+    // Only an authenticated request spends the source's budget: forgeries cannot throttle the
+    // provider.
     source.check_rate_limit().map_err(|wait_secs| {
         Rejection::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -250,33 +334,6 @@ async fn handle(
         )
         .retry_after(wait_secs)
     })?;
-    let body = read_body(body, source.max_body, intake.body_timeout)
-        .await
-        .map_err(|e| match e {
-            ReadError::TooLarge => too_large(),
-            ReadError::TooSlow => Rejection::new(
-                StatusCode::REQUEST_TIMEOUT,
-                IntakeOutcome::InvalidBody,
-                "the request body did not arrive within the server's body_timeout",
-            ),
-            ReadError::Broken(message) => Rejection::new(
-                StatusCode::BAD_REQUEST,
-                IntakeOutcome::InvalidBody,
-                "cannot read the request body",
-            )
-            .with_detail(Value::String(message)),
-        })?;
-
-    source
-        .verifier
-        .verify(&headers, &body, unix_now())
-        .map_err(|e| {
-            Rejection::new(
-                StatusCode::UNAUTHORIZED,
-                IntakeOutcome::InvalidSignature,
-                format!("signature verification failed: {e}"),
-            )
-        })?;
 
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -462,26 +519,69 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// The first coding of `Content-Encoding` other than `identity` (case-insensitive; empty list
+/// elements are ignored). Bodies are verified and stored as received, so an encoded body would
+/// be signed, fingerprinted and delivered as opaque bytes; it is refused instead.
+fn unsupported_content_encoding(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .map(|coding| coding.trim_ascii())
+        .find(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"identity"))
+        .map(|coding| String::from_utf8_lossy(coding).chars().take(64).collect())
+}
+
 enum ReadError {
     TooLarge,
     TooSlow,
+    /// Reading it would take the bodies held at once over `server.max_buffered_body`.
+    OverBudget,
     Broken(String),
 }
 
-async fn read_body(
-    body: Body,
+/// Reads the whole body, up to `limit` bytes and within `timeout`. Every frame is counted
+/// against `budget` as it arrives (not the declared length: a client that declares a large body
+/// and stalls holds nothing); the reservation returned keeps the body's bytes counted until it
+/// is dropped. On an error the bytes read so far are freed and given back at once.
+async fn read_body<'a>(
+    mut body: Body,
     limit: usize,
     timeout: std::time::Duration,
-) -> Result<Bytes, ReadError> {
-    let collect = http_body_util::Limited::new(body, limit).collect();
-    match tokio::time::timeout(timeout, collect)
+    budget: &'a BodyBudget,
+) -> Result<(Bytes, BodyReservation<'a>), ReadError> {
+    let mut reservation = budget.reservation();
+    let read = async {
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ReadError::Broken(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            total = total.saturating_add(data.len());
+            if total > limit {
+                return Err(ReadError::TooLarge);
+            }
+            if !reservation.grow(data.len()) {
+                return Err(ReadError::OverBudget);
+            }
+            chunks.push(data);
+        }
+        // One frame is the common case and needs no copy.
+        if chunks.len() == 1 {
+            return Ok(chunks.swap_remove(0));
+        }
+        let mut joined = BytesMut::with_capacity(total);
+        for chunk in &chunks {
+            joined.extend_from_slice(chunk);
+        }
+        Ok(joined.freeze())
+    };
+    let body = tokio::time::timeout(timeout, read)
         .await
-        .map_err(|_| ReadError::TooSlow)?
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge),
-        Err(e) => Err(ReadError::Broken(e.to_string())),
-    }
+        .map_err(|_| ReadError::TooSlow)??;
+    Ok((body, reservation))
 }
 
 /// Parses the body when it is JSON. JSON content types (and a missing one) must parse; form and

@@ -159,6 +159,10 @@ fn context_for(key: &str) -> Vec<(&'static str, toml::Value)> {
         "sources[].rate_limit.burst" => {
             vec![("sources[].rate_limit.per_second", toml::Value::Integer(100))]
         }
+        "server.auth_failures_per_ip.burst" => vec![(
+            "server.auth_failures_per_ip.per_second",
+            toml::Value::Integer(10),
+        )],
         "routes[].when.pointer" => vec![(
             "routes[].when.in",
             toml::Value::Array(vec![text("lead.created")]),
@@ -180,6 +184,9 @@ fn effective(key: &str, config: &Config) -> Option<String> {
         "server.header_timeout" => format!("{:?}", config.server.header_timeout),
         "server.body_timeout" => format!("{:?}", config.server.body_timeout),
         "server.max_connections" => config.server.max_connections.to_string(),
+        "server.max_connections_per_ip" => config.server.max_connections_per_ip.to_string(),
+        "server.auth_failures_per_ip" => format!("{:?}", config.server.auth_failures_per_ip),
+        "server.max_buffered_body" => config.server.max_buffered_body.as_u64().to_string(),
         "admin.listen" => config.admin.listen.to_string(),
         "store.url" => config.store.url.clone(),
         "store.batch_max" => config.store.batch_max.to_string(),

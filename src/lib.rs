@@ -10,6 +10,7 @@ pub mod config;
 pub mod console;
 pub mod delivery;
 pub mod domain;
+pub mod http_error;
 pub mod intake;
 pub mod metrics;
 pub mod privacy;

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -24,6 +23,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+use crate::http_error::HttpError;
 
 /// What a connection may buffer of a request line and headers: a head not complete by then is
 /// answered with 431 before any handler runs. hyper checks between reads, and one read may take
@@ -213,12 +214,7 @@ fn log_connection_error(peer: SocketAddr, error: &hyper::Error) {
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("a request handler panicked; answered 500");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        axum::Json(serde_json::json!({ "error": "internal error" })),
-    )
-        .into_response()
+    HttpError::internal("a request handler panicked").into_response()
 }
 
 #[cfg(test)]

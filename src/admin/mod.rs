@@ -138,14 +138,11 @@ async fn unknown_route() -> ApiError {
     ApiError::not_found("no such route; GET /api/v1/openapi.json lists them")
 }
 
-async fn method_not_allowed() -> Response {
-    (
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(error::ErrorBody {
-            error: "method not allowed on this route".into(),
-        }),
+        "method not allowed on this route",
     )
-        .into_response()
 }
 
 async fn healthz() -> Response {
@@ -158,11 +155,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         Ok(()) => axum::Json(json!({ "status": "ready" })).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({ "status": "unavailable", "error": "store unreachable" })),
-            )
-                .into_response()
+            ApiError::unavailable("the store is unreachable", 1).into_response()
         }
     }
 }

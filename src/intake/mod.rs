@@ -11,6 +11,8 @@
 //! its source's `rate_limit`, so a flood of them cannot throttle the real provider.
 
 mod edge;
+mod prepare;
+mod rejection;
 mod source;
 
 use std::collections::HashMap;
@@ -22,7 +24,7 @@ use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::{Bytes, BytesMut};
@@ -34,11 +36,13 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::delivery::Wakeups;
-use crate::domain::fingerprint::{fingerprint_bytes, fingerprint_json};
+use crate::http_error::HttpError;
 use crate::metrics::{self, IntakeOutcome};
-use crate::privacy::{self, PayloadCipher, SearchKey, SensitiveValues};
-use crate::store::{self, AcceptOutcome, NewEvent, Store};
+use crate::privacy::{PayloadCipher, SearchKey};
+use crate::store::{self, AcceptOutcome, Store};
 use edge::{AuthFailureLimiter, BodyBudget, BodyReservation};
+pub use prepare::{Prepared, Sealing, prepare};
+pub use rejection::Rejection;
 pub use source::SourceRuntime;
 
 /// Everything intake needs, built once from the config.
@@ -91,72 +95,6 @@ pub fn router(intake: Arc<Intake>) -> Router {
         .with_state(intake)
 }
 
-/// A response body for everything that is not accepted or a duplicate.
-#[derive(Debug)]
-pub struct Rejection {
-    status: StatusCode,
-    outcome: Option<IntakeOutcome>,
-    error: String,
-    detail: Option<Value>,
-    retry_after_secs: Option<u64>,
-}
-
-impl Rejection {
-    fn new(status: StatusCode, outcome: IntakeOutcome, error: impl Into<String>) -> Self {
-        Rejection {
-            status,
-            outcome: Some(outcome),
-            error: error.into(),
-            detail: None,
-            retry_after_secs: None,
-        }
-    }
-
-    fn with_detail(mut self, detail: Value) -> Self {
-        self.detail = Some(detail);
-        self
-    }
-
-    fn retry_after(mut self, secs: u64) -> Self {
-        self.retry_after_secs = Some(secs.max(1));
-        self
-    }
-
-    fn unavailable(error: impl Into<String>) -> Self {
-        Rejection::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            IntakeOutcome::Unavailable,
-            error,
-        )
-        .retry_after(1)
-    }
-}
-
-impl IntoResponse for Rejection {
-    fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            error: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            detail: Option<&'a Value>,
-        }
-        let mut response = (
-            self.status,
-            axum::Json(Body {
-                error: &self.error,
-                detail: self.detail.as_ref(),
-            }),
-        )
-            .into_response();
-        if let Some(secs) = self.retry_after_secs {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
-    }
-}
-
 #[derive(Serialize)]
 struct AcceptedBody<'a> {
     status: &'static str,
@@ -186,13 +124,9 @@ async fn receive(
     let started = Instant::now();
     let Some(source) = intake.sources.get(&source_name) else {
         // Not counted in metrics: a label per unknown path would let anyone grow the series.
-        return Rejection {
-            status: StatusCode::NOT_FOUND,
-            outcome: None,
-            error: format!("unknown source {source_name:?}"),
-            detail: None,
-            retry_after_secs: None,
-        }
+        return Rejection::uncounted(HttpError::not_found(format!(
+            "unknown source {source_name:?}"
+        )))
         .into_response();
     };
     match handle(&intake, source, peer, headers, body).await {
@@ -219,7 +153,7 @@ async fn receive(
             tracing::info!(
                 source = %source.name,
                 outcome = rejection.outcome.map_or("error", IntakeOutcome::as_str),
-                status = rejection.status.as_u16(),
+                status = rejection.status().as_u16(),
                 latency_ms = elapsed.as_secs_f64() * 1000.0,
                 "webhook rejected"
             );
@@ -335,128 +269,26 @@ async fn handle(
         .retry_after(wait_secs)
     })?;
 
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let mut json = parse_body(content_type.as_deref(), &body)?;
-    if let Some(schema) = &source.schema {
-        let Some(value) = &json else {
-            return Err(invalid_body(
-                "this source has a JSON Schema, but the body is not JSON",
-            ));
-        };
-        let errors: Vec<Value> = schema
-            .iter_errors(value)
-            .take(10)
-            .map(|e| serde_json::json!({ "path": e.instance_path().to_string(), "message": e.to_string() }))
-            .collect();
-        if !errors.is_empty() {
-            return Err(invalid_body("body does not match the source's schema")
-                .with_detail(Value::Array(errors)));
-        }
-    }
-
-    // Dropped fields never reach the store; the stored (and delivered) body is re-serialized.
-    // The replay guard hashes the bytes as received: they are what a captured request repeats.
-    let received_body = body.clone();
-    let mut stored_body = body;
-    if let Some(value) = json.as_mut()
-        && source.drop_fields(value)
-    {
-        let reserialized = serde_json::to_vec(value)
-            .map_err(|e| Rejection::unavailable(format!("cannot re-serialize the body: {e}")))?;
-        stored_body = Bytes::from(reserialized);
-    }
-
-    let fingerprint = match &json {
-        Some(value) => fingerprint_json(value, &source.fingerprint_ignore),
-        None => fingerprint_bytes(&stored_body),
-    };
-    let key = source
-        .key
-        .derive(
-            &source.name,
-            &headers,
-            json.as_ref(),
-            &fingerprint,
-            &source.email,
-        )
-        .map_err(|e| {
-            Rejection::new(
-                StatusCode::BAD_REQUEST,
-                IntakeOutcome::InvalidBody,
-                "no idempotency key could be derived",
-            )
-            .with_detail(Value::String(e.to_string()))
-        })?;
-
-    let search = match &json {
-        Some(value) if !source.search_fields.is_empty() => intake
-            .search_key
-            .hash_fields(&source.search_fields, value)
-            .into_iter()
-            .map(|(_, hash)| hash)
-            .collect(),
-        _ => Vec::new(),
-    };
-    // A key or a header may repeat a masked or searchable value; what is stored and logged
-    // of them is scrubbed (the provider's own response still echoes the key it sent).
-    let sensitive = match &json {
-        Some(value) if !source.hidden_fields.is_empty() => {
-            SensitiveValues::collect(value, &source.hidden_fields)
-        }
-        _ => SensitiveValues::default(),
-    };
-    let stored_key = sensitive.scrub(&key.text).into_owned();
-    let mut deliveries = source.deliveries_for(&headers, json.as_ref(), &fingerprint);
-    let cipher = intake.cipher.as_ref();
-    if cipher.is_some() {
-        // Ordering keys are only compared for equality: on an encrypted store they are kept as
-        // keyed hashes, like search values, so a key read from a masked field is not in clear.
-        for delivery in &mut deliveries {
-            if let Some(ordering_key) = &mut delivery.ordering_key {
-                *ordering_key = intake.search_key.hash_text("ordering_key", ordering_key);
-            }
-        }
-    }
-    let headers_json = sensitive.scrub_headers_json(&source.headers_for_storage(&headers));
-
-    let received_at = store::now_millis();
-    let dedupe_expires_at = received_at.saturating_add(source.dedupe_ttl_ms);
-    let event = NewEvent {
-        id: Uuid::now_v7(),
-        source: Arc::clone(&source.name),
-        received_at,
-        idempotency_key: stored_key.clone(),
-        dedupe_key: key.dedupe,
-        delivery_key: key.dedupe.delivery_key(),
-        fingerprint,
-        dedupe_expires_at,
-        near_duplicate: source.near_duplicate_check(&fingerprint, received_at),
-        replay_guard: source.replay_guard_check(&received_body, dedupe_expires_at),
-        content_type,
-        headers_json: privacy::seal_text(cipher, &headers_json),
-        body: privacy::seal_payload(cipher, stored_body),
-        deliveries,
-        search,
-    };
+    let prepared = prepare(
+        source,
+        &Sealing {
+            cipher: intake.cipher.as_ref(),
+            search_key: &intake.search_key,
+        },
+        &headers,
+        body,
+        Uuid::now_v7(),
+        store::now_millis(),
+    )?;
+    let Prepared {
+        event,
+        key_text,
+        stored_key,
+    } = prepared;
     let event_id = event.id;
-    let key_text = key.text;
-    let outcome = intake.store.accept(event).await.map_err(|e| {
-        if e.is_transient() {
-            tracing::warn!(source = %source.name, error = %e, "store unavailable; answering 503");
-            Rejection::unavailable("the store is unavailable; retry later")
-        } else {
-            tracing::error!(source = %source.name, error = %e, "store failed");
-            Rejection {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                outcome: Some(IntakeOutcome::Unavailable),
-                error: "internal error".into(),
-                detail: None,
-                retry_after_secs: None,
-            }
-        }
+    let outcome = intake.store.accept(event).await.map_err(|e| Rejection {
+        outcome: Some(IntakeOutcome::Unavailable),
+        error: HttpError::from(e),
     })?;
     Ok(match outcome {
         AcceptOutcome::Accepted => {
@@ -496,10 +328,6 @@ async fn handle(
             }
         }
     })
-}
-
-fn invalid_body(error: &str) -> Rejection {
-    Rejection::new(StatusCode::BAD_REQUEST, IntakeOutcome::InvalidBody, error)
 }
 
 fn unix_now() -> i64 {
@@ -582,30 +410,4 @@ async fn read_body<'a>(
         .await
         .map_err(|_| ReadError::TooSlow)??;
     Ok((body, reservation))
-}
-
-/// Parses the body when it is JSON. JSON content types (and a missing one) must parse; form and
-/// text bodies must be UTF-8 and are kept as bytes; anything else is opaque bytes.
-fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Option<Value>, Rejection> {
-    let essence = content_type
-        .map(|ct| {
-            ct.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
-    let is_json = essence.is_empty() || essence == "application/json" || essence.ends_with("+json");
-    if is_json {
-        return serde_json::from_slice(body).map(Some).map_err(|e| {
-            invalid_body("body is not valid JSON").with_detail(Value::String(e.to_string()))
-        });
-    }
-    if (essence.starts_with("text/") || essence == "application/x-www-form-urlencoded")
-        && std::str::from_utf8(body).is_err()
-    {
-        return Err(invalid_body("body is not valid UTF-8"));
-    }
-    Ok(None)
 }

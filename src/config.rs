@@ -579,7 +579,11 @@ impl Config {
             .map_err(|e| {
                 let key = e.path().to_string();
                 let key = if key == "." { String::new() } else { key };
-                error(key, e.into_inner().to_string(), &substituted)
+                error(
+                    key,
+                    with_accepted_forms(e.into_inner().to_string()),
+                    &substituted,
+                )
             })?;
         config.base_dir = base_dir.to_owned();
         config.substituted = substituted;
@@ -942,6 +946,31 @@ fn validate_name(name: &str) -> Result<(), String> {
 
 /// Replaces `${VAR}` in every string of the tree, recording each value put in; returns the key
 /// path of the first missing variable.
+/// The value parsers' words for a bad duration or size ("expected a duration", "expected
+/// parsable string"), followed by what is accepted.
+fn with_accepted_forms(message: String) -> String {
+    const FORMS: [(&str, &str); 3] = [
+        (
+            "expected a duration",
+            "expected a duration: a string such as \"500ms\", \"10s\", \"15m\", \"72h\" or \"30d\"",
+        ),
+        (
+            "expected parsable string",
+            "expected a size: a string such as \"512KiB\", \"1MiB\" or \"10MB\", or a number of bytes",
+        ),
+        (
+            "expected an integer or string",
+            "expected a size: a string such as \"512KiB\", \"1MiB\" or \"10MB\", or a number of bytes",
+        ),
+    ];
+    for (said, accepted) in FORMS {
+        if message.contains(said) {
+            return message.replacen(said, accepted, 1);
+        }
+    }
+    message
+}
+
 fn substitute_env(
     value: &mut toml::Value,
     path: String,

@@ -336,3 +336,29 @@ fn listen_prints_deliveries_and_checks_their_signature() {
         "one delivery for two sends: {seen:?}"
     );
 }
+
+#[test]
+fn config_errors_for_durations_and_sizes_say_what_is_accepted() {
+    let source = "[[sources]]\nname = \"a\"\nverify = { scheme = \"github\", secrets = [\"x\"] }\n";
+    for (extra, key, accepted) in [
+        (
+            "dedupe_ttl = \"forever\"\n",
+            "sources[0].dedupe_ttl",
+            "\"72h\"",
+        ),
+        ("dedupe_ttl = 72\n", "sources[0].dedupe_ttl", "\"500ms\""),
+        ("max_body = \"lots\"\n", "sources[0].max_body", "\"1MiB\""),
+        ("max_body = true\n", "sources[0].max_body", "\"1MiB\""),
+    ] {
+        let (ok, _, stderr) = check(&format!("{source}{extra}"));
+        assert!(!ok, "{extra}");
+        assert!(stderr.contains(key), "{extra}: {stderr}");
+        assert!(
+            stderr.contains(accepted),
+            "{extra}: no example of what works: {stderr}"
+        );
+    }
+    let (ok, _, stderr) = check("[server]\nshutdown_grace = \"10 seconds please\"\n");
+    assert!(!ok);
+    assert!(stderr.contains("\"10s\""), "{stderr}");
+}

@@ -337,6 +337,66 @@ fn listen_prints_deliveries_and_checks_their_signature() {
     );
 }
 
+/// A source keyed by a fingerprint of the body: it takes anything that is not JSON as bytes.
+const FINGERPRINT_SOURCE: &str = "[[sources]]\nname = \"forms\"\n\
+     verify = { scheme = \"hmac\", header = \"X-Signature\", secrets = [\"s\"] }\n\
+     key = [\"fingerprint\"]\n";
+
+fn send_file(gateway: &Gateway, file: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["send", "--source", "forms", "--file"])
+        .arg(file)
+        .arg("-c")
+        .arg(&gateway.config_path)
+        .output()
+        .expect("run send")
+}
+
+#[test]
+fn send_sends_a_json_file_as_json_and_warns_when_it_does_not_parse() {
+    let gateway = Gateway::start(FINGERPRINT_SOURCE);
+    let bad = gateway.dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"submission_id\": \"42\",").expect("file");
+    let output = send_file(&gateway, &bad);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning:") && stderr.contains("bad.json is not valid JSON"),
+        "{stderr}"
+    );
+    // Sent as JSON, the gateway refuses it rather than storing it as bytes.
+    assert!(stdout.starts_with("1: 400 "), "{stdout}{stderr}");
+    assert!(!output.status.success());
+    assert_eq!(gateway.event_count(), 0);
+
+    // The same bytes under another name still go as bytes, and are accepted as such.
+    let bytes = gateway.dir.path().join("bad.txt");
+    std::fs::copy(&bad, &bytes).expect("copy");
+    let output = send_file(&gateway, &bytes);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.starts_with("1: 202 "), "{stdout}");
+    assert!(String::from_utf8_lossy(&output.stderr).is_empty());
+}
+
+#[test]
+fn send_prints_the_gateways_answer_to_a_body_over_max_body() {
+    let gateway = Gateway::start(FINGERPRINT_SOURCE);
+    let big = gateway.dir.path().join("big.bin");
+    std::fs::write(&big, vec![b'a'; 10 * 1024 * 1024]).expect("file");
+    for _ in 0..3 {
+        let output = send_file(&gateway, &big);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stdout.starts_with("1: 413 "), "{stdout}{stderr}");
+        assert!(stdout.contains("max_body"), "{stdout}");
+        assert!(
+            !stderr.to_ascii_lowercase().contains("broken pipe"),
+            "{stderr}"
+        );
+        assert_eq!(output.status.code(), Some(1));
+    }
+}
+
 #[test]
 fn config_errors_for_durations_and_sizes_say_what_is_accepted() {
     let source = "[[sources]]\nname = \"a\"\nverify = { scheme = \"github\", secrets = [\"x\"] }\n";

@@ -6,6 +6,7 @@ mod check;
 mod dlq;
 mod events;
 mod listen;
+mod post;
 mod replay;
 mod send;
 mod serve;

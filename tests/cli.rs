@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{BIN, Gateway};
+use common::{BIN, Gateway, run_into_a_closed_pipe};
 
 #[test]
 fn send_three_times_yields_one_accept_and_two_duplicates() {
@@ -337,6 +337,52 @@ fn listen_prints_deliveries_and_checks_their_signature() {
     );
 }
 
+/// The subcommands a `--help` lists under "Commands:" (clap's own `help` left out).
+fn listed_subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_command_shows_an_example_in_its_help() {
+    let mut pending: Vec<Vec<String>> = vec![Vec::new()];
+    let mut checked = 0;
+    while let Some(path) = pending.pop() {
+        let output = Command::new(BIN)
+            .args(&path)
+            .arg("--help")
+            .output()
+            .expect("run --help");
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "oncehook {path:?} --help failed");
+        let examples: Vec<&str> = help
+            .lines()
+            .skip_while(|l| !l.starts_with("Example"))
+            .filter(|l| l.starts_with("  oncehook "))
+            .collect();
+        assert!(
+            !examples.is_empty(),
+            "`oncehook {} --help` shows no example line:\n{help}",
+            path.join(" ")
+        );
+        for name in listed_subcommands(&help) {
+            let mut sub = path.clone();
+            sub.push(name);
+            pending.push(sub);
+        }
+        checked += 1;
+    }
+    // oncehook itself, its eleven commands and the three nested ones (events search and show,
+    // dlq tail).
+    assert!(checked >= 13, "only {checked} helps checked");
+}
+
 /// A source keyed by a fingerprint of the body: it takes anything that is not JSON as bytes.
 const FINGERPRINT_SOURCE: &str = "[[sources]]\nname = \"forms\"\n\
      verify = { scheme = \"hmac\", header = \"X-Signature\", secrets = [\"s\"] }\n\
@@ -421,4 +467,42 @@ fn config_errors_for_durations_and_sizes_say_what_is_accepted() {
     let (ok, _, stderr) = check("[server]\nshutdown_grace = \"10 seconds please\"\n");
     assert!(!ok);
     assert!(stderr.contains("\"10s\""), "{stderr}");
+}
+
+#[test]
+fn the_config_path_comes_from_oncehook_config_when_c_is_not_given() {
+    let gateway = Gateway::start(FINGERPRINT_SOURCE);
+    let elsewhere = tempfile::tempdir().expect("dir");
+    for args in [vec!["check"], vec!["send", "--source", "forms"]] {
+        let output = Command::new(BIN)
+            .args(&args)
+            .current_dir(elsewhere.path())
+            .env("ONCEHOOK_CONFIG", &gateway.config_path)
+            .output()
+            .expect("run");
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // -c wins over the variable.
+    let output = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&gateway.config_path)
+        .current_dir(elsewhere.path())
+        .env("ONCEHOOK_CONFIG", "/nonexistent/oncehook.toml")
+        .output()
+        .expect("run");
+    assert!(output.status.success());
+}
+
+#[test]
+fn check_into_a_closed_pipe_exits_quietly() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.toml");
+    let output = run_into_a_closed_pipe(&["check", "-c", path], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
 }

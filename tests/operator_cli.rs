@@ -7,7 +7,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::receiver::{Receiver, Reply};
-use common::{ADMIN_TOKEN, BIN, Gateway, post, sign, unix_now};
+use common::{
+    ADMIN_TOKEN, BIN, Gateway, GatewayOptions, post, run_into_a_closed_pipe, sign, unix_now,
+};
 use serde_json::{Value, json};
 
 const VERIFY: &str = "scheme = \"github\"\nsecrets = [\"cli-secret\"]";
@@ -113,7 +115,7 @@ async fn operator_commands_work_against_a_running_gateway() {
         ],
     ));
     let listed: Value = serde_json::from_str(&listed).expect("json");
-    assert_eq!(listed[0]["event_id"], event_id.as_str());
+    assert_eq!(listed["events"][0]["event_id"], event_id.as_str());
     let none = succeeded(&oncehook(
         dir,
         token,
@@ -162,7 +164,7 @@ async fn operator_commands_work_against_a_running_gateway() {
             "--dry-run",
         ],
     ));
-    assert!(dry.contains("dry run: 1 deliveries matched"), "{dry}");
+    assert!(dry.contains("dry run: 1 delivery matched"), "{dry}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(crm.received().len(), 1, "a dry run sends nothing");
     let real = succeeded(&oncehook(
@@ -182,10 +184,7 @@ async fn operator_commands_work_against_a_running_gateway() {
             "cli-test",
         ],
     ));
-    assert!(
-        real.contains("1 deliveries matched and re-queued"),
-        "{real}"
-    );
+    assert!(real.contains("1 delivery matched and re-queued"), "{real}");
     crm.wait_for(Duration::from_secs(20), "the replay", |r| r.len() == 2)
         .await;
     assert!(crm.received()[1].header("oncehook-replay").is_some());
@@ -254,7 +253,15 @@ fn a_wrong_or_missing_token_is_a_clear_error() {
         );
         assert!(stdout(&refused).is_empty(), "{args:?}");
     }
-    let unset = oncehook(dir, None, &["events", "search", "-c", &config]);
+    // Without the variable the token comes from the config; without either, the error says
+    // what to set.
+    succeeded(&oncehook(dir, None, &["events", "search", "-c", &config]));
+    let elsewhere = tempfile::tempdir().expect("a directory without a config");
+    let unset = oncehook(
+        elsewhere.path(),
+        None,
+        &["events", "search", "--url", &gateway.admin],
+    );
     assert_eq!(unset.status.code(), Some(1));
     assert!(
         stderr(&unset).contains("ONCEHOOK_ADMIN_TOKEN"),
@@ -274,4 +281,375 @@ fn a_wrong_or_missing_token_is_a_clear_error() {
     );
     assert_eq!(unknown.status.code(), Some(1));
     assert!(stderr(&unknown).contains("404"), "{}", stderr(&unknown));
+}
+
+/// A gateway whose `crm` destination answers every `forms` event with `reply`, and `count`
+/// events sent to it (each delivered once, or dead at once on a 4xx).
+async fn gateway_with_events(
+    reply: impl Fn(&common::receiver::Received) -> Reply + Send + Sync + 'static,
+    bodies: &[Value],
+    options: GatewayOptions,
+) -> (Gateway, Receiver, Vec<String>) {
+    let crm = Receiver::start().await;
+    crm.set_script(move |request, _| reply(request));
+    let gateway = Gateway::start_with(
+        &format!(
+            "[[sources]]\nname = \"forms\"\n\
+             verify = {{ scheme = \"github\", secrets = [\"cli-secret\"] }}\n\
+             [[destinations]]\nname = \"crm\"\nurl = \"{}\"\n\
+             [[routes]]\nsource = \"forms\"\nto = [\"crm\"]\n",
+            crm.url
+        ),
+        options,
+    );
+    let client = reqwest::Client::new();
+    let url = gateway.webhook_url("forms");
+    let mut ids = Vec::new();
+    for (n, body) in bodies.iter().enumerate() {
+        let signed = sign(
+            VERIFY,
+            &serde_json::to_vec(body).expect("json"),
+            &format!("d-{n}"),
+            unix_now(),
+        );
+        let reply = post(&client, &url, &signed, "application/json").await;
+        assert_eq!(reply.status, 202, "{}", reply.json);
+        ids.push(reply.json["event_id"].as_str().expect("id").to_owned());
+    }
+    (gateway, crm, ids)
+}
+
+fn leads(count: usize) -> Vec<Value> {
+    (0..count)
+        .map(|n| json!({"type": "lead.created", "n": n}))
+        .collect()
+}
+
+fn config_of(gateway: &Gateway) -> String {
+    gateway.config_path.to_str().expect("path").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_of_more_than_100_is_refused_without_yes_when_nobody_can_be_asked() {
+    let (gateway, crm, _) = gateway_with_events(
+        |_| Reply::Status(400),
+        &leads(101),
+        GatewayOptions::default(),
+    )
+    .await;
+    gateway
+        .wait_for_deliveries(Duration::from_secs(30), "101 dead", |d| {
+            d.len() == 101 && d.iter().all(|d| d.2 == "dead")
+        })
+        .await;
+    let config = config_of(&gateway);
+    let dir = gateway.dir.path();
+    let replay = |extra: &[&str]| {
+        let mut args = vec![
+            "replay",
+            "-c",
+            &config,
+            "--source",
+            "forms",
+            "--status",
+            "dead",
+            "--reason",
+            "crm is back",
+        ];
+        args.extend_from_slice(extra);
+        // `Command::output` gives the child a stdin that is not a terminal (cron, ssh host cmd).
+        oncehook(dir, None, &args)
+    };
+
+    let refused = replay(&[]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stdout(&refused));
+    assert!(
+        stderr(&refused).contains("101 deliveries") && stderr(&refused).contains("--yes"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(stdout(&refused).is_empty(), "{}", stdout(&refused));
+    let (_, replays) = gateway.admin_get("/api/v1/replays").await;
+    assert_eq!(replays["replays"], json!([]), "nothing was replayed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(crm.received().len(), 101, "nothing was sent again");
+
+    // A dry run needs no confirmation.
+    let dry = succeeded(&replay(&["--dry-run"]));
+    assert!(dry.contains("dry run: 101 deliveries matched"), "{dry}");
+
+    // With --yes it goes ahead; --wait then exits 3, since every replayed delivery ends dead.
+    let waited = replay(&["--yes", "--wait"]);
+    assert!(
+        stdout(&waited).contains("101 deliveries matched and re-queued"),
+        "{}",
+        stdout(&waited)
+    );
+    assert_eq!(waited.status.code(), Some(3), "{}", stderr(&waited));
+    assert!(
+        stderr(&waited).contains("101 deliveries ended dead"),
+        "{}",
+        stderr(&waited)
+    );
+    assert_eq!(crm.received().len(), 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_piped_into_a_closed_reader_exit_quietly() {
+    let (gateway, _crm, ids) =
+        gateway_with_events(|_| Reply::Status(400), &leads(3), GatewayOptions::default()).await;
+    gateway
+        .wait_for_deliveries(Duration::from_secs(20), "dead", |d| {
+            d.len() == 3 && d.iter().all(|d| d.2 == "dead")
+        })
+        .await;
+    let config = config_of(&gateway);
+    let env = [("ONCEHOOK_ADMIN_TOKEN", ADMIN_TOKEN)];
+    for args in [
+        vec!["events", "search", "-c", &config],
+        vec!["events", "search", "-c", &config, "--json"],
+        vec!["events", "show", "-c", &config, &ids[0]],
+        vec!["dlq", "tail", "-c", &config],
+        vec!["dlq", "tail", "-c", &config, "--json"],
+        vec!["dlq", "tail", "-c", &config, "--json", "--follow"],
+        vec!["dlq", "tail", "-c", &config, "--follow"],
+        vec![
+            "replay",
+            "-c",
+            &config,
+            "--source",
+            "forms",
+            "--status",
+            "dead",
+            "--reason",
+            "x",
+            "--dry-run",
+        ],
+        vec!["stats", "-c", &config],
+        vec!["send", "-c", &config, "--source", "forms", "--times", "3"],
+    ] {
+        let output = run_into_a_closed_pipe(&args, &env);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(stderr(&output).is_empty(), "{args:?}: {}", stderr(&output));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_prints_exactly_what_the_api_answered() {
+    let (gateway, _crm, ids) =
+        gateway_with_events(|_| Reply::Status(400), &leads(2), GatewayOptions::default()).await;
+    gateway
+        .wait_for_deliveries(Duration::from_secs(20), "dead", |d| {
+            d.len() == 2 && d.iter().all(|d| d.2 == "dead")
+        })
+        .await;
+    let config = config_of(&gateway);
+    let dir = gateway.dir.path();
+    let api = |path: String| {
+        let request = reqwest::Client::new()
+            .get(format!("{}{path}", gateway.admin))
+            .bearer_auth(ADMIN_TOKEN);
+        async move {
+            request
+                .send()
+                .await
+                .expect("api")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
+    for (args, path) in [
+        (
+            vec![
+                "events", "search", "-c", &config, "--source", "forms", "--json",
+            ],
+            "/api/v1/events?source=forms&limit=20".to_owned(),
+        ),
+        (
+            vec!["events", "show", "-c", &config, &ids[0], "--json"],
+            format!("/api/v1/events/{}", ids[0]),
+        ),
+        (
+            vec!["dlq", "tail", "-c", &config, "--json"],
+            "/api/v1/dlq?limit=20".to_owned(),
+        ),
+    ] {
+        let printed = succeeded(&oncehook(dir, None, &args));
+        assert_eq!(printed.trim_end(), api(path).await, "{args:?}");
+    }
+    let page: Value = serde_json::from_str(&succeeded(&oncehook(
+        dir,
+        None,
+        &["events", "search", "-c", &config, "--json", "--limit", "1"],
+    )))
+    .expect("json");
+    let cursor = page["next_cursor"].as_str().expect("a second page");
+    let second: Value = serde_json::from_str(&succeeded(&oncehook(
+        dir,
+        None,
+        &[
+            "events", "search", "-c", &config, "--json", "--limit", "1", "--cursor", cursor,
+        ],
+    )))
+    .expect("json");
+    assert_eq!(second["events"][0]["event_id"], ids[0].as_str());
+    let stats: Value = serde_json::from_str(&succeeded(&oncehook(
+        dir,
+        None,
+        &["stats", "-c", &config, "--json"],
+    )))
+    .expect("json");
+    let (_, api_stats) = gateway.admin_get("/api/v1/stats").await;
+    let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+    assert_eq!(keys(&stats), keys(&api_stats));
+
+    // --follow: one API object per line, each an item of the API's `deliveries`.
+    let mut follow = Command::new(BIN)
+        .args(["dlq", "tail", "-c", &config, "--json", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("follow");
+    let reader = std::io::BufReader::new(follow.stdout.take().expect("stdout"));
+    let lines: Vec<Value> = std::io::BufRead::lines(reader)
+        .take(2)
+        .map(|l| serde_json::from_str(&l.expect("line")).expect("a JSON object per line"))
+        .collect();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let (_, dlq) = gateway.admin_get("/api/v1/dlq").await;
+    // Oldest first, like tail -f.
+    assert_eq!(lines[0], dlq["deliveries"][1]);
+    assert_eq!(lines[1], dlq["deliveries"][0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_show_the_end_of_errors_and_the_next_attempt() {
+    let cause = "the useful cause is at the end";
+    let long_body = json!({"type": "lead.created", "padding": "x".repeat(300), "why": cause});
+    let bodies = [long_body, json!({"type": "retry-me"})];
+    let (gateway, _crm, ids) = gateway_with_events(
+        |request| {
+            if request.json()["type"] == "retry-me" {
+                Reply::StatusRetryAfter(503, 3600)
+            } else {
+                // An error page that quotes the request: its end is the body's end.
+                Reply::Echo(400)
+            }
+        },
+        &bodies,
+        GatewayOptions::default(),
+    )
+    .await;
+    gateway
+        .wait_for_deliveries(Duration::from_secs(20), "dead and retrying", |d| {
+            d.len() == 2 && d[0].2 == "dead" && d[1].2 == "retrying"
+        })
+        .await;
+    let config = config_of(&gateway);
+    let dir = gateway.dir.path();
+    let dlq = succeeded(&oncehook(dir, None, &["dlq", "tail", "-c", &config]));
+    let row = dlq
+        .lines()
+        .find(|l| l.contains(&ids[0]))
+        .expect("the dead row");
+    assert!(row.contains("HTTP 400"), "{dlq}");
+    assert!(row.contains(cause), "the end of the error is cut:\n{dlq}");
+    let shown = succeeded(&oncehook(
+        dir,
+        None,
+        &["events", "show", "-c", &config, &ids[0]],
+    ));
+    assert!(shown.contains(cause), "{shown}");
+    let retrying = succeeded(&oncehook(
+        dir,
+        None,
+        &["events", "show", "-c", &config, &ids[1]],
+    ));
+    let line = retrying
+        .lines()
+        .find(|l| l.contains("retrying"))
+        .expect("the delivery line");
+    assert!(line.contains("next attempt 20"), "{retrying}");
+    assert!(
+        line.contains("(in 59m") || line.contains("(in 1h"),
+        "{retrying}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_commands_find_the_config_and_the_token_without_being_told() {
+    let (gateway, _crm, ids) =
+        gateway_with_events(|_| Reply::Status(200), &leads(1), GatewayOptions::default()).await;
+    let elsewhere = tempfile::tempdir().expect("dir");
+    // ONCEHOOK_CONFIG instead of -c, and the token from the config's admin.token.
+    let output = Command::new(BIN)
+        .args(["events", "search"])
+        .current_dir(elsewhere.path())
+        .env_remove("ONCEHOOK_ADMIN_TOKEN")
+        .env("ONCEHOOK_CONFIG", &gateway.config_path)
+        .output()
+        .expect("run");
+    assert!(succeeded(&output).contains(&ids[0]));
+
+    // A token the config reads from a variable this shell lacks: the error names it. Other
+    // keys' variables are not needed by the admin commands.
+    let with_variables = std::fs::read_to_string(&gateway.config_path)
+        .expect("config")
+        .replace(
+            &format!("token = \"{ADMIN_TOKEN}\""),
+            "token = \"${ONCEHOOK_TEST_TOKEN}\"",
+        )
+        .replace("cli-secret", "${ONCEHOOK_TEST_UNSET_SECRET}");
+    let path = elsewhere.path().join("oncehook.toml");
+    std::fs::write(&path, with_variables).expect("write");
+    let path = path.to_str().expect("path");
+    let missing = oncehook(elsewhere.path(), None, &["stats", "-c", path]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("ONCEHOOK_TEST_TOKEN"),
+        "{}",
+        stderr(&missing)
+    );
+    let output = Command::new(BIN)
+        .args(["stats", "-c", path])
+        .env_remove("ONCEHOOK_ADMIN_TOKEN")
+        .env("ONCEHOOK_TEST_TOKEN", ADMIN_TOKEN)
+        .output()
+        .expect("run");
+    assert!(succeeded(&output).contains("intake"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_log_lines_name_the_delivery_key_the_destination_got() {
+    let options = GatewayOptions {
+        env: vec![("ONCEHOOK_LOG".into(), "info".into())],
+        ..GatewayOptions::default()
+    };
+    let (gateway, crm, ids) = gateway_with_events(|_| Reply::Status(200), &leads(1), options).await;
+    crm.wait_for(Duration::from_secs(20), "the delivery", |r| r.len() == 1)
+        .await;
+    let key = crm.received()[0].idempotency_key().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let found = gateway.logs().into_iter().find_map(|line| {
+            let json: Value = serde_json::from_str(&line).ok()?;
+            let fields = json.get("fields")?.clone();
+            (fields["message"] == "delivery delivered").then_some(fields)
+        });
+        if let Some(fields) = found {
+            break fields;
+        }
+        assert!(std::time::Instant::now() < deadline, "{:?}", gateway.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(line["delivery_key"], key.as_str(), "{line}");
+    assert_eq!(line["event_id"], ids[0].as_str(), "{line}");
+    assert!(line.get("idempotency_key").is_none(), "{line}");
 }

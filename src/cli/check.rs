@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use super::output::outln;
 use crate::config::Config;
 
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
@@ -19,8 +20,8 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let show = |line: String| println!("{}", config.redact(&line));
-    println!("{}: ok", config_path.display());
+    let show = |line: String| outln!("{}", config.redact(&line));
+    outln!("{}: ok", config_path.display());
     show(format!(
         "intake  http://{}/webhooks/{{source}}",
         config.server.listen
@@ -32,7 +33,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         ""
     };
     show(format!("store   {}{encrypted}", config.store.url));
-    println!("\nsources ({}):", config.sources.len());
+    outln!("\nsources ({}):", config.sources.len());
     for source in &config.sources {
         let key = match (source.key_spec(), &source.key) {
             (Ok(spec), Some(_)) => spec.to_string(),
@@ -61,7 +62,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             humantime::format_duration(source.dedupe_ttl)
         ));
     }
-    println!("\ndestinations ({}):", config.destinations.len());
+    outln!("\ndestinations ({}):", config.destinations.len());
     for destination in &config.destinations {
         // Header values are often credentials (`X-Api-Key`): names only.
         let headers = if destination.headers.is_empty() {
@@ -84,7 +85,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             destination.concurrency
         ));
     }
-    println!("\nroutes ({}):", config.routes.len());
+    outln!("\nroutes ({}):", config.routes.len());
     for route in &config.routes {
         let filter = route
             .when

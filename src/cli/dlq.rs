@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::admin_client::{AdminArgs, AdminClient, clip, print_table, text};
+use super::admin_client::{AdminArgs, AdminClient, clip_middle, print_table, text};
+use super::output::{self, outln};
 
 /// How often `--follow` asks for new dead deliveries.
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(2);
@@ -13,6 +14,13 @@ const FOLLOW_INTERVAL: Duration = Duration::from_secs(2);
 #[derive(clap::Subcommand, Debug)]
 pub enum DlqCommand {
     /// Show the most recent dead deliveries; with --follow, keep printing new ones.
+    ///
+    /// With --json: the API's page (`{"deliveries": […], "next_cursor": …}`) as it came; with
+    /// --json --follow: one dead delivery per line, each an item of the API's `deliveries`, the
+    /// first page's oldest first, then new ones as they go dead (JSON Lines).
+    #[command(
+        after_help = "Examples:\n  oncehook dlq tail -n 50\n  oncehook dlq tail --follow --destination crm\n  oncehook dlq tail --json | jq '.deliveries[].last_error'"
+    )]
     Tail {
         #[command(flatten)]
         admin: AdminArgs,
@@ -40,13 +48,18 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<ExitCode> {
     if let Some(destination) = destination {
         query.push(("destination", destination));
     }
-    let first = dead_deliveries(&client, &query).await?;
+    let page = client.get_answer("/api/v1/dlq", &query).await?;
+    let first = deliveries(&page.json);
+    if admin.json && !follow {
+        output::text(&page.text);
+        return Ok(ExitCode::SUCCESS);
+    }
     if admin.json {
-        for delivery in &first {
-            println!("{delivery}");
+        for delivery in first.iter().rev() {
+            outln!("{delivery}");
         }
     } else if first.is_empty() && !follow {
-        println!("the dead-letter queue is empty");
+        outln!("the dead-letter queue is empty");
     } else {
         print_table(
             &[
@@ -68,7 +81,7 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<ExitCode> {
     let mut newest = first.first().map(position);
     loop {
         tokio::time::sleep(FOLLOW_INTERVAL).await;
-        let page = dead_deliveries(&client, &query).await?;
+        let page = deliveries(&client.get("/api/v1/dlq", &query).await?);
         let fresh: Vec<&Value> = page
             .iter()
             .take_while(|d| newest.as_ref().is_none_or(|seen| position(d) > *seen))
@@ -78,25 +91,20 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<ExitCode> {
         }
         for delivery in fresh.into_iter().rev() {
             if admin.json {
-                println!("{delivery}");
+                outln!("{delivery}");
             } else {
                 let cells = row(delivery);
-                println!("{}", cells.join("  "));
+                outln!("{}", cells.join("  "));
             }
         }
     }
 }
 
-async fn dead_deliveries(
-    client: &AdminClient,
-    query: &[(&str, String)],
-) -> anyhow::Result<Vec<Value>> {
-    let page = client.get("/api/v1/dlq", query).await?;
-    Ok(page
-        .get("deliveries")
+fn deliveries(page: &Value) -> Vec<Value> {
+    page.get("deliveries")
         .and_then(Value::as_array)
         .cloned()
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// The list's sort key: (time of death, delivery id); RFC 3339 times of one format sort as text.
@@ -117,6 +125,7 @@ fn row(delivery: &Value) -> Vec<String> {
         text(delivery, "reason"),
         text(delivery, "event_id"),
         text(delivery, "attempts"),
-        clip(&text(delivery, "last_error"), 60),
+        // The last column: long enough to hold the cause, which is at the end of the text.
+        clip_middle(&text(delivery, "last_error"), 120),
     ]
 }

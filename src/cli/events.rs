@@ -2,13 +2,20 @@
 
 use std::process::ExitCode;
 
+use anyhow::bail;
+
 use serde_json::Value;
 
-use super::admin_client::{AdminArgs, AdminClient, clip, print_table, text};
+use super::admin_client::{AdminArgs, AdminClient, clip, clip_middle, print_table, text};
+use super::output::{self, outln};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum EventsCommand {
     /// Find events, newest first.
+    #[command(after_help = "Examples:
+  oncehook events search --source forms --email ann@example.com --since 1h
+  oncehook events search --source stripe --status failed_terminal --since 1h
+  oncehook events search --source stripe --json --limit 1000   # one API page; then --cursor")]
     Search {
         #[command(flatten)]
         admin: AdminArgs,
@@ -32,11 +39,16 @@ pub enum EventsCommand {
         /// Received before this long ago or this RFC 3339 time.
         #[arg(long)]
         until: Option<String>,
-        /// At most this many events.
+        /// At most this many events (with --json: one page of the API, 1 to 1000).
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// With --json: the page after the one whose `next_cursor` this is.
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// One event: masked payload, headers, deliveries with every attempt, replays.
+    #[command(after_help = "Example:
+  oncehook events show EVENT_ID      # an EVENT from `oncehook events search`")]
     Show {
         #[command(flatten)]
         admin: AdminArgs,
@@ -57,6 +69,7 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<ExitCode> {
             since,
             until,
             limit,
+            cursor,
         } => {
             let client = AdminClient::new(&admin)?;
             let mut query: Vec<(&str, String)> = [
@@ -71,15 +84,30 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<ExitCode> {
             .into_iter()
             .filter_map(|(name, value)| value.map(|v| (name, v)))
             .collect();
-            search(&client, &mut query, limit.max(1), admin.json).await
+            if admin.json {
+                // Exactly the API's page: `{"events": […], "next_cursor": …}`.
+                query.push(("limit", limit.to_string()));
+                if let Some(cursor) = cursor {
+                    query.push(("cursor", cursor));
+                }
+                let page = client.get_answer("/api/v1/events", &query).await?;
+                output::text(&page.text);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if cursor.is_some() {
+                bail!("--cursor pages through the API's JSON: use it with --json");
+            }
+            search(&client, &mut query, limit.max(1)).await
         }
         EventsCommand::Show { admin, id } => {
             let client = AdminClient::new(&admin)?;
-            let event = client.get(&format!("/api/v1/events/{id}"), &[]).await?;
+            let event = client
+                .get_answer(&format!("/api/v1/events/{id}"), &[])
+                .await?;
             if admin.json {
-                println!("{}", serde_json::to_string_pretty(&event)?);
+                output::text(&event.text);
             } else {
-                print_event(&event);
+                print_event(&event.json);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -91,7 +119,6 @@ async fn search(
     client: &AdminClient,
     query: &mut Vec<(&str, String)>,
     limit: usize,
-    json: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut events: Vec<Value> = Vec::new();
     let mut more = false;
@@ -119,12 +146,8 @@ async fn search(
             None => break,
         }
     }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&events)?);
-        return Ok(ExitCode::SUCCESS);
-    }
     if events.is_empty() {
-        println!("no events match");
+        outln!("no events match");
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<Vec<String>> = events
@@ -141,40 +164,57 @@ async fn search(
         .collect();
     print_table(&["EVENT", "RECEIVED", "SOURCE", "STATUS", "KEY"], &rows);
     if more {
-        println!("(more events match; raise --limit to see them)");
+        outln!("(more events match; raise --limit to see them)");
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// Error texts keep their start and end within this many characters: the end says why.
+const ERROR_WIDTH: usize = 160;
+
+/// " (in 41s)" for an RFC 3339 time in the future; "" otherwise.
+fn from_now(time: &str) -> String {
+    let Ok(at) = humantime::parse_rfc3339(time) else {
+        return String::new();
+    };
+    match at.duration_since(std::time::SystemTime::now()) {
+        Ok(wait) if wait.as_secs() > 0 => {
+            let seconds = std::time::Duration::from_secs(wait.as_secs());
+            format!(" (in {})", humantime::format_duration(seconds))
+        }
+        _ => " (due)".to_owned(),
+    }
+}
+
 fn print_event(event: &Value) {
-    println!("event     {}", text(event, "event_id"));
-    println!("source    {}", text(event, "source"));
-    println!("key       {}", text(event, "idempotency_key"));
-    println!("received  {}", text(event, "received_at"));
-    println!("status    {}", text(event, "status"));
+    outln!("event     {}", text(event, "event_id"));
+    outln!("source    {}", text(event, "source"));
+    outln!("key       {}", text(event, "idempotency_key"));
+    outln!("received  {}", text(event, "received_at"));
+    outln!("status    {}", text(event, "status"));
     if let Some(headers) = event.get("headers").and_then(Value::as_object)
         && !headers.is_empty()
     {
-        println!("\nheaders:");
+        outln!("\nheaders:");
         for (name, value) in headers {
-            println!("  {name}: {}", value.as_str().unwrap_or_default());
+            outln!("  {name}: {}", value.as_str().unwrap_or_default());
         }
     }
-    println!("\npayload (masked):");
+    outln!("\npayload (masked):");
     let payload = event.get("payload").cloned().unwrap_or(Value::Null);
     let pretty = match &payload {
         Value::String(s) => s.clone(),
         other => serde_json::to_string_pretty(other).unwrap_or_default(),
     };
     for line in pretty.lines() {
-        println!("  {line}");
+        outln!("  {line}");
     }
     let deliveries = event
         .get("deliveries")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    println!("\ndeliveries ({}):", deliveries.len());
+    outln!("\ndeliveries ({}):", deliveries.len());
     for delivery in &deliveries {
         let mut line = format!(
             "  {}  {}  attempts {}",
@@ -186,7 +226,11 @@ fn print_event(event: &Value) {
         if !reason.is_empty() {
             line.push_str(&format!("  reason {reason}"));
         }
-        println!("{line}");
+        let next = text(delivery, "next_attempt_at");
+        if !next.is_empty() {
+            line.push_str(&format!("  next attempt {next}{}", from_now(&next)));
+        }
+        outln!("{line}");
         for attempt in delivery
             .get("attempts")
             .and_then(Value::as_array)
@@ -201,7 +245,7 @@ fn print_event(event: &Value) {
                 r if r.is_empty() => String::new(),
                 r => format!("  replay {r}"),
             };
-            println!(
+            outln!(
                 "    #{:<3} {}  {}  {:>6} ms  {}{}  {}",
                 text(attempt, "number"),
                 text(attempt, "started_at"),
@@ -209,7 +253,7 @@ fn print_event(event: &Value) {
                 text(attempt, "duration_ms"),
                 text(attempt, "outcome"),
                 replay,
-                clip(&text(attempt, "error"), 80)
+                clip_middle(&text(attempt, "error"), ERROR_WIDTH)
             );
         }
     }
@@ -219,9 +263,9 @@ fn print_event(event: &Value) {
         .cloned()
         .unwrap_or_default();
     if !replays.is_empty() {
-        println!("\nreplays ({}):", replays.len());
+        outln!("\nreplays ({}):", replays.len());
         for replay in &replays {
-            println!(
+            outln!(
                 "  {}  {}  to {}  by {}: {}",
                 text(replay, "created_at"),
                 text(replay, "replay_id"),

@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::routing::any;
 
+use super::output::outln;
 use crate::delivery::signing_verifier;
 use crate::verify::Verifier;
 
@@ -31,7 +32,7 @@ pub async fn run(port: u16, secret: Option<&str>, status: u16) -> anyhow::Result
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    println!(
+    outln!(
         "listening on http://{} ({}); answering {}",
         listener.local_addr()?,
         if verifier.is_some() {
@@ -75,7 +76,7 @@ async fn receive(
             }
         }
     };
-    println!(
+    outln!(
         "{method} {uri}  event {}  key {}  source {}  attempt {}{}  {signature}",
         header("oncehook-event-id"),
         header("idempotency-key"),
@@ -92,7 +93,7 @@ async fn receive(
         Err(_) => String::from_utf8_lossy(&body).into_owned(),
     };
     for line in text.lines().take(40) {
-        println!("  {line}");
+        outln!("  {line}");
     }
     if listener.verifier.is_some() && signature != "signature ok" {
         return StatusCode::UNAUTHORIZED;

@@ -6,6 +6,7 @@ mod check;
 mod dlq;
 mod events;
 mod listen;
+mod output;
 mod post;
 mod replay;
 mod send;
@@ -19,13 +20,22 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::app::Role;
+use admin_client::CONFIG_VARIABLE;
 
 #[derive(Parser)]
 #[command(
     name = "oncehook",
     version,
     long_version = crate::build_info::LONG_VERSION,
-    about = "A webhook gateway that makes webhooks effectively once"
+    about = "A webhook gateway that makes webhooks effectively once",
+    after_help = "Examples:
+  oncehook serve -c /etc/oncehook/oncehook.toml
+  oncehook check -c examples/quickstart.toml
+  oncehook events search --source stripe --status failed_terminal --since 1h
+
+The config file is -c FILE, else $ONCEHOOK_CONFIG, else ./oncehook.toml. The admin commands
+(events, dlq, replay, stats) find the admin API at --url, else the config's admin.listen, and
+take the token from $ONCEHOOK_ADMIN_TOKEN, else the config's admin.token."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,27 +45,39 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run intake, delivery workers, the admin API and metrics.
+    #[command(after_help = "Examples:
+  oncehook serve -c examples/quickstart.toml
+  oncehook serve -c /etc/oncehook/oncehook.toml --role intake")]
     Serve {
         /// The config file.
-        #[arg(short, long, default_value = "oncehook.toml")]
+        #[arg(short, long, env = CONFIG_VARIABLE, default_value = "oncehook.toml")]
         config: PathBuf,
         /// Which part of the work this node does when nodes share PostgreSQL.
         #[arg(long, value_enum, default_value = "all")]
         role: Role,
     },
     /// Validate the config and print its sources, destinations and routes.
+    #[command(after_help = "Example:
+  oncehook check -c examples/quickstart.toml")]
     Check {
-        #[arg(short, long, default_value = "oncehook.toml")]
+        /// The config file.
+        #[arg(short, long, env = CONFIG_VARIABLE, default_value = "oncehook.toml")]
         config: PathBuf,
     },
     /// Sign a payload as the source's provider would and post it to the gateway.
+    #[command(after_help = "Examples:
+  oncehook send -c examples/quickstart.toml --source demo --times 3
+  oncehook send -c examples/quickstart.toml --source forms --file examples/lead.json")]
     Send {
-        #[arg(short, long, default_value = "oncehook.toml")]
+        /// The config file: the source's secret, and server.listen unless --url is given.
+        #[arg(short, long, env = CONFIG_VARIABLE, default_value = "oncehook.toml")]
         config: PathBuf,
         /// The source to send as (its name in the config).
         #[arg(long)]
         source: String,
-        /// The payload; a sample event when omitted.
+        /// The payload; a sample event when omitted. A `.json` file is sent as application/json
+        /// (with a warning when it does not parse); another file as JSON when it parses, else
+        /// as application/octet-stream.
         #[arg(long)]
         file: Option<PathBuf>,
         /// Send the same delivery this many times, as a retrying provider would.
@@ -66,6 +88,9 @@ enum Command {
         url: Option<String>,
     },
     /// Receive deliveries on 127.0.0.1:PORT and print them, checking their signature.
+    #[command(after_help = "Examples:
+  oncehook listen --port 9000 --secret whsec_C2FtcGxlLXNpZ25pbmctc2VjcmV0LTEyMzQ1Njc4
+  oncehook listen --port 9000 --status 503      # every delivery fails: watch the retries")]
     Listen {
         #[arg(long, default_value_t = 9000)]
         port: u16,
@@ -77,27 +102,45 @@ enum Command {
         status: u16,
     },
     /// Search events and show one, through the admin API.
+    #[command(after_help = "Examples:
+  oncehook events search --source forms --email ann@example.com --since 1h
+  oncehook events show EVENT_ID")]
     Events {
         #[command(subcommand)]
         command: events::EventsCommand,
     },
     /// The dead-letter queue, through the admin API.
+    #[command(after_help = "Example:
+  oncehook dlq tail --follow")]
     Dlq {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
     /// Re-queue deliveries on purpose (recorded with who and why), through the admin API.
+    #[command(after_help = "Examples:
+  oncehook replay --source stripe --status dead --since 2h --reason \"crm was down, INC-123\" --dry-run
+  oncehook replay --source stripe --status dead --since 2h --reason \"crm was down, INC-123\" --wait
+  oncehook replay --id EVENT_ID --reason \"customer asked for a resend\"")]
     Replay(replay::ReplayArgs),
     /// Intake rate, dedupe hit rate, latency percentiles, queue depth, dead letters.
+    #[command(after_help = "Examples:
+  oncehook stats --window 1h
+  oncehook stats --json | jq .intake.dedupe_hit_rate")]
     Stats(stats::StatsArgs),
     /// Load-test a gateway: signed requests, a duplicate mix, closed or open loop, latency
     /// percentiles.
+    #[command(after_help = "Examples:
+  oncehook bench -c examples/quickstart.toml --source bench --connections 64 --duration 30s
+  oncehook bench -c examples/quickstart.toml --source bench --rate 2000 --duplicates 0.1 --json")]
     Bench(bench::BenchArgs),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        output::exit_quietly_when_stdout_closes();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

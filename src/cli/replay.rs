@@ -1,8 +1,9 @@
 //! `oncehook replay`: re-queues deliveries through the admin API, on purpose and on record.
 //!
-//! A real replay of more than `CONFIRM_ABOVE` deliveries asks first on a terminal (`--yes`
-//! skips the question); the count comes from a dry run made just before. Large replays (or any,
-//! with `--wait`) show their progress until every replayed delivery is delivered or dead.
+//! A real replay of more than `CONFIRM_ABOVE` deliveries asks first on a terminal and is refused
+//! without `--yes` where it cannot ask (cron, `ssh host cmd`, a pipe); the count comes from a dry
+//! run made just before. Large replays (or any, with `--wait`) show their progress until every
+//! replayed delivery is delivered or dead; with `--wait` the exit code says how they ended.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -12,10 +13,13 @@ use anyhow::bail;
 use serde_json::{Map, Value, json};
 
 use super::admin_client::{AdminArgs, AdminClient, print_table, text};
+use super::output::{self, outln};
 
 /// Replays larger than this ask for confirmation on a terminal and show progress there.
 const CONFIRM_ABOVE: u64 = 100;
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+/// `--wait`: some replayed deliveries ended dead.
+const EXIT_SOME_DEAD: u8 = 3;
 
 #[derive(clap::Args, Debug)]
 pub struct ReplayArgs {
@@ -48,10 +52,12 @@ pub struct ReplayArgs {
     /// Only count what would be replayed; nothing is sent or recorded.
     #[arg(long)]
     pub dry_run: bool,
-    /// Do not ask for confirmation.
+    /// Do not ask for confirmation; needed for more than 100 deliveries where nobody can be
+    /// asked (stdin is not a terminal).
     #[arg(long, short)]
     pub yes: bool,
-    /// Follow the replay until every replayed delivery is delivered or dead.
+    /// Follow the replay until every replayed delivery is delivered or dead; exit 0 when all
+    /// were delivered, 3 when some ended dead.
     #[arg(long)]
     pub wait: bool,
 }
@@ -77,22 +83,38 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         })
     };
 
-    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-    if !args.dry_run && !args.yes && interactive {
-        let preview = client.post("/api/v1/replays", &request(true)).await?;
-        let matched = preview.get("matched").and_then(Value::as_u64).unwrap_or(0);
-        if matched > CONFIRM_ABOVE && !confirm(matched)? {
-            eprintln!("aborted: nothing was replayed");
-            return Ok(ExitCode::FAILURE);
+    let can_ask = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if !args.dry_run && !args.yes {
+        let preview = client
+            .post_answer("/api/v1/replays", &request(true))
+            .await?;
+        let matched = preview
+            .json
+            .get("matched")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if matched > CONFIRM_ABOVE {
+            if !can_ask {
+                bail!(
+                    "{} match, more than {CONFIRM_ABOVE}, and there is no terminal to confirm \
+                     on: nothing was replayed. Look first with --dry-run, then add --yes.",
+                    deliveries(matched)
+                );
+            }
+            if !confirm(matched)? {
+                eprintln!("aborted: nothing was replayed");
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
 
     let answer = client
-        .post("/api/v1/replays", &request(args.dry_run))
+        .post_answer("/api/v1/replays", &request(args.dry_run))
         .await?;
     if args.admin.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        output::text(&answer.text);
     }
+    let answer = answer.json;
     let matched = answer.get("matched").and_then(Value::as_u64).unwrap_or(0);
     let skipped = answer
         .get("skipped_in_flight")
@@ -105,21 +127,54 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     if args.dry_run {
         if !args.admin.json {
-            println!("dry run: {matched} deliveries matched{skipped_note}; nothing was replayed");
+            outln!(
+                "dry run: {} matched{skipped_note}; nothing was replayed",
+                deliveries(matched)
+            );
             print_sample(&answer);
         }
         return Ok(ExitCode::SUCCESS);
     }
     let replay_id = text(&answer, "replay_id");
     if !args.admin.json {
-        println!("replay {replay_id}: {matched} deliveries matched and re-queued{skipped_note}");
+        outln!(
+            "replay {replay_id}: {} matched and re-queued{skipped_note}",
+            deliveries(matched)
+        );
         print_sample(&answer);
     }
     let large = matched > CONFIRM_ABOVE && std::io::stderr().is_terminal();
-    if matched > 0 && (args.wait || large) {
-        follow(&client, &replay_id, matched).await?;
+    if matched == 0 || !(args.wait || large) {
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(ExitCode::SUCCESS)
+    let progress = follow(&client, &replay_id, matched).await?;
+    if !args.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    Ok(if progress.dead > 0 {
+        eprintln!(
+            "{} ended dead: see `oncehook dlq tail`",
+            deliveries(progress.dead)
+        );
+        ExitCode::from(EXIT_SOME_DEAD)
+    } else if progress.superseded > 0 {
+        eprintln!(
+            "{} replayed again by a later replay before they ended: see GET /api/v1/replays",
+            deliveries(progress.superseded)
+        );
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// "1 delivery", "2 deliveries".
+fn deliveries(count: u64) -> String {
+    if count == 1 {
+        "1 delivery".to_owned()
+    } else {
+        format!("{count} deliveries")
+    }
 }
 
 fn filter(args: &ReplayArgs) -> Map<String, Value> {
@@ -173,15 +228,21 @@ fn print_sample(answer: &Value) {
             ]
         })
         .collect();
-    println!("sample:");
+    outln!("sample:");
     print_table(
         &["EVENT", "SOURCE", "DESTINATION", "WAS", "RECEIVED"],
         &rows,
     );
 }
 
+/// Where a replay's deliveries ended.
+struct Settled {
+    dead: u64,
+    superseded: u64,
+}
+
 /// Shows the replay's progress on stderr until none of its deliveries is open any more.
-async fn follow(client: &AdminClient, replay_id: &str, matched: u64) -> anyhow::Result<()> {
+async fn follow(client: &AdminClient, replay_id: &str, matched: u64) -> anyhow::Result<Settled> {
     let terminal = std::io::stderr().is_terminal();
     if terminal {
         eprintln!("(Ctrl-C stops watching; the replay goes on)");
@@ -216,7 +277,10 @@ async fn follow(client: &AdminClient, replay_id: &str, matched: u64) -> anyhow::
             if terminal {
                 eprintln!();
             }
-            return Ok(());
+            return Ok(Settled {
+                dead: count("dead"),
+                superseded: count("superseded"),
+            });
         }
         tokio::time::sleep(PROGRESS_INTERVAL).await;
     }

@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
 
+use super::output::outln;
 use crate::config::Config;
 use crate::domain::key::KeyPart;
 use crate::verify::Verifier;
@@ -88,7 +89,7 @@ pub async fn run(
         }
         .with_context(|| format!("cannot reach {url}"))?;
         all_ok &= status.is_success();
-        println!("{attempt}: {} {}", status.as_u16(), text.trim_end());
+        outln!("{attempt}: {} {}", status.as_u16(), text.trim_end());
     }
     Ok(if all_ok {
         ExitCode::SUCCESS

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use super::admin_client::{AdminArgs, AdminClient, text};
+use super::output;
 
 #[derive(clap::Args, Debug)]
 pub struct StatsArgs {
@@ -18,13 +19,13 @@ pub struct StatsArgs {
 pub async fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
     let client = AdminClient::new(&args.admin)?;
     let stats = client
-        .get("/api/v1/stats", &[("window", args.window.clone())])
+        .get_answer("/api/v1/stats", &[("window", args.window.clone())])
         .await?;
     if args.admin.json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        output::text(&stats.text);
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", report(&stats));
+    output::text(&report(&stats.json));
     Ok(ExitCode::SUCCESS)
 }
 

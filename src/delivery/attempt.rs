@@ -115,7 +115,7 @@ impl Attempt {
             destination = %name,
             source = %self.claim.source,
             event_id = %self.claim.event_id,
-            idempotency_key = %self.claim.delivery_key,
+            delivery_key = %self.claim.delivery_key,
             attempt = self.claim.attempt,
             replay_id = self.claim.replay_id.map(|r| r.to_string()),
             outcome = outcome.as_str(),

@@ -452,3 +452,19 @@ print('verified')\n";
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Runs `oncehook ARGS` with stdout a pipe whose reader is already gone (a `| head` that has
+/// read what it wanted) and stdin not a terminal.
+pub fn run_into_a_closed_pipe(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let child = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run oncehook");
+    child.wait_with_output().expect("wait")
+}

@@ -428,3 +428,97 @@ fn every_key_the_loader_accepts_is_documented() {
         "{DOC} documents keys the loader does not accept: {unknown:?}"
     );
 }
+
+const QUICKSTART: &str = "examples/quickstart.toml";
+
+/// Every leaf key path under `path` in a TOML value (`[]` for arrays of tables).
+fn key_paths(path: &str, value: &toml::Value, out: &mut BTreeSet<String>) {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        toml::Value::Table(table) => {
+            for (key, item) in table {
+                key_paths(&join(key), item, out);
+            }
+        }
+        toml::Value::Array(items)
+            if items.iter().all(toml::Value::is_table) && !items.is_empty() =>
+        {
+            for item in items {
+                key_paths(&format!("{path}[]"), item, out);
+            }
+        }
+        _ => {
+            out.insert(path.to_owned());
+        }
+    }
+}
+
+/// The key paths a commented config shows: its active keys, and the keys of every comment line
+/// that is itself TOML (`# encryption_key = "${ONCEHOOK_KEY}"`), under the table it sits in.
+fn shown_keys(text: &str, tables: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut shown = BTreeSet::new();
+    let active: toml::Table = toml::from_str(text).expect("the quickstart is TOML");
+    key_paths("", &toml::Value::Table(active), &mut shown);
+    let mut table = String::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(header) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
+            table = format!("{}[]", header.trim());
+        } else if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            // `[sources.verify]` is the verify table of the last `[[sources]]`.
+            let mut path = String::new();
+            for segment in header.trim().split('.') {
+                path = if path.is_empty() {
+                    segment.to_owned()
+                } else {
+                    format!("{path}.{segment}")
+                };
+                if tables.contains(&format!("{path}[]")) {
+                    path.push_str("[]");
+                }
+            }
+            table = path;
+        } else if let Some(comment) = line.strip_prefix('#')
+            && let Ok(parsed) = toml::from_str::<toml::Table>(comment.trim())
+            && !parsed.is_empty()
+        {
+            key_paths(&table, &toml::Value::Table(parsed), &mut shown);
+        }
+    }
+    shown
+}
+
+#[test]
+fn the_quickstart_shows_every_key_the_loader_accepts() {
+    let mut keys = BTreeSet::new();
+    let mut tables = BTreeSet::new();
+    loader_keys("", &mut keys, &mut tables);
+    let shown = shown_keys(&read(QUICKSTART), &tables);
+    // A key whose value is a table of free names (`headers`, `search_fields`) shows as its
+    // entries.
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|key| {
+            !shown.contains(*key) && !shown.iter().any(|s| s.starts_with(&format!("{key}.")))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{QUICKSTART} says it documents every key, but lacks (add them, commented out where \
+         they are optional): {missing:?}"
+    );
+    // And it shows nothing the loader does not know.
+    let unknown: Vec<&String> = shown
+        .iter()
+        .filter(|s| !keys.contains(*s) && !keys.iter().any(|key| s.starts_with(&format!("{key}."))))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "{QUICKSTART} shows keys the loader does not accept: {unknown:?}"
+    );
+}

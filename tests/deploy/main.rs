@@ -1,14 +1,17 @@
 //! Checks of what operators run, against the real binary and its real config loader: the alert
 //! rules and their unit tests (promtool), the metric names the rules and the dashboard query,
 //! the runbook's anchors, the packaging files (image, Compose, systemd), `--version`, the
-//! configuration reference, and the two-node set-up of docs/deploy.md.
+//! configuration reference and the quickstart, the two-node set-up of docs/deploy.md, the
+//! README's walkthrough, and the runbook's commands on the systemd layout.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod config_docs;
+mod markdown;
 mod monitoring;
 mod packaging;
+mod runbook;
 mod two_nodes;
 
 use std::path::{Path, PathBuf};

@@ -11,6 +11,7 @@ mod config_docs;
 mod markdown;
 mod monitoring;
 mod packaging;
+mod readme;
 mod runbook;
 mod two_nodes;
 

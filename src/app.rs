@@ -14,9 +14,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
-use crate::delivery::{self, Wakeups};
+use crate::delivery;
 use crate::intake::{self, Intake};
 use crate::store::{self, Store};
+use crate::wakeups::Wakeups;
 
 /// Which parts of the work this node does when several nodes share one database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -85,7 +86,9 @@ impl App {
             max_connections: self.config.server.max_connections,
         };
         let grace = self.config.server.shutdown_grace;
-        let wakeups = Arc::new(Wakeups::new(&self.config));
+        let wakeups = Arc::new(Wakeups::new(
+            self.config.destinations.iter().map(|d| d.name.as_str()),
+        ));
         if matches!(self.role, Role::All | Role::Worker) {
             delivery::spawn_workers(
                 &self.config,

@@ -19,3 +19,4 @@ pub mod shutdown;
 pub mod stats;
 pub mod store;
 pub mod verify;
+pub mod wakeups;

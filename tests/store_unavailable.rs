@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use oncehook::config::Config;
-use oncehook::delivery::Wakeups;
 use oncehook::intake::{Intake, router};
 use oncehook::store::sqlite::{SqliteOptions, SqliteStore};
 use oncehook::store::*;
 use oncehook::verify::{Verifier, VerifyConfig};
+use oncehook::wakeups::Wakeups;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -147,7 +147,9 @@ async fn an_unavailable_store_gets_503_with_retry_after_and_nothing_is_acknowled
     let intake = Intake::new(
         &config,
         store.clone(),
-        Arc::new(Wakeups::new(&config)),
+        Arc::new(Wakeups::new(
+            config.destinations.iter().map(|d| d.name.as_str()),
+        )),
         CancellationToken::new(),
     )
     .expect("intake");

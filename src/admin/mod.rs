@@ -36,10 +36,10 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::delivery::Wakeups;
 use crate::domain::pointer::JsonPointer;
 use crate::privacy::{PayloadCipher, SearchKey};
 use crate::store::Store;
+use crate::wakeups::Wakeups;
 use error::ApiError;
 
 /// Search field names always accepted by `GET /api/v1/events` (SPEC §6), even when no source

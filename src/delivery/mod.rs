@@ -23,6 +23,7 @@ use crate::domain::retry::RetryPolicy;
 use crate::privacy::PayloadCipher;
 use crate::store::{Store, millis, now_millis};
 use crate::verify::{SchemeName, Verifier, VerifyConfig};
+use crate::wakeups::Wakeups;
 
 /// How long a lane with nothing due sleeps before looking again, when nobody wakes it.
 /// Wake-ups from intake and from finished attempts make this matter only across nodes.
@@ -98,34 +99,6 @@ pub fn signing_verifier(secret: &str) -> Result<Verifier, crate::verify::VerifyC
 /// Each source's hidden fields (`privacy::hidden_fields`), by source name; sources without any
 /// are left out.
 pub type HiddenFields = HashMap<String, Vec<crate::domain::pointer::JsonPointer>>;
-
-/// Per-destination wake-ups: intake rings after it commits new deliveries, attempts ring when
-/// they finish, so lanes do not wait for their poll interval.
-#[derive(Default)]
-pub struct Wakeups {
-    lanes: HashMap<String, Arc<Notify>>,
-}
-
-impl Wakeups {
-    pub fn new(config: &Config) -> Wakeups {
-        let lanes = config
-            .destinations
-            .iter()
-            .map(|d| (d.name.clone(), Arc::new(Notify::new())))
-            .collect();
-        Wakeups { lanes }
-    }
-
-    pub fn wake(&self, destination: &str) {
-        if let Some(notify) = self.lanes.get(destination) {
-            notify.notify_one();
-        }
-    }
-
-    fn lane(&self, destination: &str) -> Arc<Notify> {
-        self.lanes.get(destination).cloned().unwrap_or_default()
-    }
-}
 
 /// Starts one lane per destination and the queue-depth gauge on `tasks`. When `stop` is
 /// cancelled, lanes stop claiming; attempts already started may finish within `grace`, and

@@ -25,11 +25,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::delivery::Wakeups;
 use crate::domain::fingerprint::{fingerprint_bytes, fingerprint_json};
 use crate::metrics::{self, IntakeOutcome};
 use crate::privacy::{self, PayloadCipher, SearchKey, SensitiveValues};
 use crate::store::{self, AcceptOutcome, NewEvent, Store};
+use crate::wakeups::Wakeups;
 pub use source::SourceRuntime;
 
 /// Everything intake needs, built once from the config.

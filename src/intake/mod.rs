@@ -24,47 +24,55 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::Config;
 use crate::domain::fingerprint::{fingerprint_bytes, fingerprint_json};
 use crate::metrics::{self, IntakeOutcome};
 use crate::privacy::{self, PayloadCipher, SearchKey, SensitiveValues};
 use crate::store::{self, AcceptOutcome, NewEvent, Store};
 use crate::wakeups::Wakeups;
-pub use source::SourceRuntime;
+pub use source::{RateLimit, RouteRuntime, SourceParts, SourceRuntime};
 
 /// Everything intake needs, built once from the config.
 pub struct Intake {
     sources: HashMap<String, Arc<SourceRuntime>>,
     store: Arc<dyn Store>,
     wakeups: Arc<Wakeups>,
-    cipher: Option<PayloadCipher>,
+    cipher: Option<Arc<PayloadCipher>>,
     search_key: SearchKey,
     body_timeout: std::time::Duration,
     /// Cancelled when the node is shutting down: new webhooks get 503 so providers retry elsewhere.
     stopping: CancellationToken,
 }
 
+/// What intake is built from, compiled from the config by `app`.
+pub struct IntakeParts {
+    pub sources: Vec<SourceRuntime>,
+    pub cipher: Option<Arc<PayloadCipher>>,
+    pub search_key: SearchKey,
+    /// Time a client has to send its body once the headers are in.
+    pub body_timeout: std::time::Duration,
+}
+
 impl Intake {
     pub fn new(
-        config: &Config,
+        parts: IntakeParts,
         store: Arc<dyn Store>,
         wakeups: Arc<Wakeups>,
         stopping: CancellationToken,
-    ) -> anyhow::Result<Intake> {
-        let mut sources = HashMap::new();
-        for source in &config.sources {
-            let runtime = SourceRuntime::build(config, source)?;
-            sources.insert(source.name.clone(), Arc::new(runtime));
-        }
-        Ok(Intake {
+    ) -> Intake {
+        let sources = parts
+            .sources
+            .into_iter()
+            .map(|source| (source.name.to_string(), Arc::new(source)))
+            .collect();
+        Intake {
             sources,
             store,
             wakeups,
-            cipher: config.payload_cipher(),
-            search_key: SearchKey::new(config.store.encryption_key.as_deref()),
-            body_timeout: config.server.body_timeout,
+            cipher: parts.cipher,
+            search_key: parts.search_key,
+            body_timeout: parts.body_timeout,
             stopping,
-        })
+        }
     }
 }
 
@@ -353,7 +361,7 @@ async fn handle(
     };
     let stored_key = sensitive.scrub(&key.text).into_owned();
     let mut deliveries = source.deliveries_for(&headers, json.as_ref(), &fingerprint);
-    let cipher = intake.cipher.as_ref();
+    let cipher = intake.cipher.as_deref();
     if cipher.is_some() {
         // Ordering keys are only compared for equality: on an encrypted store they are kept as
         // keyed hashes, like search values, so a key read from a masked field is not in clear.

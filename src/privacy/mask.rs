@@ -1,9 +1,10 @@
 //! Masking: what operators see of a payload's hidden fields, and which header names are never
 //! shown at all.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
-use crate::config::SourceConfig;
 use crate::domain::pointer::JsonPointer;
 
 /// What a masked value is shown as.
@@ -46,17 +47,9 @@ pub fn masked_preview(body: &[u8], pointers: &[JsonPointer]) -> Value {
     }
 }
 
-/// The fields of a source's payloads that operators never see in clear: `mask_fields` and the
-/// pointers of `search_fields`.
-pub fn hidden_fields(source: &SourceConfig) -> Vec<JsonPointer> {
-    let mut fields = source.mask_fields.clone();
-    for pointer in source.search_fields.values() {
-        if !fields.contains(pointer) {
-            fields.push(pointer.clone());
-        }
-    }
-    fields
-}
+/// Each source's hidden fields, by source name: the fields of its payloads that operators never
+/// see in clear (`mask_fields` and the pointers of `search_fields`), possibly none.
+pub type HiddenFields = HashMap<String, Vec<JsonPointer>>;
 
 /// Header names whose values are credentials or signatures: never shown, whatever they hold.
 pub fn is_secret_header(name: &str) -> bool {

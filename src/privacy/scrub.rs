@@ -12,7 +12,7 @@ use crate::domain::pointer::JsonPointer;
 /// Values shorter than this are not scrubbed from free text: they would match nearly anything.
 const MIN_SCRUBBED_LEN: usize = 3;
 
-/// The values of one payload's hidden fields (see `hidden_fields`), to scrub from free text.
+/// The values of one payload's hidden fields (see `HiddenFields`), to scrub from free text.
 #[derive(Debug, Default, Clone)]
 pub struct SensitiveValues {
     /// ASCII-lowercased, so matching ignores ASCII case (emails are matched that way too).

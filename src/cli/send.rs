@@ -9,9 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
 
+use crate::app::Runtime;
 use crate::config::Config;
 use crate::domain::key::KeyPart;
-use crate::verify::Verifier;
 
 pub async fn run(
     config_path: &Path,
@@ -21,6 +21,8 @@ pub async fn run(
     url: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
+    // Refuses what `serve` would refuse, and signs with the verifier `serve` would check with.
+    let runtime = Runtime::build(&config)?;
     let Some(source) = config.source(source_name) else {
         let known: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
         bail!(
@@ -29,7 +31,15 @@ pub async fn run(
             known.join(", ")
         );
     };
-    let verifier = Verifier::from_config(&source.verify)?;
+    let Some(verifier) = runtime
+        .intake
+        .sources
+        .iter()
+        .find(|s| &*s.name == source_name)
+        .map(|s| &s.verifier)
+    else {
+        bail!("source {source_name:?} was not built");
+    };
     let (body, content_type) = match file {
         Some(path) => {
             let body =

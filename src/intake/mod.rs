@@ -34,23 +34,22 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::Config;
-use crate::delivery::Wakeups;
 use crate::http_error::HttpError;
 use crate::metrics::{self, IntakeOutcome};
 use crate::privacy::{PayloadCipher, SearchKey};
 use crate::store::{self, AcceptOutcome, Store};
+use crate::wakeups::Wakeups;
 use edge::{AuthFailureLimiter, BodyBudget, BodyReservation};
 pub use prepare::{Prepared, Sealing, prepare};
 pub use rejection::Rejection;
-pub use source::SourceRuntime;
+pub use source::{RateLimit, RouteRuntime, SourceParts, SourceRuntime};
 
 /// Everything intake needs, built once from the config.
 pub struct Intake {
     sources: HashMap<String, Arc<SourceRuntime>>,
     store: Arc<dyn Store>,
     wakeups: Arc<Wakeups>,
-    cipher: Option<PayloadCipher>,
+    cipher: Option<Arc<PayloadCipher>>,
     search_key: SearchKey,
     body_timeout: std::time::Duration,
     /// `server.auth_failures_per_ip`: failed signature checks per client address.
@@ -61,31 +60,42 @@ pub struct Intake {
     stopping: CancellationToken,
 }
 
+/// What intake is built from, compiled from the config by `app`.
+pub struct IntakeParts {
+    pub sources: Vec<SourceRuntime>,
+    pub cipher: Option<Arc<PayloadCipher>>,
+    pub search_key: SearchKey,
+    /// Time a client has to send its body once the headers are in.
+    pub body_timeout: std::time::Duration,
+    /// `server.auth_failures_per_ip`: failed signature checks allowed per client address.
+    pub auth_failures_per_ip: RateLimit,
+    /// `server.max_buffered_body`: bytes of request bodies held at once.
+    pub max_buffered_body: usize,
+}
+
 impl Intake {
     pub fn new(
-        config: &Config,
+        parts: IntakeParts,
         store: Arc<dyn Store>,
         wakeups: Arc<Wakeups>,
         stopping: CancellationToken,
-    ) -> anyhow::Result<Intake> {
-        let mut sources = HashMap::new();
-        for source in &config.sources {
-            let runtime = SourceRuntime::build(config, source)?;
-            sources.insert(source.name.clone(), Arc::new(runtime));
-        }
-        Ok(Intake {
+    ) -> Intake {
+        let sources = parts
+            .sources
+            .into_iter()
+            .map(|source| (source.name.to_string(), Arc::new(source)))
+            .collect();
+        Intake {
             sources,
             store,
             wakeups,
-            cipher: config.payload_cipher(),
-            search_key: SearchKey::new(config.store.encryption_key.as_deref()),
-            body_timeout: config.server.body_timeout,
-            auth_failures: AuthFailureLimiter::new(&config.server.auth_failures_per_ip),
-            body_budget: BodyBudget::new(
-                usize::try_from(config.server.max_buffered_body.as_u64()).unwrap_or(usize::MAX),
-            ),
+            cipher: parts.cipher,
+            search_key: parts.search_key,
+            body_timeout: parts.body_timeout,
+            auth_failures: AuthFailureLimiter::new(parts.auth_failures_per_ip),
+            body_budget: BodyBudget::new(parts.max_buffered_body),
             stopping,
-        })
+        }
     }
 }
 
@@ -272,7 +282,7 @@ async fn handle(
     let prepared = prepare(
         source,
         &Sealing {
-            cipher: intake.cipher.as_ref(),
+            cipher: intake.cipher.as_deref(),
             search_key: &intake.search_key,
         },
         &headers,

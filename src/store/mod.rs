@@ -1,7 +1,7 @@
 //! The store: one contract (`Store`), one implementation per backend.
 //!
 //! Handlers and workers hold an `Arc<dyn Store>` and never see SQL. Each backend keeps its SQL
-//! to itself (`sqlite.rs`, `postgres.rs`); what every backend must do is pinned down by the
+//! to itself (`sqlite/`, `postgres/`); what every backend must do is pinned down by the
 //! shared conformance suite in `tests.rs`.
 
 pub mod migrations;

@@ -1,0 +1,145 @@
+//! Replays: the selection of deliveries by filter, their re-queueing and the record of who
+//! replayed what, in one transaction (a dry run only reads).
+
+use rusqlite::{Connection, params};
+
+use super::deliveries::refresh_event_status;
+use super::queries::Filter;
+use super::uuid_from_blob;
+use crate::store::{NewReplay, ReplayOutcome, ReplayRecord, ReplaySample};
+
+pub(super) const REPLAY_COLUMNS: &str =
+    "id, created_at, requested_by, reason, filter, matched, skipped_in_flight";
+
+pub(super) fn replay_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReplayRecord> {
+    Ok(ReplayRecord {
+        id: uuid_from_blob(&row.get::<_, Vec<u8>>(0)?)?,
+        created_at: row.get(1)?,
+        requested_by: row.get(2)?,
+        reason: row.get(3)?,
+        filter_json: row.get(4)?,
+        matched: row.get::<_, i64>(5)?.max(0) as u64,
+        skipped_in_flight: row.get::<_, i64>(6)?.max(0) as u64,
+    })
+}
+
+/// See `Store::replay`. A dry run only reads; a real one runs inside the writer's transaction,
+/// so the selection and the re-queueing see the same deliveries.
+pub(super) fn run_replay(conn: &Connection, replay: &NewReplay) -> rusqlite::Result<ReplayOutcome> {
+    let wanted = &replay.filter;
+    let mut filter = Filter::default();
+    if !wanted.event_ids.is_empty() {
+        let mut clause = String::from("e.id IN (");
+        for (i, _) in wanted.event_ids.iter().enumerate() {
+            clause.push_str(if i == 0 { "?" } else { ", ?" });
+        }
+        clause.push(')');
+        // The clause text depends on the number of ids only; the ids are parameters.
+        filter.push(
+            clause,
+            wanted
+                .event_ids
+                .iter()
+                .map(|id| rusqlite::types::Value::from(id.as_bytes().to_vec())),
+        );
+    }
+    if let Some(source) = &wanted.source {
+        filter.push("e.source = ?", [source.clone().into()]);
+    }
+    if let Some(destination) = &wanted.destination {
+        filter.push("d.destination = ?", [destination.clone().into()]);
+    }
+    if let Some(state) = &wanted.delivery_state {
+        filter.push("d.state = ?", [state.clone().into()]);
+    }
+    if let Some(status) = &wanted.event_status {
+        filter.push("e.status = ?", [status.clone().into()]);
+    }
+    if let Some(since) = wanted.since {
+        filter.push("e.received_at >= ?", [since.into()]);
+    }
+    if let Some(until) = wanted.until {
+        filter.push("e.received_at < ?", [until.into()]);
+    }
+    let sql = format!(
+        "SELECT d.id, d.state, d.destination, e.id, e.source, e.received_at, e.seq
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq{}
+         ORDER BY e.received_at DESC, d.id DESC",
+        filter.sql()
+    );
+    let mut statement = conn.prepare(&sql)?;
+    let rows = statement.query_map(rusqlite::params_from_iter(&filter.params), |row| {
+        Ok((
+            ReplaySample {
+                delivery_id: row.get(0)?,
+                state: row.get(1)?,
+                destination: row.get(2)?,
+                event_id: uuid_from_blob(&row.get::<_, Vec<u8>>(3)?)?,
+                source: row.get(4)?,
+                received_at: row.get(5)?,
+            },
+            row.get::<_, i64>(6)?,
+        ))
+    })?;
+    let mut outcome = ReplayOutcome {
+        matched: 0,
+        skipped_in_flight: 0,
+        sample: Vec::new(),
+        destinations: Vec::new(),
+    };
+    let mut chosen = Vec::new();
+    for row in rows {
+        let (delivery, event_seq) = row?;
+        if delivery.state == "in_flight" {
+            outcome.skipped_in_flight += 1;
+            continue;
+        }
+        outcome.matched += 1;
+        if !outcome.destinations.contains(&delivery.destination) {
+            outcome.destinations.push(delivery.destination.clone());
+        }
+        chosen.push((delivery.delivery_id, event_seq));
+        if outcome.sample.len() < replay.sample_size {
+            outcome.sample.push(delivery);
+        }
+    }
+    if replay.dry_run {
+        return Ok(outcome);
+    }
+
+    let replay_id = replay.id.as_bytes().to_vec();
+    let mut requeue = conn.prepare_cached(
+        "UPDATE deliveries
+         SET state = 'pending', attempts = 0, next_attempt_at = ?2, replay_id = ?3,
+             dead_reason = NULL, delivered_at = NULL, lease_expires_at = NULL,
+             lease_token = NULL, updated_at = ?2
+         WHERE id = ?1 AND state != 'in_flight'",
+    )?;
+    let mut link = conn.prepare_cached(
+        "INSERT OR IGNORE INTO replay_deliveries (replay_id, delivery_id) VALUES (?1, ?2)",
+    )?;
+    let mut events = std::collections::BTreeSet::new();
+    for (delivery_id, event_seq) in &chosen {
+        requeue.execute(params![delivery_id, replay.now, &replay_id])?;
+        link.execute(params![&replay_id, delivery_id])?;
+        events.insert(*event_seq);
+    }
+    for event_seq in events {
+        refresh_event_status(conn, event_seq)?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO replays (id, created_at, requested_by, reason, filter, matched,
+                              skipped_in_flight)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        &replay_id,
+        replay.now,
+        replay.requested_by,
+        replay.reason,
+        replay.filter_json,
+        i64::try_from(outcome.matched).unwrap_or(i64::MAX),
+        i64::try_from(outcome.skipped_in_flight).unwrap_or(i64::MAX),
+    ])?;
+    Ok(outcome)
+}

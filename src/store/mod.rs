@@ -1,8 +1,11 @@
 //! The store: one contract (`Store`), one implementation per backend.
 //!
-//! Handlers and workers hold an `Arc<dyn Store>` and never see SQL. Each backend keeps its SQL
-//! to itself (`sqlite/`, `postgres/`); what every backend must do is pinned down by the
-//! shared conformance suite in `tests.rs`.
+//! The contract is four traits, one per concern: `IntakeStore` (the atomic accept, the purge of
+//! expired keys), `DeliveryQueue` (claims, outcomes, queue depth), `AdminQueries` (what
+//! operators read) and `ReplayStore` (replays and their records). `Store` is all four, for
+//! every type that implements them. Handlers and workers hold an `Arc<dyn Store>` and never see
+//! SQL. Each backend keeps its SQL to itself (`sqlite/`, `postgres/`, a file per concern);
+//! what every backend must do is pinned down by the shared conformance suite in `tests.rs`.
 
 pub mod migrations;
 pub mod postgres;
@@ -427,8 +430,9 @@ impl StoreError {
     }
 }
 
+/// What intake needs: the atomic accept, and the purge of expired dedupe windows.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait IntakeStore: Send + Sync + 'static {
     /// The atomic intake step: unless the key is live (a duplicate with reason `key`), or the
     /// body under the replay guard (`replay`), or the fingerprint within the near-duplicate
     /// window (`fingerprint`), checked in that order, records the key, the window keys, the
@@ -439,9 +443,12 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes dedupe keys and near-duplicate fingerprints whose window ended before `now`.
     /// Returns how many rows went.
     async fn purge_expired(&self, now: UnixMillis) -> Result<u64, StoreError>;
+}
 
-    async fn event(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError>;
-
+/// What delivery lanes need: due deliveries claimed under a lease, outcomes recorded, claims
+/// given back, and how much is waiting.
+#[async_trait]
+pub trait DeliveryQueue: Send + Sync + 'static {
     /// Claims up to `limit` deliveries to `destination` that are due at `now` (pending or
     /// retrying with `next_attempt_at <= now`, or in flight under an expired lease), oldest
     /// due first. A delivery with an ordering key is only claimable while no earlier delivery
@@ -472,17 +479,37 @@ pub trait Store: Send + Sync + 'static {
 
     /// Open deliveries (pending, retrying, in flight) per destination.
     async fn queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError>;
+}
 
-    /// Every attempt of one delivery, oldest first.
-    async fn delivery_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>, StoreError>;
+/// What operators read: events, their attempts, the dead-letter queue, and whether the store
+/// answers at all.
+#[async_trait]
+pub trait AdminQueries: Send + Sync + 'static {
+    /// One event with its deliveries (None: no such event).
+    async fn event(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError>;
 
     /// Events matching `query`, newest first: ordered by `(received_at, id)` descending, at
     /// most `query.limit`, starting strictly after `query.after` when given.
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError>;
 
-    /// Every replay that re-queued one of the event's deliveries, newest first.
-    async fn event_replays(&self, event_id: Uuid) -> Result<Vec<DeliveryReplay>, StoreError>;
+    /// Every attempt of one delivery, oldest first.
+    async fn delivery_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>, StoreError>;
 
+    /// Dead deliveries matching `query`, newest death first (by `(died_at, delivery_id)`
+    /// descending), after `query.after`.
+    async fn dead_deliveries(&self, query: &DeadQuery) -> Result<Vec<DeadDelivery>, StoreError>;
+
+    /// Dead deliveries counted per destination and reason, largest group first.
+    async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError>;
+
+    /// Succeeds when the store answers queries.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Replays: re-queueing deliveries on purpose, with the record of who did it and why, and
+/// where the re-queued deliveries are now.
+#[async_trait]
+pub trait ReplayStore: Send + Sync + 'static {
     /// Runs a replay in one transaction: every delivery matching `replay.filter` that is not in
     /// flight becomes `pending`, due at `replay.now`, with its attempt count reset to zero (a
     /// fresh `max_attempts` budget; attempt numbers restart at 1 under the replay), its dead
@@ -506,16 +533,16 @@ pub trait Store: Send + Sync + 'static {
         id: Uuid,
     ) -> Result<Option<(ReplayRecord, ReplayProgress)>, StoreError>;
 
-    /// Dead deliveries matching `query`, newest death first (by `(died_at, delivery_id)`
-    /// descending), after `query.after`.
-    async fn dead_deliveries(&self, query: &DeadQuery) -> Result<Vec<DeadDelivery>, StoreError>;
-
-    /// Dead deliveries counted per destination and reason, largest group first.
-    async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError>;
-
-    /// Succeeds when the store answers queries.
-    async fn ping(&self) -> Result<(), StoreError>;
+    /// Every replay that re-queued one of the event's deliveries, newest first.
+    async fn event_replays(&self, event_id: Uuid) -> Result<Vec<DeliveryReplay>, StoreError>;
 }
+
+/// The whole store contract. Every type that implements the four concerns is a `Store`, so
+/// handlers and workers hold one `Arc<dyn Store>`, and a wrapper (a fault-injecting one in
+/// tests) implements the concerns and is a `Store` too.
+pub trait Store: IntakeStore + DeliveryQueue + AdminQueries + ReplayStore {}
+
+impl<T: IntakeStore + DeliveryQueue + AdminQueries + ReplayStore + ?Sized> Store for T {}
 
 /// An event's status over the states of its deliveries (SPEC §5), given (state, count) pairs.
 pub fn event_status<'a>(states: impl IntoIterator<Item = (&'a str, i64)>) -> &'static str {

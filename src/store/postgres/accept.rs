@@ -1,17 +1,59 @@
-//! The atomic intake step: one `oncehook_accept` call per event, pipelined in the batch's
-//! transaction; and the purge of expired keys.
+//! `IntakeStore`: accepts queued for the group-commit writers, one `oncehook_accept` call per
+//! event pipelined in the batch's transaction; and the purge of expired windows.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use deadpool_postgres::ClientWrapper;
 use futures_util::future::join_all;
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::PURGE_CHUNK;
-use super::pool::{DbError, get, text};
-use crate::store::{AcceptOutcome, Duplicate, DuplicateReason, NewEvent, UnixMillis};
+use super::PostgresStore;
+use super::pool::{DbError, get, run, text};
+use super::writer::AcceptJob;
+use crate::store::{
+    AcceptOutcome, Duplicate, DuplicateReason, IntakeStore, NewEvent, StoreError, UnixMillis,
+};
+
+/// Rows the purge deletes per transaction, so it never holds many locks for long.
+const PURGE_CHUNK: i64 = 5_000;
+
+#[async_trait]
+impl IntakeStore for PostgresStore {
+    async fn accept(&self, event: NewEvent) -> Result<AcceptOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.accepts
+            .try_send(AcceptJob { event, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    StoreError::Unavailable("the store's write queue is full".into())
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    StoreError::Unavailable("the store's writers have stopped".into())
+                }
+            })?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the store's writers have stopped".into()))?
+    }
+
+    async fn purge_expired(&self, now: UnixMillis) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let (keys, fingerprints) = run(&self.pool, "purge", move |client| {
+                Box::pin(purge_chunk(client, now))
+            })
+            .await?;
+            total += keys + fingerprints;
+            if keys < PURGE_CHUNK as u64 && fingerprints < PURGE_CHUNK as u64 {
+                return Ok(total);
+            }
+        }
+    }
+}
 
 /// Accepts `events[order[..]]` in one transaction, the calls pipelined on one connection.
 /// Returns (index into `events`, outcome) pairs.
@@ -116,10 +158,7 @@ pub(super) fn accept_outcome(row: &Row) -> Result<AcceptOutcome, DbError> {
     }
 }
 
-pub(super) async fn purge_chunk(
-    client: &mut ClientWrapper,
-    now: UnixMillis,
-) -> Result<(u64, u64), DbError> {
+async fn purge_chunk(client: &mut ClientWrapper, now: UnixMillis) -> Result<(u64, u64), DbError> {
     // The outer `expires_at` test is re-checked on the newest row version, so a key that an
     // accept replaced (made live again) meanwhile is not deleted.
     let keys = client

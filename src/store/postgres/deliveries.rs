@@ -1,17 +1,129 @@
-//! The delivery queue: claims with `SKIP LOCKED` under a lease, and recorded outcomes with the
-//! event status that follows them.
+//! `DeliveryQueue`: claims with `SKIP LOCKED` under a lease, recorded outcomes with the event
+//! status that follows them, released claims, when the next delivery is due, and the queue
+//! depths.
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::ClientWrapper;
 
-use super::pool::{DbError, get, text, unsigned};
-use crate::store::{AttemptOutcome, ClaimedDelivery, DeliveryAttempt, UnixMillis};
+use super::PostgresStore;
+use super::pool::{DbError, get, run, text, unsigned};
+use crate::store::{
+    AttemptOutcome, ClaimedDelivery, DeliveryAttempt, DeliveryQueue, StoreError, UnixMillis,
+    now_millis,
+};
+
+#[async_trait]
+impl DeliveryQueue for PostgresStore {
+    async fn claim_due_deliveries(
+        &self,
+        destination: &str,
+        now: UnixMillis,
+        lease_until: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let destination: Arc<str> = Arc::from(destination);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        run(&self.pool, "claim", move |client| {
+            // A fresh token per try: a retried claim must not share one with a lost try.
+            let token = rand::random::<i64>() & i64::MAX;
+            Box::pin(claim_due(
+                client,
+                Arc::clone(&destination),
+                now,
+                lease_until,
+                limit,
+                token,
+            ))
+        })
+        .await
+    }
+
+    async fn record_attempt(
+        &self,
+        claim: &ClaimedDelivery,
+        attempt: DeliveryAttempt,
+    ) -> Result<bool, StoreError> {
+        let claim = Arc::new(claim.clone());
+        let attempt = Arc::new(attempt);
+        run(&self.pool, "record_attempt", move |client| {
+            Box::pin(record_attempt(
+                client,
+                Arc::clone(&claim),
+                Arc::clone(&attempt),
+            ))
+        })
+        .await
+    }
+
+    async fn release_claim(&self, claim: &ClaimedDelivery) -> Result<(), StoreError> {
+        let (id, token) = (claim.id, claim.lease_token);
+        run(&self.pool, "release_claim", move |client| {
+            Box::pin(async move {
+                let statement = client
+                    .prepare_cached(
+                        "UPDATE deliveries
+                         SET state = CASE WHEN attempts <= 1 THEN 'pending' ELSE 'retrying' END,
+                             attempts = GREATEST(attempts - 1, 0), next_attempt_at = $3,
+                             lease_expires_at = NULL, lease_token = NULL, updated_at = $3
+                         WHERE id = $1 AND lease_token = $2 AND state = 'in_flight'",
+                    )
+                    .await?;
+                client
+                    .execute(&statement, &[&id, &token, &now_millis()])
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn next_due_at(&self, destination: &str) -> Result<Option<UnixMillis>, StoreError> {
+        let destination: Arc<str> = Arc::from(destination);
+        run(&self.pool, "next_due_at", move |client| {
+            let destination = Arc::clone(&destination);
+            Box::pin(async move {
+                // LEAST ignores NULLs: the earlier of the next due retry and the next lease expiry.
+                let statement = client
+                    .prepare_cached(
+                        "SELECT LEAST(
+                             (SELECT MIN(next_attempt_at) FROM deliveries
+                              WHERE destination = $1 AND state IN ('pending', 'retrying')),
+                             (SELECT MIN(lease_expires_at) FROM deliveries
+                              WHERE destination = $1 AND state = 'in_flight'))",
+                    )
+                    .await?;
+                let row = client.query_one(&statement, &[&&*destination]).await?;
+                get(&row, 0)
+            })
+        })
+        .await
+    }
+
+    async fn queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        run(&self.pool, "queue_depths", |client| {
+            Box::pin(async move {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT destination, COUNT(*) FROM deliveries
+                         WHERE state IN ('pending', 'retrying', 'in_flight') GROUP BY destination",
+                    )
+                    .await?;
+                let rows = client.query(&statement, &[]).await?;
+                rows.iter()
+                    .map(|row| Ok((get(row, 0)?, get::<i64>(row, 1)?.max(0) as u64)))
+                    .collect()
+            })
+        })
+        .await
+    }
+}
 
 /// See `Store::claim_due_deliveries`. Rows are locked with `SKIP LOCKED`, so concurrent claims
 /// on any node pass over each other's picks instead of waiting or taking them twice.
-pub(super) async fn claim_due(
+async fn claim_due(
     client: &mut ClientWrapper,
     destination: Arc<str>,
     now: UnixMillis,
@@ -101,7 +213,7 @@ pub(super) async fn claim_due(
     Ok(claimed.into_iter().map(|(_, claim)| claim).collect())
 }
 
-pub(super) async fn record_attempt(
+async fn record_attempt(
     client: &mut ClientWrapper,
     claim: Arc<ClaimedDelivery>,
     attempt: Arc<DeliveryAttempt>,

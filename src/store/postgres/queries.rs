@@ -1,16 +1,119 @@
-//! Reads for operators: one event with its deliveries, event listings and the dead-letter
-//! queue, built from optional criteria.
+//! `AdminQueries`: one event with its deliveries and attempts, event listings and the
+//! dead-letter queue, built from optional criteria, and the ping behind `/readyz`.
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::ClientWrapper;
 use uuid::Uuid;
 
-use super::pool::{DbError, get, text, unsigned};
+use super::PostgresStore;
+use super::pool::{DbError, get, run, text, unsigned};
 use crate::store::{
-    DeadDelivery, DeadQuery, DeliveryRecord, EventQuery, EventRecord, EventSummary,
+    AdminQueries, AttemptRecord, DeadDelivery, DeadLetterGroup, DeadQuery, DeliveryRecord,
+    EventQuery, EventRecord, EventSummary, StoreError,
 };
+
+#[async_trait]
+impl AdminQueries for PostgresStore {
+    async fn event(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
+        run(&self.pool, "event", move |client| {
+            Box::pin(load_event(client, id))
+        })
+        .await
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {
+        let query = Arc::new(query.clone());
+        run(&self.pool, "list_events", move |client| {
+            Box::pin(list_events(client, Arc::clone(&query)))
+        })
+        .await
+    }
+
+    async fn delivery_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>, StoreError> {
+        run(&self.pool, "delivery_attempts", move |client| {
+            Box::pin(async move {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT number, started_at, duration_ms, status_code, error, outcome,
+                                replay_id
+                         FROM delivery_attempts WHERE delivery_id = $1 ORDER BY id",
+                    )
+                    .await?;
+                let rows = client.query(&statement, &[&delivery_id]).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(AttemptRecord {
+                            number: unsigned(get(row, 0)?)?,
+                            started_at: get(row, 1)?,
+                            duration_ms: get(row, 2)?,
+                            status_code: get::<Option<i32>>(row, 3)?
+                                .map(|code| {
+                                    u16::try_from(code).map_err(|_| {
+                                        DbError::Invalid(format!("status code {code} out of range"))
+                                    })
+                                })
+                                .transpose()?,
+                            error: get(row, 4)?,
+                            outcome: get(row, 5)?,
+                            replay_id: get(row, 6)?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn dead_deliveries(&self, query: &DeadQuery) -> Result<Vec<DeadDelivery>, StoreError> {
+        let query = Arc::new(query.clone());
+        run(&self.pool, "dead_deliveries", move |client| {
+            Box::pin(dead_deliveries(client, Arc::clone(&query)))
+        })
+        .await
+    }
+
+    async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError> {
+        run(&self.pool, "dead_letter_groups", |client| {
+            Box::pin(async move {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT destination, dead_reason, COUNT(*), MAX(updated_at),
+                                (array_agg(last_error ORDER BY updated_at DESC, id DESC))[1]
+                         FROM deliveries WHERE state = 'dead'
+                         GROUP BY destination, dead_reason
+                         ORDER BY COUNT(*) DESC, destination, dead_reason NULLS FIRST",
+                    )
+                    .await?;
+                let rows = client.query(&statement, &[]).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(DeadLetterGroup {
+                            destination: get(row, 0)?,
+                            reason: get(row, 1)?,
+                            count: get::<i64>(row, 2)?.max(0) as u64,
+                            last_at: get(row, 3)?,
+                            last_error: get(row, 4)?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        run(&self.pool, "ping", |client| {
+            Box::pin(async move {
+                client.simple_query("SELECT 1").await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+}
 
 /// A parameter of a query built at run time.
 pub(super) type Param = Box<dyn tokio_postgres::types::ToSql + Sync + Send>;
@@ -59,14 +162,11 @@ impl Filter {
     }
 }
 
-pub(super) fn sql_limit(limit: usize) -> Param {
+fn sql_limit(limit: usize) -> Param {
     Box::new(i64::try_from(limit).unwrap_or(i64::MAX))
 }
 
-pub(super) async fn load_event(
-    client: &mut ClientWrapper,
-    id: Uuid,
-) -> Result<Option<EventRecord>, DbError> {
+async fn load_event(client: &mut ClientWrapper, id: Uuid) -> Result<Option<EventRecord>, DbError> {
     let event = client
         .prepare_cached(
             "SELECT seq, source, idempotency_key, received_at, status, content_type, headers, body
@@ -111,7 +211,7 @@ pub(super) async fn load_event(
     Ok(Some(event))
 }
 
-pub(super) async fn list_events(
+async fn list_events(
     client: &mut ClientWrapper,
     query: Arc<EventQuery>,
 ) -> Result<Vec<EventSummary>, DbError> {
@@ -170,7 +270,7 @@ pub(super) async fn list_events(
         .collect()
 }
 
-pub(super) async fn dead_deliveries(
+async fn dead_deliveries(
     client: &mut ClientWrapper,
     query: Arc<DeadQuery>,
 ) -> Result<Vec<DeadDelivery>, DbError> {

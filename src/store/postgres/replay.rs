@@ -1,19 +1,156 @@
-//! Replays: the selection of deliveries by filter, their re-queueing under row locks and the
-//! record of who replayed what, in one transaction (a dry run only reads).
+//! `ReplayStore`: the selection of deliveries by filter, their re-queueing under row locks and
+//! the record of who replayed what, in one transaction (a dry run only reads); recorded
+//! replays, their progress, and an event's replay history.
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use deadpool_postgres::ClientWrapper;
 use tokio_postgres::Row;
+use uuid::Uuid;
 
-use super::pool::{DbError, get, text};
+use super::PostgresStore;
+use super::pool::{DbError, get, run, text};
 use super::queries::Filter;
-use crate::store::{NewReplay, ReplayOutcome, ReplayRecord, ReplaySample};
+use crate::store::{
+    Cursor, DeliveryReplay, NewReplay, ReplayOutcome, ReplayProgress, ReplayRecord, ReplaySample,
+    ReplayStore, StoreError,
+};
 
-pub(super) const REPLAY_COLUMNS: &str =
+#[async_trait]
+impl ReplayStore for PostgresStore {
+    async fn replay(&self, replay: &NewReplay) -> Result<ReplayOutcome, StoreError> {
+        let replay = Arc::new(replay.clone());
+        run(&self.pool, "replay", move |client| {
+            Box::pin(run_replay(client, Arc::clone(&replay)))
+        })
+        .await
+    }
+
+    async fn replays(
+        &self,
+        after: Option<Cursor<Uuid>>,
+        limit: usize,
+    ) -> Result<Vec<ReplayRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        run(&self.pool, "replays", move |client| {
+            Box::pin(async move {
+                let rows = match after {
+                    Some(after) => {
+                        let statement = client
+                            .prepare_cached(&format!(
+                                "SELECT {REPLAY_COLUMNS} FROM replays
+                                 WHERE (created_at, id) < ($1, $2)
+                                 ORDER BY created_at DESC, id DESC LIMIT $3"
+                            ))
+                            .await?;
+                        client
+                            .query(&statement, &[&after.at, &after.id, &limit])
+                            .await?
+                    }
+                    None => {
+                        let statement = client
+                            .prepare_cached(&format!(
+                                "SELECT {REPLAY_COLUMNS} FROM replays
+                                 ORDER BY created_at DESC, id DESC LIMIT $1"
+                            ))
+                            .await?;
+                        client.query(&statement, &[&limit]).await?
+                    }
+                };
+                rows.iter().map(replay_record).collect()
+            })
+        })
+        .await
+    }
+
+    async fn replay_progress(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(ReplayRecord, ReplayProgress)>, StoreError> {
+        run(&self.pool, "replay_progress", move |client| {
+            Box::pin(async move {
+                let record = client
+                    .prepare_cached(&format!(
+                        "SELECT {REPLAY_COLUMNS} FROM replays WHERE id = $1"
+                    ))
+                    .await?;
+                let Some(row) = client.query_opt(&record, &[&id]).await? else {
+                    return Ok(None);
+                };
+                let record = replay_record(&row)?;
+                let linked = client
+                    .prepare_cached("SELECT COUNT(*) FROM replay_deliveries WHERE replay_id = $1")
+                    .await?;
+                let linked: i64 = get(&client.query_one(&linked, &[&id]).await?, 0)?;
+                let states = client
+                    .prepare_cached(
+                        "SELECT d.state, COUNT(*) FROM replay_deliveries rd
+                         JOIN deliveries d ON d.id = rd.delivery_id
+                         WHERE rd.replay_id = $1 AND d.replay_id = $1
+                         GROUP BY d.state",
+                    )
+                    .await?;
+                let mut progress = ReplayProgress::default();
+                let mut current = 0u64;
+                for row in client.query(&states, &[&id]).await? {
+                    let state: String = get(&row, 0)?;
+                    let count = get::<i64>(&row, 1)?.max(0) as u64;
+                    current += count;
+                    match state.as_str() {
+                        "pending" => progress.pending += count,
+                        "in_flight" => progress.in_flight += count,
+                        "retrying" => progress.retrying += count,
+                        "delivered" => progress.delivered += count,
+                        "dead" => progress.dead += count,
+                        _ => {}
+                    }
+                }
+                progress.superseded = (linked.max(0) as u64).saturating_sub(current);
+                Ok(Some((record, progress)))
+            })
+        })
+        .await
+    }
+
+    async fn event_replays(&self, event_id: Uuid) -> Result<Vec<DeliveryReplay>, StoreError> {
+        run(&self.pool, "event_replays", move |client| {
+            Box::pin(async move {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT r.id, rd.delivery_id, d.destination, r.created_at, r.requested_by,
+                                r.reason
+                         FROM events e
+                         JOIN deliveries d ON d.event_seq = e.seq
+                         JOIN replay_deliveries rd ON rd.delivery_id = d.id
+                         JOIN replays r ON r.id = rd.replay_id
+                         WHERE e.id = $1
+                         ORDER BY r.created_at DESC, r.id DESC, d.id",
+                    )
+                    .await?;
+                let rows = client.query(&statement, &[&event_id]).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(DeliveryReplay {
+                            replay_id: get(row, 0)?,
+                            delivery_id: get(row, 1)?,
+                            destination: get(row, 2)?,
+                            created_at: get(row, 3)?,
+                            requested_by: get(row, 4)?,
+                            reason: get(row, 5)?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+}
+
+const REPLAY_COLUMNS: &str =
     "id, created_at, requested_by, reason, filter, matched, skipped_in_flight";
 
-pub(super) fn replay_record(row: &Row) -> Result<ReplayRecord, DbError> {
+fn replay_record(row: &Row) -> Result<ReplayRecord, DbError> {
     Ok(ReplayRecord {
         id: get(row, 0)?,
         created_at: get(row, 1)?,
@@ -28,7 +165,7 @@ pub(super) fn replay_record(row: &Row) -> Result<ReplayRecord, DbError> {
 /// See `Store::replay`. A real replay locks the matched deliveries (claims on any node skip
 /// locked rows), re-queues those not in flight, then locks their events in `seq` order (as
 /// claims and outcomes do) to settle their statuses, all in one transaction.
-pub(super) async fn run_replay(
+async fn run_replay(
     client: &mut ClientWrapper,
     replay: Arc<NewReplay>,
 ) -> Result<ReplayOutcome, DbError> {

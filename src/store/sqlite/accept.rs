@@ -1,13 +1,54 @@
-//! The atomic intake step: the dedupe key, the content windows, the event, its search hashes and
-//! its deliveries, written inside the writer's batch transaction.
+//! `IntakeStore`: the atomic intake step (the dedupe key, the content windows, the event, its
+//! search hashes and its deliveries, inside the writer's batch transaction) and the purge of
+//! expired windows.
 
+use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::uuid_from_blob;
-use crate::store::{AcceptOutcome, Duplicate, DuplicateReason, NewEvent};
+use super::{SqliteStore, uuid_from_blob};
+use crate::store::{
+    AcceptOutcome, Duplicate, DuplicateReason, IntakeStore, NewEvent, StoreError, UnixMillis,
+};
+
+/// Rows the purge deletes per transaction, so it never holds the writer for long.
+const PURGE_CHUNK: i64 = 5_000;
+
+#[async_trait]
+impl IntakeStore for SqliteStore {
+    async fn accept(&self, event: NewEvent) -> Result<AcceptOutcome, StoreError> {
+        self.write(move |conn| accept(conn, &event)).await
+    }
+
+    async fn purge_expired(&self, now: UnixMillis) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        loop {
+            let deleted = self
+                .write(move |conn| {
+                    let keys = conn
+                        .prepare_cached(
+                            "DELETE FROM dedupe_keys WHERE key IN
+                           (SELECT key FROM dedupe_keys WHERE expires_at <= ?1 LIMIT ?2)",
+                        )?
+                        .execute(params![now, PURGE_CHUNK])?;
+                    let fingerprints = conn
+                        .prepare_cached(
+                            "DELETE FROM recent_fingerprints WHERE key IN
+                           (SELECT key FROM recent_fingerprints WHERE expires_at <= ?1 LIMIT ?2)",
+                        )?
+                        .execute(params![now, PURGE_CHUNK])?;
+                    Ok((keys, fingerprints))
+                })
+                .await?;
+            total += (deleted.0 + deleted.1) as u64;
+            if deleted.0 < PURGE_CHUNK as usize && deleted.1 < PURGE_CHUNK as usize {
+                return Ok(total);
+            }
+        }
+    }
+}
 
 /// The atomic intake step (see `Store::accept`), inside the writer's transaction.
-pub(super) fn accept(conn: &Connection, event: &NewEvent) -> rusqlite::Result<AcceptOutcome> {
+fn accept(conn: &Connection, event: &NewEvent) -> rusqlite::Result<AcceptOutcome> {
     let now = event.received_at;
     let existing: Option<(Vec<u8>, Vec<u8>, i64)> = conn
         .prepare_cached("SELECT event_id, fingerprint, expires_at FROM dedupe_keys WHERE key = ?1")?

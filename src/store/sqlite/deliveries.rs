@@ -1,18 +1,102 @@
-//! The delivery queue: claims under a lease, recorded outcomes, and the event status that
-//! follows its deliveries' states.
+//! `DeliveryQueue`: claims under a lease, recorded outcomes with the event status that follows
+//! them, released claims, when the next delivery is due, and the queue depths.
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{Connection, params};
 use uuid::Uuid;
 
-use super::uuid_from_blob;
-use crate::store::{AttemptOutcome, ClaimedDelivery, DeliveryAttempt, UnixMillis};
+use super::{SqliteStore, uuid_from_blob};
+use crate::store::{
+    AttemptOutcome, ClaimedDelivery, DeliveryAttempt, DeliveryQueue, StoreError, UnixMillis,
+    now_millis,
+};
+
+#[async_trait]
+impl DeliveryQueue for SqliteStore {
+    async fn claim_due_deliveries(
+        &self,
+        destination: &str,
+        now: UnixMillis,
+        lease_until: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let destination = destination.to_owned();
+        let token: i64 = rand::random::<i64>() & i64::MAX;
+        self.write(move |conn| claim_due(conn, &destination, now, lease_until, limit, token))
+            .await
+    }
+
+    async fn record_attempt(
+        &self,
+        claim: &ClaimedDelivery,
+        attempt: DeliveryAttempt,
+    ) -> Result<bool, StoreError> {
+        let (id, token, number, replay_id) =
+            (claim.id, claim.lease_token, claim.attempt, claim.replay_id);
+        self.write(move |conn| record_attempt(conn, id, token, number, replay_id, &attempt))
+            .await
+    }
+
+    async fn release_claim(&self, claim: &ClaimedDelivery) -> Result<(), StoreError> {
+        let (id, token) = (claim.id, claim.lease_token);
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE deliveries
+                 SET state = CASE WHEN attempts <= 1 THEN 'pending' ELSE 'retrying' END,
+                     attempts = MAX(attempts - 1, 0), next_attempt_at = ?3,
+                     lease_expires_at = NULL, lease_token = NULL, updated_at = ?3
+                 WHERE id = ?1 AND lease_token = ?2 AND state = 'in_flight'",
+            )?
+            .execute(params![id, token, now_millis()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn next_due_at(&self, destination: &str) -> Result<Option<UnixMillis>, StoreError> {
+        let destination = destination.to_owned();
+        self.read(move |conn| {
+            let due: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT MIN(next_attempt_at) FROM deliveries
+                     WHERE destination = ?1 AND state IN ('pending', 'retrying')",
+                )?
+                .query_row([&destination], |row| row.get(0))?;
+            let lease: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT MIN(lease_expires_at) FROM deliveries
+                     WHERE destination = ?1 AND state = 'in_flight'",
+                )?
+                .query_row([&destination], |row| row.get(0))?;
+            Ok(match (due, lease) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            })
+        })
+        .await
+    }
+
+    async fn queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(|conn| {
+            let mut statement = conn.prepare_cached(QUEUE_DEPTHS)?;
+            let rows = statement.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?.max(0) as u64,
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+}
 
 /// Open deliveries per destination, read every few seconds for the queue-depth gauge. Each half
 /// walks one partial index of open rows: a plain `state IN (…)` over all three states matches
 /// neither index, and scanning every delivery ever made grew with the history (and filled the
 /// read connections' page caches with it).
-pub(super) const QUEUE_DEPTHS: &str = "SELECT destination, SUM(n) FROM (
+const QUEUE_DEPTHS: &str = "SELECT destination, SUM(n) FROM (
         SELECT destination, COUNT(*) AS n FROM deliveries
         WHERE state IN ('pending', 'retrying') GROUP BY destination
         UNION ALL
@@ -30,7 +114,7 @@ type ClaimedEventRow = (
     Option<Vec<u8>>,
 );
 
-pub(super) fn claim_due(
+fn claim_due(
     conn: &Connection,
     destination: &str,
     now: UnixMillis,
@@ -114,7 +198,7 @@ pub(super) fn claim_due(
     Ok(claimed)
 }
 
-pub(super) fn record_attempt(
+fn record_attempt(
     conn: &Connection,
     delivery_id: i64,
     token: i64,

@@ -1,12 +1,125 @@
-//! Reads for operators: one event with its deliveries, and event listings built from optional
-//! criteria.
+//! `AdminQueries`: one event with its deliveries and attempts, event listings and the
+//! dead-letter queue, built from optional criteria, and the ping behind `/readyz`.
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::uuid_from_blob;
-use crate::store::{DeliveryRecord, EventQuery, EventRecord, EventSummary};
+use super::{SqliteStore, uuid_from_blob};
+use crate::store::{
+    AdminQueries, AttemptRecord, DeadDelivery, DeadLetterGroup, DeadQuery, DeliveryRecord,
+    EventQuery, EventRecord, EventSummary, StoreError,
+};
+
+#[async_trait]
+impl AdminQueries for SqliteStore {
+    async fn event(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
+        self.read(move |conn| load_event(conn, id)).await
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {
+        let query = query.clone();
+        self.read(move |conn| list_events(conn, &query)).await
+    }
+
+    async fn delivery_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT number, started_at, duration_ms, status_code, error, outcome, replay_id
+                 FROM delivery_attempts WHERE delivery_id = ?1 ORDER BY id",
+            )?;
+            let rows = statement.query_map([delivery_id], |row| {
+                let replay: Option<Vec<u8>> = row.get(6)?;
+                Ok(AttemptRecord {
+                    number: row.get(0)?,
+                    started_at: row.get(1)?,
+                    duration_ms: row.get(2)?,
+                    status_code: row.get(3)?,
+                    error: row.get(4)?,
+                    outcome: row.get(5)?,
+                    replay_id: replay.as_deref().map(uuid_from_blob).transpose()?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn dead_deliveries(&self, query: &DeadQuery) -> Result<Vec<DeadDelivery>, StoreError> {
+        let query = query.clone();
+        self.read(move |conn| {
+            let mut filter = Filter::default();
+            filter.push("d.state = 'dead'", []);
+            if let Some(destination) = &query.destination {
+                filter.push("d.destination = ?", [destination.clone().into()]);
+            }
+            if let Some(source) = &query.source {
+                filter.push("e.source = ?", [source.clone().into()]);
+            }
+            if let Some(after) = query.after {
+                filter.push(
+                    "(d.updated_at, d.id) < (?, ?)",
+                    [after.at.into(), after.id.into()],
+                );
+            }
+            let sql = format!(
+                "SELECT d.id, e.id, e.source, d.destination, e.idempotency_key, e.received_at,
+                        d.updated_at, d.dead_reason, d.last_error, d.attempts
+                 FROM deliveries d JOIN events e ON e.seq = d.event_seq{}
+                 ORDER BY d.updated_at DESC, d.id DESC LIMIT ?",
+                filter.sql()
+            );
+            filter.params.push(sql_limit(query.limit));
+            let mut statement = conn.prepare_cached(&sql)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(&filter.params), |row| {
+                Ok(DeadDelivery {
+                    delivery_id: row.get(0)?,
+                    event_id: uuid_from_blob(&row.get::<_, Vec<u8>>(1)?)?,
+                    source: row.get(2)?,
+                    destination: row.get(3)?,
+                    idempotency_key: row.get(4)?,
+                    received_at: row.get(5)?,
+                    died_at: row.get(6)?,
+                    reason: row.get(7)?,
+                    last_error: row.get(8)?,
+                    attempts: row.get(9)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError> {
+        self.read(|conn| {
+            // With a single MAX() aggregate, SQLite takes the bare `last_error` from the row
+            // that holds the maximum: the group's most recent death.
+            let mut statement = conn.prepare_cached(
+                "SELECT destination, dead_reason, COUNT(*), MAX(updated_at), last_error
+                 FROM deliveries WHERE state = 'dead'
+                 GROUP BY destination, dead_reason
+                 ORDER BY COUNT(*) DESC, destination, dead_reason",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok(DeadLetterGroup {
+                    destination: row.get(0)?,
+                    reason: row.get(1)?,
+                    count: row.get::<_, i64>(2)?.max(0) as u64,
+                    last_at: row.get(3)?,
+                    last_error: row.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await
+    }
+}
 
 /// The WHERE clause of a query built from optional criteria, with its positional parameters.
 #[derive(Default)]
@@ -38,10 +151,7 @@ pub(super) fn sql_limit(limit: usize) -> rusqlite::types::Value {
     i64::try_from(limit).unwrap_or(i64::MAX).into()
 }
 
-pub(super) fn list_events(
-    conn: &Connection,
-    query: &EventQuery,
-) -> rusqlite::Result<Vec<EventSummary>> {
+fn list_events(conn: &Connection, query: &EventQuery) -> rusqlite::Result<Vec<EventSummary>> {
     let mut filter = Filter::default();
     if let Some(source) = &query.source {
         filter.push("e.source = ?", [source.clone().into()]);
@@ -93,7 +203,7 @@ pub(super) fn list_events(
     rows.collect()
 }
 
-pub(super) fn load_event(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<EventRecord>> {
+fn load_event(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<EventRecord>> {
     let row = conn
         .prepare_cached(
             "SELECT seq, source, idempotency_key, received_at, status, content_type, headers, body

@@ -1,17 +1,137 @@
-//! Replays: the selection of deliveries by filter, their re-queueing and the record of who
-//! replayed what, in one transaction (a dry run only reads).
+//! `ReplayStore`: the selection of deliveries by filter, their re-queueing and the record of who
+//! replayed what, in one transaction of the writer (a dry run only reads); recorded replays,
+//! their progress, and an event's replay history.
 
-use rusqlite::{Connection, params};
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use uuid::Uuid;
 
 use super::deliveries::refresh_event_status;
-use super::queries::Filter;
-use super::uuid_from_blob;
-use crate::store::{NewReplay, ReplayOutcome, ReplayRecord, ReplaySample};
+use super::queries::{Filter, sql_limit};
+use super::{SqliteStore, uuid_from_blob};
+use crate::store::{
+    Cursor, DeliveryReplay, NewReplay, ReplayOutcome, ReplayProgress, ReplayRecord, ReplaySample,
+    ReplayStore, StoreError,
+};
 
-pub(super) const REPLAY_COLUMNS: &str =
+#[async_trait]
+impl ReplayStore for SqliteStore {
+    async fn replay(&self, replay: &NewReplay) -> Result<ReplayOutcome, StoreError> {
+        let replay = replay.clone();
+        if replay.dry_run {
+            self.read(move |conn| run_replay(conn, &replay)).await
+        } else {
+            self.write(move |conn| run_replay(conn, &replay)).await
+        }
+    }
+
+    async fn replays(
+        &self,
+        after: Option<Cursor<Uuid>>,
+        limit: usize,
+    ) -> Result<Vec<ReplayRecord>, StoreError> {
+        self.read(move |conn| {
+            let mut filter = Filter::default();
+            if let Some(after) = after {
+                filter.push(
+                    "(created_at, id) < (?, ?)",
+                    [after.at.into(), after.id.as_bytes().to_vec().into()],
+                );
+            }
+            let sql = format!(
+                "SELECT {REPLAY_COLUMNS} FROM replays{} ORDER BY created_at DESC, id DESC LIMIT ?",
+                filter.sql()
+            );
+            filter.params.push(sql_limit(limit));
+            let mut statement = conn.prepare_cached(&sql)?;
+            let rows =
+                statement.query_map(rusqlite::params_from_iter(&filter.params), replay_record)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn replay_progress(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(ReplayRecord, ReplayProgress)>, StoreError> {
+        self.read(move |conn| {
+            let id_blob = id.as_bytes().to_vec();
+            let record = conn
+                .prepare_cached(&format!(
+                    "SELECT {REPLAY_COLUMNS} FROM replays WHERE id = ?1"
+                ))?
+                .query_row([&id_blob], replay_record)
+                .optional()?;
+            let Some(record) = record else {
+                return Ok(None);
+            };
+            let linked: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM replay_deliveries WHERE replay_id = ?1")?
+                .query_row([&id_blob], |row| row.get(0))?;
+            let mut statement = conn.prepare_cached(
+                "SELECT d.state, COUNT(*) FROM replay_deliveries rd
+                 JOIN deliveries d ON d.id = rd.delivery_id
+                 WHERE rd.replay_id = ?1 AND d.replay_id = ?1
+                 GROUP BY d.state",
+            )?;
+            let mut progress = ReplayProgress::default();
+            let mut current = 0u64;
+            let rows = statement.query_map([&id_blob], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?.max(0) as u64,
+                ))
+            })?;
+            for row in rows {
+                let (state, count) = row?;
+                current += count;
+                match state.as_str() {
+                    "pending" => progress.pending += count,
+                    "in_flight" => progress.in_flight += count,
+                    "retrying" => progress.retrying += count,
+                    "delivered" => progress.delivered += count,
+                    "dead" => progress.dead += count,
+                    _ => {}
+                }
+            }
+            progress.superseded = (linked.max(0) as u64).saturating_sub(current);
+            Ok(Some((record, progress)))
+        })
+        .await
+    }
+
+    async fn event_replays(&self, event_id: Uuid) -> Result<Vec<DeliveryReplay>, StoreError> {
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT r.id, rd.delivery_id, d.destination, r.created_at, r.requested_by, r.reason
+                 FROM events e
+                 JOIN deliveries d ON d.event_seq = e.seq
+                 JOIN replay_deliveries rd ON rd.delivery_id = d.id
+                 JOIN replays r ON r.id = rd.replay_id
+                 WHERE e.id = ?1
+                 ORDER BY r.created_at DESC, r.id DESC, d.id",
+            )?;
+            let rows = statement.query_map([&event_id.as_bytes()[..]], |row| {
+                Ok(DeliveryReplay {
+                    replay_id: uuid_from_blob(&row.get::<_, Vec<u8>>(0)?)?,
+                    delivery_id: row.get(1)?,
+                    destination: row.get(2)?,
+                    created_at: row.get(3)?,
+                    requested_by: row.get(4)?,
+                    reason: row.get(5)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+}
+
+const REPLAY_COLUMNS: &str =
     "id, created_at, requested_by, reason, filter, matched, skipped_in_flight";
 
-pub(super) fn replay_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReplayRecord> {
+fn replay_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReplayRecord> {
     Ok(ReplayRecord {
         id: uuid_from_blob(&row.get::<_, Vec<u8>>(0)?)?,
         created_at: row.get(1)?,
@@ -25,7 +145,7 @@ pub(super) fn replay_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReplayR
 
 /// See `Store::replay`. A dry run only reads; a real one runs inside the writer's transaction,
 /// so the selection and the re-queueing see the same deliveries.
-pub(super) fn run_replay(conn: &Connection, replay: &NewReplay) -> rusqlite::Result<ReplayOutcome> {
+fn run_replay(conn: &Connection, replay: &NewReplay) -> rusqlite::Result<ReplayOutcome> {
     let wanted = &replay.filter;
     let mut filter = Filter::default();
     if !wanted.event_ids.is_empty() {

@@ -25,7 +25,7 @@ struct Switchable {
 impl Switchable {
     fn check(&self) -> Result<(), StoreError> {
         if self.down.load(Ordering::SeqCst) {
-            Err(StoreError::Unavailable("injected outage".into()))
+            Err(StoreError::unavailable("injected outage"))
         } else {
             Ok(())
         }

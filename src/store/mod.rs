@@ -7,6 +7,7 @@
 //! SQL. Each backend keeps its SQL to itself (`sqlite/`, `postgres/`, a file per concern);
 //! what every backend must do is pinned down by the shared conformance suite in `tests.rs`.
 
+mod error;
 pub mod migrations;
 pub mod postgres;
 pub mod sqlite;
@@ -23,6 +24,8 @@ use uuid::Uuid;
 use crate::config::{Config, StoreLocation};
 use crate::domain::fingerprint::Fingerprint;
 use crate::domain::key::DedupeKey;
+
+pub use self::error::{StoreError, StoreErrorKind};
 
 /// Milliseconds since the Unix epoch: the one time unit the store speaks.
 pub type UnixMillis = i64;
@@ -412,23 +415,6 @@ pub const EVENT_STATUSES: &[&str] = &[
     "failed_retryable",
     "failed_terminal",
 ];
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The store cannot take the write now (queue full, database unreachable, disk full);
-    /// the caller should answer 503 and the provider retry.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// A bug or corruption: retrying will not help.
-    #[error("store error: {0}")]
-    Internal(String),
-}
-
-impl StoreError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
-    }
-}
 
 /// What intake needs: the atomic accept, and the purge of expired dedupe windows.
 #[async_trait]

@@ -28,16 +28,14 @@ impl IntakeStore for PostgresStore {
         self.accepts
             .try_send(AcceptJob { event, reply })
             .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    StoreError::Unavailable("the store's write queue is full".into())
-                }
+                mpsc::error::TrySendError::Full(_) => StoreError::queue_full(),
                 mpsc::error::TrySendError::Closed(_) => {
-                    StoreError::Unavailable("the store's writers have stopped".into())
+                    StoreError::unavailable("the store's writers have stopped")
                 }
             })?;
         answer
             .await
-            .map_err(|_| StoreError::Unavailable("the store's writers have stopped".into()))?
+            .map_err(|_| StoreError::unavailable("the store's writers have stopped"))?
     }
 
     async fn purge_expired(&self, now: UnixMillis) -> Result<u64, StoreError> {

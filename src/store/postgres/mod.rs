@@ -16,7 +16,7 @@
 //! - **Faults**: every operation has a deadline; a connection that missed one is thrown away
 //!   rather than returned to the pool (with the pool's idle connections), and closed connections
 //!   are dropped when next checked out, so the node recovers by itself when the database comes
-//!   back. Connection-level failures and timeouts are `StoreError::Unavailable` (intake answers
+//!   back. Connection-level failures and timeouts are `StoreErrorKind::Unavailable` (intake answers
 //!   503, `/readyz` fails).
 //!
 //! Connections are plain TCP (no TLS in this build): run the database on a private network or
@@ -79,7 +79,9 @@ impl PostgresStore {
             .create_timeout(Some(CONNECT_TIMEOUT))
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
-            .map_err(|e| StoreError::Internal(format!("cannot build the connection pool: {e}")))?;
+            .map_err(|e| {
+                StoreError::internal(format!("cannot build the connection pool: {e}")).caused_by(e)
+            })?;
         migrate(&pool).await?;
 
         let (accepts, queue) = mpsc::channel(options.queue_max.max(1));

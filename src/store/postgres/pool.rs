@@ -11,7 +11,7 @@ use tokio_postgres::Row;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::types::FromSql;
 
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreErrorKind};
 
 /// How long opening a connection may take before the operation fails as unavailable.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -49,44 +49,45 @@ impl DbError {
 
     fn into_store_error(self, op: &str) -> StoreError {
         match self {
-            DbError::Pg(e) => classify(&e, op),
-            DbError::Invalid(message) => StoreError::Internal(format!("{op}: {message}")),
+            DbError::Pg(e) => classify(e, op),
+            DbError::Invalid(message) => StoreError::internal(format!("{op}: {message}")),
         }
     }
 }
 
 /// Connection trouble, timeouts, lost races, a server shutting down or out of resources are
 /// `Unavailable` (try again later); anything else the server rejected is a bug (`Internal`).
-pub(super) fn classify(error: &tokio_postgres::Error, op: &str) -> StoreError {
+fn classify(error: tokio_postgres::Error, op: &str) -> StoreError {
     // The error's own text is terse ("db error", "error connecting to server"); the server's
     // message or the I/O error is in its sources.
     let mut message = format!("{op}: {error}");
-    let mut source = std::error::Error::source(error);
+    let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
         message.push_str(": ");
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    match error.code() {
+    let kind = match error.code() {
         // 08 connection, 40 rollback (deadlock, serialization), 53 resources, 57 operator
         // intervention (statement timeout, shutdown), 58 system error.
         Some(code) if matches!(&code.code()[..2], "08" | "40" | "53" | "57" | "58") => {
-            StoreError::Unavailable(message)
+            StoreErrorKind::Unavailable
         }
-        Some(_) => StoreError::Internal(message),
+        Some(_) => StoreErrorKind::Internal,
         // No SQLSTATE: the server never answered (I/O, closed connection, connect timeout).
         // Conversions of what it returned are mapped to `DbError::Invalid` by `get`.
-        None => StoreError::Unavailable(message),
-    }
+        None => StoreErrorKind::Unavailable,
+    };
+    StoreError::new(kind, message).caused_by(error)
 }
 
-pub(super) fn pool_error(error: PoolError, op: &str) -> StoreError {
+fn pool_error(error: PoolError, op: &str) -> StoreError {
     match error {
-        PoolError::Backend(e) => classify(&e, op),
+        PoolError::Backend(e) => classify(e, op),
         PoolError::Timeout(_) => {
-            StoreError::Unavailable(format!("{op}: no database connection within the timeout"))
+            StoreError::unavailable(format!("{op}: no database connection within the timeout"))
         }
-        other => StoreError::Unavailable(format!("{op}: {other}")),
+        other => StoreError::unavailable(format!("{op}: {other}")).caused_by(other),
     }
 }
 
@@ -120,7 +121,7 @@ where
     let started = Instant::now();
     let deadline = started + OPERATION_TIMEOUT;
     let timed_out = || {
-        StoreError::Unavailable(format!(
+        StoreError::unavailable(format!(
             "{op}: the database did not answer within {OPERATION_TIMEOUT:?}"
         ))
     };
@@ -154,12 +155,12 @@ where
 /// dead TCP paths, and an application name operators can see in `pg_stat_activity`.
 pub(super) fn connection_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
     // The URL may hold a password: errors describe the problem, never echo the URL.
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| StoreError::Internal(format!("store.url: not a PostgreSQL URL: {e}")))?;
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+        StoreError::internal(format!("store.url: not a PostgreSQL URL: {e}")).caused_by(e)
+    })?;
     if config.get_ssl_mode() == SslMode::Require {
-        return Err(StoreError::Internal(
-            "store.url: sslmode=require, but this build connects without TLS".into(),
+        return Err(StoreError::internal(
+            "store.url: sslmode=require, but this build connects without TLS",
         ));
     }
     if config.get_connect_timeout().is_none() {
@@ -210,11 +211,19 @@ mod tests {
             .await
             .err()
             .expect("refused");
-        let StoreError::Unavailable(message) = classify(&error, "ping") else {
-            panic!("a refused connection is unavailable");
-        };
+        let error = classify(error, "ping");
+        assert_eq!(
+            error.kind(),
+            StoreErrorKind::Unavailable,
+            "a refused connection is unavailable"
+        );
+        let message = error.message();
         assert!(message.starts_with("ping: "), "{message}");
         assert!(message.to_lowercase().contains("refused"), "{message}");
+        assert!(
+            std::error::Error::source(&error).is_some(),
+            "the driver's error is kept"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::accept::accept_batch;
 use super::pool::run;
-use crate::store::{AcceptOutcome, NewEvent, StoreError};
+use crate::store::{AcceptOutcome, NewEvent, StoreError, StoreErrorKind};
 
 pub(super) struct AcceptJob {
     pub(super) event: NewEvent,
@@ -71,11 +71,11 @@ async fn commit_batch(pool: &Pool, batch: Vec<AcceptJob>) {
                 }
             }
         }
-        Err(StoreError::Internal(message)) if events.len() > 1 => {
+        Err(error) if error.kind() == StoreErrorKind::Internal && events.len() > 1 => {
             // Something in one request made the server reject the whole transaction. Nothing
             // was committed: run each request alone, so one bad request cannot fail its
             // neighbours.
-            tracing::warn!(error = %message, jobs = events.len(), "batch rejected; committing its accepts one by one");
+            tracing::warn!(error = %error.message(), jobs = events.len(), "batch rejected; committing its accepts one by one");
             for (index, reply) in replies.into_iter().enumerate() {
                 let single: Arc<[usize]> = Arc::from([index]);
                 let events = Arc::clone(&events);
@@ -90,7 +90,7 @@ async fn commit_batch(pool: &Pool, batch: Vec<AcceptJob>) {
                 .map(|mut outcomes| outcomes.pop().map(|(_, outcome)| outcome));
                 let _ = reply.send(match result {
                     Ok(Some(outcome)) => Ok(outcome),
-                    Ok(None) => Err(StoreError::Internal("accept returned nothing".into())),
+                    Ok(None) => Err(StoreError::internal("accept returned nothing")),
                     Err(e) => Err(e),
                 });
             }
@@ -98,10 +98,7 @@ async fn commit_batch(pool: &Pool, batch: Vec<AcceptJob>) {
         Err(error) => {
             tracing::warn!(error = %error, jobs = events.len(), "store commit failed; the batch was not acknowledged");
             for reply in replies {
-                let _ = reply.send(Err(match &error {
-                    StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-                    StoreError::Internal(m) => StoreError::Internal(m.clone()),
-                }));
+                let _ = reply.send(Err(error.clone()));
             }
         }
     }

@@ -19,8 +19,9 @@ pub(super) fn set_cache(conn: &Connection, kib: i64) -> Result<(), StoreError> {
 }
 
 pub(super) fn open_connection(path: &std::path::Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)
-        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    let conn = Connection::open(path).map_err(|e| {
+        StoreError::unavailable(format!("cannot open {}: {e}", path.display())).caused_by(e)
+    })?;
     // WAL lets readers run beside the writer; synchronous=FULL fsyncs the WAL at every commit,
     // which is what makes a 202 durable. Group commit is what keeps that affordable.
     conn.execute_batch(
@@ -49,9 +50,9 @@ pub(super) fn classify(error: rusqlite::Error) -> StoreError {
                     | OutOfMemory
             ) =>
         {
-            StoreError::Unavailable(error.to_string())
+            StoreError::unavailable(error.to_string()).caused_by(error)
         }
-        _ => StoreError::Internal(error.to_string()),
+        _ => StoreError::internal(error.to_string()).caused_by(error),
     }
 }
 
@@ -84,7 +85,7 @@ impl ReadPool {
         let slot = &self.connections[start % self.connections.len()];
         let conn = slot
             .lock()
-            .map_err(|_| StoreError::Internal("a read connection was poisoned".into()))?;
+            .map_err(|_| StoreError::internal("a read connection was poisoned"))?;
         work(&conn)
     }
 }

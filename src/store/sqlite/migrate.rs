@@ -14,16 +14,17 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             row.get(0)
         })
         .map_err(classify)?;
-    let pending = migrations::pending(migrations::SQLITE, applied).map_err(StoreError::Internal)?;
+    let pending = migrations::pending(migrations::SQLITE, applied).map_err(StoreError::internal)?;
     for migration in pending {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(classify)?;
         tx.execute_batch(migration.sql).map_err(|e| {
-            StoreError::Internal(format!(
+            StoreError::internal(format!(
                 "migration {} ({}) failed: {e}",
                 migration.version, migration.name
             ))
+            .caused_by(e)
         })?;
         tx.execute(
             "INSERT INTO oncehook_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",

@@ -57,7 +57,8 @@ impl SqliteStore {
             && !dir.as_os_str().is_empty()
         {
             std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                StoreError::unavailable(format!("cannot create {}: {e}", dir.display()))
+                    .caused_by(e)
             })?;
         }
         let mut writer_conn = open_connection(&options.path)?;
@@ -83,12 +84,15 @@ impl SqliteStore {
         thread::Builder::new()
             .name("oncehook-writer".into())
             .spawn(move || run_writer(writer_conn, rx, batch_max, &writer_wal))
-            .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| {
+                StoreError::internal(format!("cannot start the writer thread: {e}")).caused_by(e)
+            })?;
         thread::Builder::new()
             .name("oncehook-ckpt".into())
             .spawn(move || run_checkpointer(checkpointer_conn, &wal))
             .map_err(|e| {
-                StoreError::Internal(format!("cannot start the checkpoint thread: {e}"))
+                StoreError::internal(format!("cannot start the checkpoint thread: {e}"))
+                    .caused_by(e)
             })?;
         Ok(SqliteStore {
             writer: tx,
@@ -109,16 +113,14 @@ impl SqliteStore {
             reply,
         });
         self.writer.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                StoreError::Unavailable("the store's write queue is full".into())
-            }
+            mpsc::error::TrySendError::Full(_) => StoreError::queue_full(),
             mpsc::error::TrySendError::Closed(_) => {
-                StoreError::Unavailable("the store's writer has stopped".into())
+                StoreError::unavailable("the store's writer has stopped")
             }
         })?;
         answer
             .await
-            .map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?
+            .map_err(|_| StoreError::unavailable("the store's writer has stopped"))?
     }
 
     async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
@@ -129,7 +131,7 @@ impl SqliteStore {
         let readers = Arc::clone(&self.readers);
         tokio::task::spawn_blocking(move || readers.with(|conn| work(conn).map_err(classify)))
             .await
-            .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+            .map_err(|e| StoreError::internal(format!("read task failed: {e}")).caused_by(e))?
     }
 }
 

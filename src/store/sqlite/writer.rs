@@ -39,13 +39,10 @@ where
 
     fn complete(self: Box<Self>, committed: Result<(), &StoreError>) {
         let outcome = match (committed, self.result) {
-            (Err(e), _) => Err(match e {
-                StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-                StoreError::Internal(m) => StoreError::Internal(m.clone()),
-            }),
+            (Err(e), _) => Err(e.clone()),
             (Ok(()), Some(Ok(value))) => Ok(value),
             (Ok(()), Some(Err(e))) => Err(classify(e)),
-            (Ok(()), None) => Err(StoreError::Internal("the write was not run".into())),
+            (Ok(()), None) => Err(StoreError::internal("the write was not run")),
         };
         // The caller may have gone away (client disconnected); the write stands regardless.
         let _ = self.reply.send(outcome);

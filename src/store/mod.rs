@@ -9,6 +9,7 @@
 
 mod error;
 pub mod migrations;
+mod open;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
@@ -21,11 +22,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use uuid::Uuid;
 
-use crate::config::{Config, StoreLocation};
 use crate::domain::fingerprint::Fingerprint;
 use crate::domain::key::DedupeKey;
 
 pub use self::error::{StoreError, StoreErrorKind};
+pub use self::open::{StoreLocation, StoreOptions, open};
 
 /// Milliseconds since the Unix epoch: the one time unit the store speaks.
 pub type UnixMillis = i64;
@@ -559,31 +560,5 @@ pub fn event_status<'a>(states: impl IntoIterator<Item = (&'a str, i64)>) -> &'s
         "processing"
     } else {
         "received"
-    }
-}
-
-/// Opens the store named by `store.url`, creating and migrating it as needed.
-pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    match config.store_location().map_err(anyhow::Error::msg)? {
-        StoreLocation::Sqlite(path) => {
-            let options = sqlite::SqliteOptions {
-                path,
-                batch_max: config.store.batch_max,
-                queue_max: config.store.queue_max,
-            };
-            let store =
-                tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(options)).await??;
-            Ok(Arc::new(store))
-        }
-        StoreLocation::Postgres(url) => {
-            let store = postgres::PostgresStore::open(postgres::PostgresOptions {
-                url,
-                pool_size: config.store.pool_size,
-                batch_max: config.store.batch_max,
-                queue_max: config.store.queue_max,
-            })
-            .await?;
-            Ok(Arc::new(store))
-        }
     }
 }

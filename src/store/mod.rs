@@ -22,11 +22,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use uuid::Uuid;
 
+use crate::domain::dead_reason::DeadReason;
+use crate::domain::delivery_outcome::DeliveryOutcome;
+use crate::domain::delivery_state::DeliveryState;
+use crate::domain::event_status::EventStatus;
 use crate::domain::fingerprint::Fingerprint;
 use crate::domain::key::DedupeKey;
 
 pub use self::error::{StoreError, StoreErrorKind};
 pub use self::open::{StoreLocation, StoreOptions, open};
+pub use crate::domain::replay_progress::ReplayProgress;
 
 /// Milliseconds since the Unix epoch: the one time unit the store speaks.
 pub type UnixMillis = i64;
@@ -129,7 +134,7 @@ pub struct EventRecord {
     pub source: String,
     pub idempotency_key: String,
     pub received_at: UnixMillis,
-    pub status: String,
+    pub status: EventStatus,
     pub content_type: Option<String>,
     pub headers_json: String,
     pub body: Bytes,
@@ -140,12 +145,12 @@ pub struct EventRecord {
 pub struct DeliveryRecord {
     pub id: i64,
     pub destination: String,
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: u32,
     pub ordering_key: Option<String>,
     pub next_attempt_at: UnixMillis,
     pub last_error: Option<String>,
-    pub dead_reason: Option<String>,
+    pub dead_reason: Option<DeadReason>,
     pub delivered_at: Option<UnixMillis>,
 }
 
@@ -156,7 +161,7 @@ pub struct AttemptRecord {
     pub duration_ms: i64,
     pub status_code: Option<u16>,
     pub error: Option<String>,
-    pub outcome: String,
+    pub outcome: DeliveryOutcome,
     pub replay_id: Option<Uuid>,
 }
 
@@ -195,15 +200,16 @@ pub struct DeliveryAttempt {
 pub enum AttemptOutcome {
     Delivered,
     Retry { next_attempt_at: UnixMillis },
-    Dead { reason: String },
+    Dead { reason: DeadReason },
 }
 
 impl AttemptOutcome {
-    pub fn as_str(&self) -> &'static str {
+    /// The outcome without its details, as logged and counted.
+    pub fn kind(&self) -> DeliveryOutcome {
         match self {
-            AttemptOutcome::Delivered => "delivered",
-            AttemptOutcome::Retry { .. } => "retry",
-            AttemptOutcome::Dead { .. } => "dead",
+            AttemptOutcome::Delivered => DeliveryOutcome::Delivered,
+            AttemptOutcome::Retry { .. } => DeliveryOutcome::Retry,
+            AttemptOutcome::Dead { .. } => DeliveryOutcome::Dead,
         }
     }
 }
@@ -222,8 +228,7 @@ pub struct Cursor<I> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventQuery {
     pub source: Option<String>,
-    /// An event status (SPEC §5: `received`, `processing`, `completed`, …).
-    pub status: Option<String>,
+    pub status: Option<EventStatus>,
     /// The idempotency key's display text, exactly.
     pub idempotency_key: Option<String>,
     /// Keyed hashes of `search_fields` values (`SearchKey::hash`); the event must carry each.
@@ -244,7 +249,7 @@ pub struct EventSummary {
     pub source: String,
     pub idempotency_key: String,
     pub received_at: UnixMillis,
-    pub status: String,
+    pub status: EventStatus,
     pub content_type: Option<String>,
     pub deliveries: u32,
 }
@@ -279,7 +284,7 @@ pub struct DeadDelivery {
     pub received_at: UnixMillis,
     /// When the delivery went dead (its last update).
     pub died_at: UnixMillis,
-    pub reason: Option<String>,
+    pub reason: Option<DeadReason>,
     pub last_error: Option<String>,
     pub attempts: u32,
 }
@@ -297,7 +302,7 @@ impl DeadDelivery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetterGroup {
     pub destination: String,
-    pub reason: Option<String>,
+    pub reason: Option<DeadReason>,
     pub count: u64,
     /// The error of the group's most recent death, and when that was.
     pub last_error: Option<String>,
@@ -312,10 +317,8 @@ pub struct ReplayFilter {
     pub event_ids: Vec<Uuid>,
     pub source: Option<String>,
     pub destination: Option<String>,
-    /// A delivery state (`dead`, `delivered`, …).
-    pub delivery_state: Option<String>,
-    /// An event status (`failed_terminal`, `completed`, …).
-    pub event_status: Option<String>,
+    pub delivery_state: Option<DeliveryState>,
+    pub event_status: Option<EventStatus>,
     /// The event was received at or after.
     pub since: Option<UnixMillis>,
     /// The event was received before.
@@ -358,7 +361,7 @@ pub struct ReplaySample {
     pub source: String,
     pub destination: String,
     /// The delivery's state before the replay.
-    pub state: String,
+    pub state: DeliveryState,
     pub received_at: UnixMillis,
 }
 
@@ -383,18 +386,6 @@ impl ReplayRecord {
     }
 }
 
-/// Where the deliveries a replay re-queued are now. A delivery replayed again by a later
-/// replay counts as `superseded` here.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReplayProgress {
-    pub pending: u64,
-    pub in_flight: u64,
-    pub retrying: u64,
-    pub delivered: u64,
-    pub dead: u64,
-    pub superseded: u64,
-}
-
 /// One replay that re-queued one of an event's deliveries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryReplay {
@@ -405,17 +396,6 @@ pub struct DeliveryReplay {
     pub requested_by: String,
     pub reason: String,
 }
-
-/// Delivery states (SPEC §5).
-pub const DELIVERY_STATES: &[&str] = &["pending", "in_flight", "retrying", "delivered", "dead"];
-/// Event statuses over their deliveries (SPEC §5).
-pub const EVENT_STATUSES: &[&str] = &[
-    "received",
-    "processing",
-    "completed",
-    "failed_retryable",
-    "failed_terminal",
-];
 
 /// What intake needs: the atomic accept, and the purge of expired dedupe windows.
 #[async_trait]
@@ -530,35 +510,3 @@ pub trait ReplayStore: Send + Sync + 'static {
 pub trait Store: IntakeStore + DeliveryQueue + AdminQueries + ReplayStore {}
 
 impl<T: IntakeStore + DeliveryQueue + AdminQueries + ReplayStore + ?Sized> Store for T {}
-
-/// An event's status over the states of its deliveries (SPEC §5), given (state, count) pairs.
-pub fn event_status<'a>(states: impl IntoIterator<Item = (&'a str, i64)>) -> &'static str {
-    let (mut open, mut retrying, mut delivered, mut dead, mut attempted) = (0, 0, 0, 0, false);
-    for (state, count) in states {
-        match state {
-            "pending" => open += count,
-            "in_flight" => {
-                open += count;
-                attempted = true;
-            }
-            "retrying" => {
-                open += count;
-                retrying += count;
-            }
-            "delivered" => delivered += count,
-            "dead" => dead += count,
-            _ => {}
-        }
-    }
-    if open == 0 && dead == 0 {
-        "completed"
-    } else if open == 0 {
-        "failed_terminal"
-    } else if retrying > 0 {
-        "failed_retryable"
-    } else if attempted || delivered > 0 || dead > 0 {
-        "processing"
-    } else {
-        "received"
-    }
-}

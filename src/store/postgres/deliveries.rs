@@ -10,6 +10,7 @@ use deadpool_postgres::ClientWrapper;
 
 use super::PostgresStore;
 use super::pool::{DbError, get, run, text, unsigned};
+use crate::domain::event_status::EventStatus;
 use crate::store::{
     AttemptOutcome, ClaimedDelivery, DeliveryAttempt, DeliveryQueue, StoreError, UnixMillis,
     now_millis,
@@ -240,16 +241,17 @@ async fn record_attempt(
             &attempt.duration_ms,
             &status_code,
             &error,
-            &attempt.outcome.as_str(),
+            &attempt.outcome.kind(),
             &claim.replay_id,
         ],
     )
     .await?;
     let now = attempt.started_at + attempt.duration_ms;
-    let (state, next_attempt_at, dead_reason, delivered_at) = match &attempt.outcome {
-        AttemptOutcome::Delivered => ("delivered", now, None, Some(now)),
-        AttemptOutcome::Retry { next_attempt_at } => ("retrying", *next_attempt_at, None, None),
-        AttemptOutcome::Dead { reason } => ("dead", now, Some(reason.as_str()), None),
+    let state = attempt.outcome.kind().next_state();
+    let (next_attempt_at, dead_reason, delivered_at) = match &attempt.outcome {
+        AttemptOutcome::Delivered => (now, None, Some(now)),
+        AttemptOutcome::Retry { next_attempt_at } => (*next_attempt_at, None, None),
+        AttemptOutcome::Dead { reason } => (now, Some(*reason), None),
     };
     let settle = tx
         .prepare_cached(
@@ -297,9 +299,9 @@ async fn record_attempt(
         .query(&counts, &[&event_seq])
         .await?
         .iter()
-        .map(|row| Ok((get::<String>(row, 0)?, get::<i64>(row, 1)?)))
+        .map(|row| Ok((get(row, 0)?, get::<i64>(row, 1)?.max(0) as u64)))
         .collect::<Result<Vec<_>, DbError>>()?;
-    let status = crate::store::event_status(states.iter().map(|(s, n)| (s.as_str(), *n)));
+    let status = EventStatus::from_deliveries(states);
     let update = tx
         .prepare_cached("UPDATE events SET status = $2 WHERE seq = $1")
         .await?;

@@ -28,6 +28,7 @@ mod migrate;
 mod pool;
 mod queries;
 mod replay;
+mod words;
 mod writer;
 
 use std::sync::Arc;

@@ -220,7 +220,7 @@ async fn list_events(
         filter.push("e.source = ?", vec![Box::new(text(source).into_owned())]);
     }
     if let Some(status) = &query.status {
-        filter.push("e.status = ?", vec![Box::new(text(status).into_owned())]);
+        filter.push("e.status = ?", vec![Box::new(*status)]);
     }
     if let Some(key) = &query.idempotency_key {
         filter.push(

@@ -12,6 +12,8 @@ use uuid::Uuid;
 use super::PostgresStore;
 use super::pool::{DbError, get, run, text};
 use super::queries::Filter;
+use crate::domain::delivery_state::DeliveryState;
+use crate::domain::event_status::EventStatus;
 use crate::store::{
     Cursor, DeliveryReplay, NewReplay, ReplayOutcome, ReplayProgress, ReplayRecord, ReplaySample,
     ReplayStore, StoreError,
@@ -91,22 +93,13 @@ impl ReplayStore for PostgresStore {
                          GROUP BY d.state",
                     )
                     .await?;
-                let mut progress = ReplayProgress::default();
-                let mut current = 0u64;
-                for row in client.query(&states, &[&id]).await? {
-                    let state: String = get(&row, 0)?;
-                    let count = get::<i64>(&row, 1)?.max(0) as u64;
-                    current += count;
-                    match state.as_str() {
-                        "pending" => progress.pending += count,
-                        "in_flight" => progress.in_flight += count,
-                        "retrying" => progress.retrying += count,
-                        "delivered" => progress.delivered += count,
-                        "dead" => progress.dead += count,
-                        _ => {}
-                    }
-                }
-                progress.superseded = (linked.max(0) as u64).saturating_sub(current);
+                let current = client
+                    .query(&states, &[&id])
+                    .await?
+                    .iter()
+                    .map(|row| Ok((get(row, 0)?, get::<i64>(row, 1)?.max(0) as u64)))
+                    .collect::<Result<Vec<_>, DbError>>()?;
+                let progress = ReplayProgress::count(linked.max(0) as u64, current);
                 Ok(Some((record, progress)))
             })
         })
@@ -184,10 +177,10 @@ async fn run_replay(
         );
     }
     if let Some(state) = &wanted.delivery_state {
-        filter.push("d.state = ?", vec![Box::new(text(state).into_owned())]);
+        filter.push("d.state = ?", vec![Box::new(*state)]);
     }
     if let Some(status) = &wanted.event_status {
-        filter.push("e.status = ?", vec![Box::new(text(status).into_owned())]);
+        filter.push("e.status = ?", vec![Box::new(*status)]);
     }
     if let Some(since) = wanted.since {
         filter.push("e.received_at >= ?", vec![Box::new(since)]);
@@ -224,7 +217,7 @@ async fn run_replay(
             source: get(row, 4)?,
             received_at: get(row, 5)?,
         };
-        if delivery.state == "in_flight" {
+        if delivery.state == DeliveryState::InFlight {
             outcome.skipped_in_flight += 1;
             continue;
         }
@@ -274,19 +267,16 @@ async fn run_replay(
              WHERE event_seq = ANY($1) GROUP BY event_seq, state ORDER BY event_seq",
         )
         .await?;
-    let mut states: std::collections::BTreeMap<i64, Vec<(String, i64)>> = Default::default();
+    let mut states: std::collections::BTreeMap<i64, Vec<(DeliveryState, u64)>> = Default::default();
     for row in tx.query(&counts, &[&events]).await? {
         states
             .entry(get(&row, 0)?)
             .or_default()
-            .push((get(&row, 1)?, get(&row, 2)?));
+            .push((get(&row, 1)?, get::<i64>(&row, 2)?.max(0) as u64));
     }
-    let (seqs, statuses): (Vec<i64>, Vec<&str>) = states
-        .iter()
-        .map(|(seq, states)| {
-            let status = crate::store::event_status(states.iter().map(|(s, n)| (s.as_str(), *n)));
-            (*seq, status)
-        })
+    let (seqs, statuses): (Vec<i64>, Vec<EventStatus>) = states
+        .into_iter()
+        .map(|(seq, states)| (seq, EventStatus::from_deliveries(states)))
         .unzip();
     let settle = tx
         .prepare_cached(

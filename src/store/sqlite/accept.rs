@@ -6,6 +6,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{SqliteStore, uuid_from_blob};
+use crate::domain::delivery_state::DeliveryState;
+use crate::domain::event_status::EventStatus;
 use crate::store::{
     AcceptOutcome, Duplicate, DuplicateReason, IntakeStore, NewEvent, StoreError, UnixMillis,
 };
@@ -88,11 +90,9 @@ fn accept(conn: &Connection, event: &NewEvent) -> rusqlite::Result<AcceptOutcome
         }
     }
 
-    let status = if event.deliveries.is_empty() {
-        "completed"
-    } else {
-        "received"
-    };
+    // Every delivery starts pending: the event is received, or complete when it has none.
+    let status =
+        EventStatus::from_deliveries([(DeliveryState::Pending, event.deliveries.len() as u64)]);
     conn.prepare_cached(
         "INSERT INTO events (id, source, idempotency_key, fingerprint, received_at, status,
                              content_type, headers, body, delivery_key)

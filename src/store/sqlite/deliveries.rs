@@ -7,6 +7,8 @@ use rusqlite::{Connection, params};
 use uuid::Uuid;
 
 use super::{SqliteStore, uuid_from_blob};
+use crate::domain::delivery_state::DeliveryState;
+use crate::domain::event_status::EventStatus;
 use crate::store::{
     AttemptOutcome, ClaimedDelivery, DeliveryAttempt, DeliveryQueue, StoreError, UnixMillis,
     now_millis,
@@ -219,14 +221,15 @@ fn record_attempt(
         attempt.duration_ms,
         attempt.status_code,
         attempt.error,
-        attempt.outcome.as_str(),
+        attempt.outcome.kind(),
         replay,
     ])?;
     let now = attempt.started_at + attempt.duration_ms;
-    let (state, next_attempt_at, dead_reason, delivered_at) = match &attempt.outcome {
-        AttemptOutcome::Delivered => ("delivered", now, None, Some(now)),
-        AttemptOutcome::Retry { next_attempt_at } => ("retrying", *next_attempt_at, None, None),
-        AttemptOutcome::Dead { reason } => ("dead", now, Some(reason.as_str()), None),
+    let state = attempt.outcome.kind().next_state();
+    let (next_attempt_at, dead_reason, delivered_at) = match &attempt.outcome {
+        AttemptOutcome::Delivered => (now, None, Some(now)),
+        AttemptOutcome::Retry { next_attempt_at } => (*next_attempt_at, None, None),
+        AttemptOutcome::Dead { reason } => (now, Some(*reason), None),
     };
     let changed = conn
         .prepare_cached(
@@ -260,10 +263,12 @@ pub(super) fn refresh_event_status(conn: &Connection, event_seq: i64) -> rusqlit
     let mut counts = conn.prepare_cached(
         "SELECT state, COUNT(*) FROM deliveries WHERE event_seq = ?1 GROUP BY state",
     )?;
-    let states: Vec<(String, i64)> = counts
-        .query_map([event_seq], |row| Ok((row.get(0)?, row.get(1)?)))?
+    let states: Vec<(DeliveryState, u64)> = counts
+        .query_map([event_seq], |row| {
+            Ok((row.get(0)?, row.get::<_, i64>(1)?.max(0) as u64))
+        })?
         .collect::<rusqlite::Result<_>>()?;
-    let status = crate::store::event_status(states.iter().map(|(s, n)| (s.as_str(), *n)));
+    let status = EventStatus::from_deliveries(states);
     conn.prepare_cached("UPDATE events SET status = ?2 WHERE seq = ?1")?
         .execute(params![event_seq, status])?;
     Ok(())

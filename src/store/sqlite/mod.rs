@@ -17,6 +17,7 @@ mod migrate;
 mod queries;
 mod replay;
 mod wal;
+mod words;
 mod writer;
 
 use std::path::PathBuf;

@@ -157,7 +157,7 @@ fn list_events(conn: &Connection, query: &EventQuery) -> rusqlite::Result<Vec<Ev
         filter.push("e.source = ?", [source.clone().into()]);
     }
     if let Some(status) = &query.status {
-        filter.push("e.status = ?", [status.clone().into()]);
+        filter.push("e.status = ?", [status.as_str().to_owned().into()]);
     }
     if let Some(key) = &query.idempotency_key {
         filter.push("e.idempotency_key = ?", [key.clone().into()]);

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::deliveries::refresh_event_status;
 use super::queries::{Filter, sql_limit};
 use super::{SqliteStore, uuid_from_blob};
+use crate::domain::delivery_state::DeliveryState;
 use crate::store::{
     Cursor, DeliveryReplay, NewReplay, ReplayOutcome, ReplayProgress, ReplayRecord, ReplaySample,
     ReplayStore, StoreError,
@@ -75,27 +76,12 @@ impl ReplayStore for SqliteStore {
                  WHERE rd.replay_id = ?1 AND d.replay_id = ?1
                  GROUP BY d.state",
             )?;
-            let mut progress = ReplayProgress::default();
-            let mut current = 0u64;
-            let rows = statement.query_map([&id_blob], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, i64>(1)?.max(0) as u64,
-                ))
-            })?;
-            for row in rows {
-                let (state, count) = row?;
-                current += count;
-                match state.as_str() {
-                    "pending" => progress.pending += count,
-                    "in_flight" => progress.in_flight += count,
-                    "retrying" => progress.retrying += count,
-                    "delivered" => progress.delivered += count,
-                    "dead" => progress.dead += count,
-                    _ => {}
-                }
-            }
-            progress.superseded = (linked.max(0) as u64).saturating_sub(current);
+            let current = statement
+                .query_map([&id_blob], |row| {
+                    Ok((row.get(0)?, row.get::<_, i64>(1)?.max(0) as u64))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let progress = ReplayProgress::count(linked.max(0) as u64, current);
             Ok(Some((record, progress)))
         })
         .await
@@ -170,10 +156,10 @@ fn run_replay(conn: &Connection, replay: &NewReplay) -> rusqlite::Result<ReplayO
         filter.push("d.destination = ?", [destination.clone().into()]);
     }
     if let Some(state) = &wanted.delivery_state {
-        filter.push("d.state = ?", [state.clone().into()]);
+        filter.push("d.state = ?", [state.as_str().to_owned().into()]);
     }
     if let Some(status) = &wanted.event_status {
-        filter.push("e.status = ?", [status.clone().into()]);
+        filter.push("e.status = ?", [status.as_str().to_owned().into()]);
     }
     if let Some(since) = wanted.since {
         filter.push("e.received_at >= ?", [since.into()]);
@@ -210,7 +196,7 @@ fn run_replay(conn: &Connection, replay: &NewReplay) -> rusqlite::Result<ReplayO
     let mut chosen = Vec::new();
     for row in rows {
         let (delivery, event_seq) = row?;
-        if delivery.state == "in_flight" {
+        if delivery.state == DeliveryState::InFlight {
             outcome.skipped_in_flight += 1;
             continue;
         }

@@ -19,9 +19,6 @@ use std::path::Path;
 /// Modules that may import `config`: those above `app`, `app` itself, and `config`.
 const CONFIG_IMPORTERS: [&str; 5] = ["app", "cli", "main", "lib", "config"];
 
-/// Modules below `app` that still import `config`, each with the reason. An entry that is no
-/// longer needed fails the test, so it is removed as soon as the module stops importing it.
-const PENDING_CONFIG_IMPORTERS: [(&str, &str); 0] = [];
 
 /// Crates that do I/O, which `src/domain/` must not import (`std::fs` and `std::net` too).
 const IO_CRATES: [&str; 10] = [
@@ -410,19 +407,9 @@ fn check_config_importers(files: &[SourceFile]) -> Vec<String> {
         let Some(place) = edges.get("config") else {
             continue;
         };
-        let pending = PENDING_CONFIG_IMPORTERS.iter().any(|(m, _)| m == from);
-        if !CONFIG_IMPORTERS.contains(&from.as_str()) && !pending {
+        if !CONFIG_IMPORTERS.contains(&from.as_str()) {
             problems.push(format!(
                 "{from} imports config ({place}): below app, modules take the pieces app builds"
-            ));
-        }
-    }
-    for (module, reason) in PENDING_CONFIG_IMPORTERS {
-        let importing = graph.get(module).is_some_and(|e| e.contains_key("config"));
-        if graph.contains_key(module) && !importing {
-            problems.push(format!(
-                "{module} no longer imports config ({reason}): remove it from \
-                 PENDING_CONFIG_IMPORTERS"
             ));
         }
     }
@@ -600,18 +587,15 @@ fn a_config_import_below_app_is_caught() {
             "//! x\nfn f(c: &crate::config::Config) {}\n",
         ),
     ]);
-    let problems = check_config_importers(&files);
-    assert_eq!(problems.len(), 1, "{problems:?}");
+    let mut problems = check_config_importers(&files);
+    problems.sort();
+    assert_eq!(problems.len(), 2, "{problems:?}");
     assert!(
         problems[0].starts_with("delivery imports config (src/delivery/attempt.rs:2)"),
         "{problems:?}"
     );
-    // A pending importer that no longer imports config is caught too.
-    let files = tree(&[("config.rs", "//! x\n"), ("store/mod.rs", "//! x\n")]);
-    let problems = check_config_importers(&files);
-    assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(
-        problems[0].contains("PENDING_CONFIG_IMPORTERS"),
+        problems[1].starts_with("store imports config (src/store/mod.rs:2)"),
         "{problems:?}"
     );
 }

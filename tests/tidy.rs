@@ -19,7 +19,6 @@ use std::path::Path;
 /// Modules that may import `config`: those above `app`, `app` itself, and `config`.
 const CONFIG_IMPORTERS: [&str; 5] = ["app", "cli", "main", "lib", "config"];
 
-
 /// Crates that do I/O, which `src/domain/` must not import (`std::fs` and `std::net` too).
 const IO_CRATES: [&str; 10] = [
     "tokio",

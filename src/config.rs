@@ -1124,6 +1124,7 @@ mod tests {
                 "sv",
                 &map,
                 None,
+                None,
                 &fingerprint,
                 &crate::domain::key::EmailHasher::unkeyed(),
             )

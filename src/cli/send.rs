@@ -115,7 +115,7 @@ fn sample_payload(source: &crate::config::SourceConfig) -> anyhow::Result<Vec<u8
                         Value::String("person@example.com".into()),
                     );
                 }
-                KeyPart::Header(_) | KeyPart::Fingerprint => {}
+                KeyPart::Header(_) | KeyPart::Form(_) | KeyPart::Fingerprint => {}
             }
         }
         if needs_body {

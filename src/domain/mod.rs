@@ -1,4 +1,5 @@
 pub mod fingerprint;
+pub mod form;
 pub mod key;
 pub mod pointer;
 pub mod retry;

@@ -322,6 +322,7 @@ async fn handle(
             &source.name,
             &headers,
             json.as_ref(),
+            None,
             &fingerprint,
             &source.email,
         )

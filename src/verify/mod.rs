@@ -4,7 +4,9 @@
 //! requests a source will accept.
 //!
 //! A [`Verifier`] is built once from a [`VerifyConfig`] at start-up (keys decoded and
-//! HMACs pre-keyed there) and then checks each request without allocating on success.
+//! HMACs pre-keyed there) and then checks each request; the HMAC schemes over headers and body
+//! without allocating on success (Twilio's decodes the form it signs, SendGrid's joins the
+//! timestamp and the body for ECDSA).
 //! Nothing in this module panics on request bytes, and no error or `Debug` output
 //! contains a secret or an expected signature.
 

@@ -2,8 +2,10 @@
 //!
 //! Loading is layered: the file is parsed into a TOML tree, `${VAR}` references in string values
 //! are replaced from the environment, the tree is deserialized into the typed model (unknown keys
-//! are errors), and then cross-references (routes to destinations, schema files, signature
-//! secrets) are checked. Every error names the file and the key, e.g.
+//! are errors), and then values and cross-references (ranges, names, routes to destinations) are
+//! checked. What can only be checked by building it (signature secrets, signing secrets, schema
+//! files) is checked once, where `app` builds the runtime from the config, and reported with
+//! [`Config::error`]. Every error names the file and the key, e.g.
 //! `oncehook.toml: sources[1].verify.header: required when scheme = "hmac"`.
 
 use std::collections::{BTreeMap, HashSet};
@@ -16,7 +18,7 @@ use serde::Deserialize;
 
 use crate::domain::key::{KeyPart, KeySpec};
 use crate::domain::pointer::JsonPointer;
-use crate::verify::{DEFAULT_TOLERANCE, SchemeName, Verifier, VerifyConfig};
+use crate::verify::{DEFAULT_TOLERANCE, SchemeName, VerifyConfig};
 
 /// A configuration error: the file, the key (a path like `sources[0].verify.scheme`) and what is wrong.
 #[derive(Debug)]
@@ -56,6 +58,9 @@ pub struct Config {
     /// The directory of the config file: relative paths (schemas, the SQLite file) resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The config file, named by errors found after loading (see [`Config::error`]).
+    #[serde(skip)]
+    file: PathBuf,
     /// Every value `${VAR}` substitution put into the file: [`Config::redact`] hides them.
     #[serde(skip)]
     substituted: SubstitutedValues,
@@ -99,6 +104,18 @@ pub struct ServerConfig {
     /// Connections served at once per listener.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connections one client address may hold open at once per listener; further ones are
+    /// closed as soon as they are accepted.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// The budget of failed signature checks per client address; over it, that address gets
+    /// 429 without its signatures being checked.
+    #[serde(default = "default_auth_failures_per_ip")]
+    pub auth_failures_per_ip: RateLimitConfig,
+    /// Request bodies being read at once, over all of intake; a body that would take the total
+    /// over it gets 503.
+    #[serde(default = "default_max_buffered_body")]
+    pub max_buffered_body: bytesize::ByteSize,
 }
 
 impl Default for ServerConfig {
@@ -109,6 +126,9 @@ impl Default for ServerConfig {
             header_timeout: default_header_timeout(),
             body_timeout: default_body_timeout(),
             max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            auth_failures_per_ip: default_auth_failures_per_ip(),
+            max_buffered_body: default_max_buffered_body(),
         }
     }
 }
@@ -467,6 +487,18 @@ fn default_body_timeout() -> Duration {
 fn default_max_connections() -> usize {
     4096
 }
+fn default_max_connections_per_ip() -> usize {
+    256
+}
+fn default_auth_failures_per_ip() -> RateLimitConfig {
+    RateLimitConfig {
+        per_second: 50,
+        burst: Some(100),
+    }
+}
+fn default_max_buffered_body() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(256)
+}
 fn default_store_url() -> String {
     "sqlite://./data/oncehook.db".to_owned()
 }
@@ -555,11 +587,23 @@ impl Config {
                 error(key, e.into_inner().to_string(), &substituted)
             })?;
         config.base_dir = base_dir.to_owned();
+        config.file = file.to_owned();
         config.substituted = substituted;
         config
             .validate()
             .map_err(|(key, message)| error(key, message, &config.substituted))?;
         Ok(config)
+    }
+
+    /// An error about `key` found after loading, when the config's parts are built (a secret a
+    /// verifier refuses, a schema file that cannot be read): like a load error, it names the
+    /// file and the key, and hides the credentials its message quotes.
+    pub fn error(&self, key: impl Into<String>, message: impl AsRef<str>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            key: key.into(),
+            message: redact_text(message.as_ref(), &self.substituted),
+        }
     }
 
     /// `text` as it may be shown: every URL in it without credentials (see [`redact_url`]) and
@@ -609,13 +653,6 @@ impl Config {
         }
     }
 
-    /// The payload cipher, when `store.encryption_key` is set.
-    pub fn payload_cipher(&self) -> Option<crate::privacy::PayloadCipher> {
-        self.store.encryption_key.as_deref().map(|key| {
-            crate::privacy::PayloadCipher::new(key, &self.store.previous_encryption_keys)
-        })
-    }
-
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
         self.sources.iter().find(|s| s.name == name)
     }
@@ -641,6 +678,40 @@ impl Config {
         }
         if self.server.max_connections == 0 {
             return Err(("server.max_connections".into(), "must be at least 1".into()));
+        }
+        if self.server.max_connections_per_ip == 0 {
+            return Err((
+                "server.max_connections_per_ip".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        let auth_failures = &self.server.auth_failures_per_ip;
+        if auth_failures.per_second == 0 {
+            return Err((
+                "server.auth_failures_per_ip.per_second".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if auth_failures.burst == Some(0) {
+            return Err((
+                "server.auth_failures_per_ip.burst".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        // A body larger than the whole budget could never be read.
+        if let Some((i, source)) = self
+            .sources
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.max_body > self.server.max_buffered_body)
+        {
+            return Err((
+                "server.max_buffered_body".into(),
+                format!(
+                    "{} is smaller than sources[{i}].max_body ({}) of source {:?}",
+                    self.server.max_buffered_body, source.max_body, source.name
+                ),
+            ));
         }
         if self
             .store
@@ -681,8 +752,6 @@ impl Config {
                     format!("duplicate source name {:?}", source.name),
                 ));
             }
-            Verifier::from_config(&source.verify)
-                .map_err(|e| (at(&format!("verify.{}", e.key)), e.message))?;
             if source.verify.scheme == SchemeName::None && !source.allow_unsigned {
                 return Err((
                     at("verify.scheme"),
@@ -731,9 +800,6 @@ impl Config {
             if source.max_body.as_u64() == 0 {
                 return Err((at("max_body"), "must be larger than zero".into()));
             }
-            if let Some(schema) = &source.schema {
-                load_schema(&self.resolve_path(schema)).map_err(|m| (at("schema"), m))?;
-            }
         }
         let mut destinations = HashSet::new();
         for (i, destination) in self.destinations.iter().enumerate() {
@@ -759,10 +825,6 @@ impl Config {
                         redact_url(&destination.url)
                     ),
                 ));
-            }
-            if let Some(secret) = &destination.signing_secret {
-                crate::delivery::signing_verifier(secret)
-                    .map_err(|e| (at("signing_secret"), e.message))?;
             }
             if destination.max_attempts == 0 {
                 return Err((at("max_attempts"), "must be at least 1".into()));
@@ -852,16 +914,6 @@ impl SourceConfig {
             .flat_map(|alternative| alternative.parts)
             .find(|part| matches!(part, KeyPart::Header(_)))
     }
-}
-
-/// Reads and compiles a JSON Schema file.
-pub fn load_schema(path: &Path) -> Result<jsonschema::Validator, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let schema: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
-    jsonschema::validator_for(&schema)
-        .map_err(|e| format!("{} is not a valid JSON Schema: {e}", path.display()))
 }
 
 fn validate_name(name: &str) -> Result<(), String> {
@@ -1301,5 +1353,49 @@ mod tests {
         );
         assert!(error.contains("store.url"), "{error}");
         assert!(!error.contains("dbpass"), "{error}");
+    }
+
+    #[test]
+    fn edge_limits_have_their_defaults_and_are_checked() {
+        let config = load(MINIMAL).expect("valid");
+        assert_eq!(config.server.max_connections_per_ip, 256);
+        assert_eq!(config.server.auth_failures_per_ip.per_second, 50);
+        assert_eq!(config.server.auth_failures_per_ip.burst, Some(100));
+        assert_eq!(
+            config.server.max_buffered_body,
+            bytesize::ByteSize::mib(256)
+        );
+
+        let with_server = |server: &str| format!("[server]\n{server}\n{MINIMAL}");
+        check_error(
+            &with_server("max_connections_per_ip = 0"),
+            "server.max_connections_per_ip",
+            "at least 1",
+        );
+        check_error(
+            &with_server("auth_failures_per_ip = { per_second = 0 }"),
+            "server.auth_failures_per_ip.per_second",
+            "at least 1",
+        );
+        check_error(
+            &with_server("auth_failures_per_ip = { per_second = 5, burst = 0 }"),
+            "server.auth_failures_per_ip.burst",
+            "at least 1",
+        );
+        check_error(
+            &with_server("auth_failures_per_ip = { burst = 5 }"),
+            "server.auth_failures_per_ip",
+            "per_second",
+        );
+        check_error(
+            &with_server("max_buffered_body = \"512KiB\""),
+            "server.max_buffered_body",
+            "sources[0].max_body",
+        );
+        check_error(
+            &with_server("max_buffered_body = \"lots\""),
+            "server.max_buffered_body",
+            "",
+        );
     }
 }

@@ -5,14 +5,14 @@
 //! the recorder keeps its own small time series: one slot per 10 seconds, each with counts per
 //! outcome and fixed log-scale latency histograms from which percentiles are read. It is fed by
 //! `metrics.rs` (the same calls that record the Prometheus metrics), so its figures are this
-//! node's; several nodes sharing a database each answer for themselves.
+//! node's; several nodes sharing a database each answer for themselves. It owns the outcome
+//! words it counts (`IntakeOutcome`, `DeliveryOutcome`) and imports nothing but the clock.
 
 use std::collections::VecDeque;
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
-use crate::metrics::IntakeOutcome;
-use crate::store::{UnixMillis, now_millis};
+use crate::clock::{UnixMillis, now_millis};
 
 /// One slot covers this many milliseconds.
 pub const SLOT_MILLIS: i64 = 10_000;
@@ -94,6 +94,50 @@ fn bucket_middle_ms(index: usize) -> f64 {
     }
     // Between √2^index and √2^(index+1) times the first bound: the geometric middle.
     FIRST_BOUND_MS * 2f64.powf((index as f64 + 0.5) / 2.0)
+}
+
+/// How an intake request ended; the `outcome` label of `oncehook_intake_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntakeOutcome {
+    Accepted,
+    Duplicate,
+    Conflict,
+    InvalidSignature,
+    InvalidBody,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+}
+
+impl IntakeOutcome {
+    pub const ALL: [IntakeOutcome; 8] = [
+        IntakeOutcome::Accepted,
+        IntakeOutcome::Duplicate,
+        IntakeOutcome::Conflict,
+        IntakeOutcome::InvalidSignature,
+        IntakeOutcome::InvalidBody,
+        IntakeOutcome::RateLimited,
+        IntakeOutcome::TooLarge,
+        IntakeOutcome::Unavailable,
+    ];
+
+    /// The outcome's position in `ALL`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntakeOutcome::Accepted => "accepted",
+            IntakeOutcome::Duplicate => "duplicate",
+            IntakeOutcome::Conflict => "conflict",
+            IntakeOutcome::InvalidSignature => "invalid_signature",
+            IntakeOutcome::InvalidBody => "invalid_body",
+            IntakeOutcome::RateLimited => "rate_limited",
+            IntakeOutcome::TooLarge => "too_large",
+            IntakeOutcome::Unavailable => "unavailable",
+        }
+    }
 }
 
 /// Intake requests per outcome.

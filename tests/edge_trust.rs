@@ -22,7 +22,7 @@ const WAIT: Duration = Duration::from_secs(20);
 /// Where a test's gateway keeps its data.
 enum Backend {
     Sqlite,
-    Postgres(PgSchema),
+    Postgres(Box<PgSchema>),
 }
 
 impl Backend {
@@ -30,7 +30,7 @@ impl Backend {
     async fn all() -> Vec<Backend> {
         let mut backends = vec![Backend::Sqlite];
         if let Some(schema) = PgSchema::create().await {
-            backends.push(Backend::Postgres(schema));
+            backends.push(Backend::Postgres(Box::new(schema)));
         }
         backends
     }

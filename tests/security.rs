@@ -6,7 +6,9 @@
 //! Covered elsewhere and not repeated here: a missing, wrong or empty token on every route
 //! (`tests/admin.rs`), slow heads and bodies (`tests/intake.rs`,
 //! `slow_clients_are_cut_off_and_the_server_stays_healthy`), declared and actual oversized
-//! bodies (`tests/intake.rs`, `every_rejection_has_its_status_a_json_error_and_stores_nothing`).
+//! bodies (`tests/intake.rs`, `every_rejection_has_its_status_a_json_error_and_stores_nothing`),
+//! and the limits kept per client address before authentication: forged floods, slow and large
+//! bodies from one address, encodings (`tests/edge_limits.rs`).
 
 mod common;
 
@@ -579,6 +581,7 @@ async fn a_panicking_handler_answers_500_and_the_server_keeps_serving() {
         HttpLimits {
             header_timeout: Duration::from_secs(1),
             max_connections: 4,
+            max_connections_per_ip: 4,
         },
         stop.clone(),
         Duration::from_secs(1),

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
+use oncehook::app::Runtime;
 use oncehook::config::Config;
-use oncehook::delivery::Wakeups;
 use oncehook::intake::{Intake, router};
 use oncehook::store::sqlite::{SqliteOptions, SqliteStore};
 use oncehook::store::*;
 use oncehook::verify::{Verifier, VerifyConfig};
+use oncehook::wakeups::Wakeups;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -144,13 +145,15 @@ async fn an_unavailable_store_gets_503_with_retry_after_and_nothing_is_acknowled
         inner,
         down: AtomicBool::new(true),
     });
+    let runtime = Runtime::build(&config).expect("runtime");
     let intake = Intake::new(
-        &config,
+        runtime.intake,
         store.clone(),
-        Arc::new(Wakeups::new(&config)),
+        Arc::new(Wakeups::new(
+            config.destinations.iter().map(|d| d.name.as_str()),
+        )),
         CancellationToken::new(),
-    )
-    .expect("intake");
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

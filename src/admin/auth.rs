@@ -32,20 +32,20 @@ impl TokenCheck {
 
     fn check(&self, presented: Option<&str>) -> Result<(), ApiError> {
         let Some(expected) = &self.digest else {
-            return Err(ApiError::Unauthorized(
-                "the admin API is disabled: no admin.token is configured".into(),
+            return Err(ApiError::unauthorized(
+                "the admin API is disabled: no admin.token is configured",
             ));
         };
         let Some(presented) = presented else {
-            return Err(ApiError::Unauthorized(
-                "missing admin token: send Authorization: Bearer <admin.token>".into(),
+            return Err(ApiError::unauthorized(
+                "missing admin token: send Authorization: Bearer <admin.token>",
             ));
         };
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         if bool::from(digest.ct_eq(expected)) {
             Ok(())
         } else {
-            Err(ApiError::Unauthorized("invalid admin token".into()))
+            Err(ApiError::unauthorized("invalid admin token"))
         }
     }
 }
@@ -90,7 +90,7 @@ mod tests {
         let disabled = TokenCheck::new(None);
         assert!(matches!(
             disabled.check(Some("anything")),
-            Err(ApiError::Unauthorized(m)) if m.contains("no admin.token")
+            Err(e) if e.message().contains("no admin.token")
         ));
         assert!(TokenCheck::new(Some("")).check(Some("")).is_err());
     }

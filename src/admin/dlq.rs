@@ -147,7 +147,7 @@ pub async fn list(
                 last_error: group
                     .last_error
                     .as_deref()
-                    .map(|e| open_error(context.cipher.as_ref(), e)),
+                    .map(|e| open_error(context.cipher.as_deref(), e)),
                 last_at: format_time(group.last_at),
             })
             .collect();
@@ -164,7 +164,7 @@ pub async fn list(
     Ok(Json(DlqResponse::List(DeadList {
         deliveries: dead
             .into_iter()
-            .map(|dead| DeadItem::new(dead, context.cipher.as_ref()))
+            .map(|dead| DeadItem::new(dead, context.cipher.as_deref()))
             .collect(),
         next_cursor,
     })))

@@ -249,7 +249,8 @@ pub async fn show(
     };
     let hidden = context.hidden_fields.get(&event.source);
     // The payload and every text that may repeat a hidden value, as operators may see them.
-    let (payload, sensitive) = match (decrypt_with(context.cipher.as_ref(), &event.body), hidden) {
+    let (payload, sensitive) = match (decrypt_with(context.cipher.as_deref(), &event.body), hidden)
+    {
         (Ok(body), Some(fields)) => (
             masked_preview(&body, fields),
             SensitiveValues::from_body(&body, fields),
@@ -267,7 +268,7 @@ pub async fn show(
             SensitiveValues::default(),
         ),
     };
-    let cipher = context.cipher.as_ref();
+    let cipher = context.cipher.as_deref();
     let scrub = |text: &str| sensitive.scrub(text).into_owned();
     // Stored texts are sealed like the payload; one that cannot be opened says why instead.
     let unseal = |stored: &str| open_text(cipher, stored).unwrap_or_else(|e| format!("[{e}]"));

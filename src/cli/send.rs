@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use http::header::CONTENT_TYPE;
 use serde_json::{Map, Value, json};
 
+use crate::app::Runtime;
 use crate::config::{Config, SourceConfig};
 use crate::domain::form::encode_component;
 use crate::domain::key::KeyPart;
@@ -31,6 +32,8 @@ pub async fn run(
     options: SendOptions<'_>,
 ) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
+    // Refuses what `serve` would refuse, and signs with the verifier `serve` would check with.
+    let runtime = Runtime::build(&config)?;
     let Some(source) = config.source(source_name) else {
         let known: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
         bail!(
@@ -39,7 +42,15 @@ pub async fn run(
             known.join(", ")
         );
     };
-    let verifier = Verifier::from_config(&source.verify)?;
+    let Some(verifier) = runtime
+        .intake
+        .sources
+        .iter()
+        .find(|s| &*s.name == source_name)
+        .map(|s| &s.verifier)
+    else {
+        bail!("source {source_name:?} was not built");
+    };
     let url = match options.url {
         Some(url) => url.to_owned(),
         None => {
@@ -51,7 +62,7 @@ pub async fn run(
         }
     };
     if options.handshake {
-        return send_handshake(&verifier, source_name, &url).await;
+        return send_handshake(verifier, source_name, &url).await;
     }
     if !verifier.can_sign() {
         bail!(

@@ -8,21 +8,20 @@
 
 mod attempt;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, DestinationConfig};
 use crate::domain::retry::RetryPolicy;
-use crate::privacy::PayloadCipher;
+use crate::privacy::{HiddenFields, PayloadCipher};
 use crate::store::{Store, millis, now_millis};
 use crate::verify::{SchemeName, Verifier, VerifyConfig};
+use crate::wakeups::Wakeups;
 
 /// How long a lane with nothing due sleeps before looking again, when nobody wakes it.
 /// Wake-ups from intake and from finished attempts make this matter only across nodes.
@@ -48,35 +47,6 @@ pub struct Destination {
 }
 
 impl Destination {
-    pub fn build(config: &DestinationConfig) -> anyhow::Result<Destination> {
-        let context = || format!("destination {:?}", config.name);
-        let url = reqwest::Url::parse(&config.url).with_context(context)?;
-        let signer = match &config.signing_secret {
-            Some(secret) => Some(signing_verifier(secret).with_context(context)?),
-            None => None,
-        };
-        let mut headers = HeaderMap::new();
-        for (name, value) in &config.headers {
-            headers.insert(
-                HeaderName::from_bytes(name.as_bytes()).with_context(context)?,
-                HeaderValue::from_str(value).with_context(context)?,
-            );
-        }
-        Ok(Destination {
-            name: Arc::from(config.name.as_str()),
-            url,
-            timeout: config.timeout,
-            policy: RetryPolicy {
-                base: config.backoff.base,
-                max: config.backoff.max,
-                max_attempts: config.max_attempts,
-            },
-            concurrency: config.concurrency,
-            signer,
-            headers,
-        })
-    }
-
     fn lease(&self) -> Duration {
         self.timeout + LEASE_MARGIN
     }
@@ -96,43 +66,19 @@ pub fn signing_verifier(secret: &str) -> Result<Verifier, crate::verify::VerifyC
     })
 }
 
-/// Each source's hidden fields (`privacy::hidden_fields`), by source name; sources without any
-/// are left out.
-pub type HiddenFields = HashMap<String, Vec<crate::domain::pointer::JsonPointer>>;
-
-/// Per-destination wake-ups: intake rings after it commits new deliveries, attempts ring when
-/// they finish, so lanes do not wait for their poll interval.
-#[derive(Default)]
-pub struct Wakeups {
-    lanes: HashMap<String, Arc<Notify>>,
-}
-
-impl Wakeups {
-    pub fn new(config: &Config) -> Wakeups {
-        let lanes = config
-            .destinations
-            .iter()
-            .map(|d| (d.name.clone(), Arc::new(Notify::new())))
-            .collect();
-        Wakeups { lanes }
-    }
-
-    pub fn wake(&self, destination: &str) {
-        if let Some(notify) = self.lanes.get(destination) {
-            notify.notify_one();
-        }
-    }
-
-    fn lane(&self, destination: &str) -> Arc<Notify> {
-        self.lanes.get(destination).cloned().unwrap_or_default()
-    }
+/// What the delivery workers are built from, compiled from the config by `app`.
+pub struct DeliveryParts {
+    pub destinations: Vec<Destination>,
+    pub cipher: Option<Arc<PayloadCipher>>,
+    /// Scrubbed from the error texts destinations answer with.
+    pub hidden_fields: Arc<HiddenFields>,
 }
 
 /// Starts one lane per destination and the queue-depth gauge on `tasks`. When `stop` is
 /// cancelled, lanes stop claiming; attempts already started may finish within `grace`, and
 /// the ones still running then hand their delivery back so it is due again at once.
 pub fn spawn_workers(
-    config: &Config,
+    parts: DeliveryParts,
     store: Arc<dyn Store>,
     wakeups: Arc<Wakeups>,
     tasks: &TaskTracker,
@@ -145,26 +91,17 @@ pub fn spawn_workers(
         .connect_timeout(Duration::from_secs(10))
         .build()
         .context("cannot build the HTTP client")?;
-    let cipher = config.payload_cipher().map(Arc::new);
-    let hidden_fields: Arc<HiddenFields> = Arc::new(
-        config
-            .sources
-            .iter()
-            .map(|s| (s.name.clone(), crate::privacy::hidden_fields(s)))
-            .filter(|(_, fields)| !fields.is_empty())
-            .collect(),
-    );
     let mut names = Vec::new();
-    for destination_config in &config.destinations {
-        let destination = Arc::new(Destination::build(destination_config)?);
+    for destination in parts.destinations {
+        let destination = Arc::new(destination);
         names.push(destination.name.to_string());
         let lane = Lane {
+            wake: wakeups.lane(&destination.name),
             destination,
             store: Arc::clone(&store),
             client: client.clone(),
-            cipher: cipher.clone(),
-            wake: wakeups.lane(&destination_config.name),
-            hidden_fields: Arc::clone(&hidden_fields),
+            cipher: parts.cipher.clone(),
+            hidden_fields: Arc::clone(&parts.hidden_fields),
             stop: stop.clone(),
             grace,
             tasks: tasks.clone(),

@@ -1,70 +1,101 @@
 //! Intake: `POST /webhooks/{source}`.
 //!
-//! The order of checks is the contract (SPEC §4.1): size limit → rate limit → signature →
-//! parse/schema → `drop_fields` → idempotency key → one atomic store step → respond. Every
-//! check before the store step only reads, so a rejected request stores nothing, and the
-//! response is sent only after the store step has committed.
+//! The order of checks is the contract (SPEC §4.1): size limit and `Content-Encoding` →
+//! signature → rate limit → parse/schema → `drop_fields` → idempotency key → one atomic store
+//! step → respond. Every check before the store step only reads, so a rejected request stores
+//! nothing, and the response is sent only after the store step has committed.
+//!
+//! Before a request is authenticated, what it may cost is limited per client address (`edge`):
+//! an address whose signatures keep failing is refused with 429 before anything is read or
+//! verified, and all bodies being read share one memory budget. A forged request never spends
+//! its source's `rate_limit`, so a flood of them cannot throttle the real provider.
 
+mod edge;
+mod prepare;
+mod rejection;
 mod source;
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::Config;
-use crate::delivery::Wakeups;
-use crate::domain::fingerprint::{fingerprint_bytes, fingerprint_json};
+use crate::http_error::HttpError;
 use crate::metrics::{self, IntakeOutcome};
-use crate::privacy::{self, PayloadCipher, SearchKey, SensitiveValues};
-use crate::store::{self, AcceptOutcome, NewEvent, Store};
-pub use source::SourceRuntime;
+use crate::privacy::{PayloadCipher, SearchKey};
+use crate::store::{self, AcceptOutcome, Store};
+use crate::wakeups::Wakeups;
+use edge::{AuthFailureLimiter, BodyBudget, BodyReservation};
+pub use prepare::{Prepared, Sealing, prepare};
+pub use rejection::Rejection;
+pub use source::{RateLimit, RouteRuntime, SourceParts, SourceRuntime};
 
 /// Everything intake needs, built once from the config.
 pub struct Intake {
     sources: HashMap<String, Arc<SourceRuntime>>,
     store: Arc<dyn Store>,
     wakeups: Arc<Wakeups>,
-    cipher: Option<PayloadCipher>,
+    cipher: Option<Arc<PayloadCipher>>,
     search_key: SearchKey,
     body_timeout: std::time::Duration,
+    /// `server.auth_failures_per_ip`: failed signature checks per client address.
+    auth_failures: AuthFailureLimiter,
+    /// `server.max_buffered_body`: request bodies being read at once.
+    body_budget: BodyBudget,
     /// Cancelled when the node is shutting down: new webhooks get 503 so providers retry elsewhere.
     stopping: CancellationToken,
 }
 
+/// What intake is built from, compiled from the config by `app`.
+pub struct IntakeParts {
+    pub sources: Vec<SourceRuntime>,
+    pub cipher: Option<Arc<PayloadCipher>>,
+    pub search_key: SearchKey,
+    /// Time a client has to send its body once the headers are in.
+    pub body_timeout: std::time::Duration,
+    /// `server.auth_failures_per_ip`: failed signature checks allowed per client address.
+    pub auth_failures_per_ip: RateLimit,
+    /// `server.max_buffered_body`: bytes of request bodies held at once.
+    pub max_buffered_body: usize,
+}
+
 impl Intake {
     pub fn new(
-        config: &Config,
+        parts: IntakeParts,
         store: Arc<dyn Store>,
         wakeups: Arc<Wakeups>,
         stopping: CancellationToken,
-    ) -> anyhow::Result<Intake> {
-        let mut sources = HashMap::new();
-        for source in &config.sources {
-            let runtime = SourceRuntime::build(config, source)?;
-            sources.insert(source.name.clone(), Arc::new(runtime));
-        }
-        Ok(Intake {
+    ) -> Intake {
+        let sources = parts
+            .sources
+            .into_iter()
+            .map(|source| (source.name.to_string(), Arc::new(source)))
+            .collect();
+        Intake {
             sources,
             store,
             wakeups,
-            cipher: config.payload_cipher(),
-            search_key: SearchKey::new(config.store.encryption_key.as_deref()),
-            body_timeout: config.server.body_timeout,
+            cipher: parts.cipher,
+            search_key: parts.search_key,
+            body_timeout: parts.body_timeout,
+            auth_failures: AuthFailureLimiter::new(parts.auth_failures_per_ip),
+            body_budget: BodyBudget::new(parts.max_buffered_body),
             stopping,
-        })
+        }
     }
 }
 
@@ -72,72 +103,6 @@ pub fn router(intake: Arc<Intake>) -> Router {
     Router::new()
         .route("/webhooks/{source}", post(receive))
         .with_state(intake)
-}
-
-/// A response body for everything that is not accepted or a duplicate.
-#[derive(Debug)]
-pub struct Rejection {
-    status: StatusCode,
-    outcome: Option<IntakeOutcome>,
-    error: String,
-    detail: Option<Value>,
-    retry_after_secs: Option<u64>,
-}
-
-impl Rejection {
-    fn new(status: StatusCode, outcome: IntakeOutcome, error: impl Into<String>) -> Self {
-        Rejection {
-            status,
-            outcome: Some(outcome),
-            error: error.into(),
-            detail: None,
-            retry_after_secs: None,
-        }
-    }
-
-    fn with_detail(mut self, detail: Value) -> Self {
-        self.detail = Some(detail);
-        self
-    }
-
-    fn retry_after(mut self, secs: u64) -> Self {
-        self.retry_after_secs = Some(secs.max(1));
-        self
-    }
-
-    fn unavailable(error: impl Into<String>) -> Self {
-        Rejection::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            IntakeOutcome::Unavailable,
-            error,
-        )
-        .retry_after(1)
-    }
-}
-
-impl IntoResponse for Rejection {
-    fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            error: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            detail: Option<&'a Value>,
-        }
-        let mut response = (
-            self.status,
-            axum::Json(Body {
-                error: &self.error,
-                detail: self.detail.as_ref(),
-            }),
-        )
-            .into_response();
-        if let Some(secs) = self.retry_after_secs {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
-    }
 }
 
 #[derive(Serialize)]
@@ -159,22 +124,22 @@ struct DuplicateBody<'a> {
 async fn receive(
     State(intake): State<Arc<Intake>>,
     Path(source_name): Path<String>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // `server::serve` provides the peer; a router driven in-process (tests) has none, and then
+    // the per-address limits do not apply.
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
     let started = Instant::now();
     let Some(source) = intake.sources.get(&source_name) else {
         // Not counted in metrics: a label per unknown path would let anyone grow the series.
-        return Rejection {
-            status: StatusCode::NOT_FOUND,
-            outcome: None,
-            error: format!("unknown source {source_name:?}"),
-            detail: None,
-            retry_after_secs: None,
-        }
+        return Rejection::uncounted(HttpError::not_found(format!(
+            "unknown source {source_name:?}"
+        )))
         .into_response();
     };
-    match handle(&intake, source, headers, body).await {
+    match handle(&intake, source, peer, headers, body).await {
         Ok(handled) => {
             let elapsed = started.elapsed();
             metrics::intake(&source.name, handled.outcome, elapsed);
@@ -198,7 +163,7 @@ async fn receive(
             tracing::info!(
                 source = %source.name,
                 outcome = rejection.outcome.map_or("error", IntakeOutcome::as_str),
-                status = rejection.status.as_u16(),
+                status = rejection.status().as_u16(),
                 latency_ms = elapsed.as_secs_f64() * 1000.0,
                 "webhook rejected"
             );
@@ -220,6 +185,7 @@ struct Handled {
 async fn handle(
     intake: &Intake,
     source: &SourceRuntime,
+    peer: Option<IpAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Handled, Rejection> {
@@ -227,6 +193,18 @@ async fn handle(
         return Err(Rejection::unavailable(
             "the gateway is shutting down; retry later",
         ));
+    }
+    // An address that has used up its failed signature checks is refused before its request is
+    // read or verified, so a flood of forgeries costs next to nothing.
+    if let Some(ip) = peer {
+        intake.auth_failures.check(ip).map_err(|wait_secs| {
+            Rejection::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                IntakeOutcome::RateLimited,
+                "too many requests with failed signatures from this address",
+            )
+            .retry_after(wait_secs)
+        })?;
     }
     let too_large = || {
         Rejection::new(
@@ -238,10 +216,60 @@ async fn handle(
             ),
         )
     };
-    // Refuse a declared oversize body before reading any of it.
+    // Refuse a declared oversize body, or one in an encoding, before reading any of it.
     if content_length(&headers).is_some_and(|len| len > source.max_body as u64) {
         return Err(too_large());
     }
+    if let Some(coding) = unsupported_content_encoding(&headers) {
+        return Err(Rejection::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IntakeOutcome::InvalidBody,
+            format!(
+                "Content-Encoding {coding:?} is not supported: send the body as it is (identity)"
+            ),
+        ));
+    }
+    // Held until the request is answered: the body's bytes count against the shared budget.
+    let (body, _body_reservation) = read_body(
+        body,
+        source.max_body,
+        intake.body_timeout,
+        &intake.body_budget,
+    )
+    .await
+    .map_err(|e| match e {
+        ReadError::TooLarge => too_large(),
+        ReadError::OverBudget => Rejection::unavailable(
+            "too many request bodies are being received at once; retry later",
+        ),
+        ReadError::TooSlow => Rejection::new(
+            StatusCode::REQUEST_TIMEOUT,
+            IntakeOutcome::InvalidBody,
+            "the request body did not arrive within the server's body_timeout",
+        ),
+        ReadError::Broken(message) => Rejection::new(
+            StatusCode::BAD_REQUEST,
+            IntakeOutcome::InvalidBody,
+            "cannot read the request body",
+        )
+        .with_detail(Value::String(message)),
+    })?;
+
+    source
+        .verifier
+        .verify(&headers, &body, unix_now())
+        .map_err(|e| {
+            if let Some(ip) = peer {
+                intake.auth_failures.record_failure(ip);
+            }
+            Rejection::new(
+                StatusCode::UNAUTHORIZED,
+                IntakeOutcome::InvalidSignature,
+                format!("signature verification failed: {e}"),
+            )
+        })?;
+    // Only an authenticated request spends the source's budget: forgeries cannot throttle the
+    // provider.
     source.check_rate_limit().map_err(|wait_secs| {
         Rejection::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -250,157 +278,27 @@ async fn handle(
         )
         .retry_after(wait_secs)
     })?;
-    let body = read_body(body, source.max_body, intake.body_timeout)
-        .await
-        .map_err(|e| match e {
-            ReadError::TooLarge => too_large(),
-            ReadError::TooSlow => Rejection::new(
-                StatusCode::REQUEST_TIMEOUT,
-                IntakeOutcome::InvalidBody,
-                "the request body did not arrive within the server's body_timeout",
-            ),
-            ReadError::Broken(message) => Rejection::new(
-                StatusCode::BAD_REQUEST,
-                IntakeOutcome::InvalidBody,
-                "cannot read the request body",
-            )
-            .with_detail(Value::String(message)),
-        })?;
 
-    source
-        .verifier
-        .verify(&headers, &body, unix_now())
-        .map_err(|e| {
-            Rejection::new(
-                StatusCode::UNAUTHORIZED,
-                IntakeOutcome::InvalidSignature,
-                format!("signature verification failed: {e}"),
-            )
-        })?;
-
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let mut json = parse_body(content_type.as_deref(), &body)?;
-    if let Some(schema) = &source.schema {
-        let Some(value) = &json else {
-            return Err(invalid_body(
-                "this source has a JSON Schema, but the body is not JSON",
-            ));
-        };
-        let errors: Vec<Value> = schema
-            .iter_errors(value)
-            .take(10)
-            .map(|e| serde_json::json!({ "path": e.instance_path().to_string(), "message": e.to_string() }))
-            .collect();
-        if !errors.is_empty() {
-            return Err(invalid_body("body does not match the source's schema")
-                .with_detail(Value::Array(errors)));
-        }
-    }
-
-    // Dropped fields never reach the store; the stored (and delivered) body is re-serialized.
-    // The replay guard hashes the bytes as received: they are what a captured request repeats.
-    let received_body = body.clone();
-    let mut stored_body = body;
-    if let Some(value) = json.as_mut()
-        && source.drop_fields(value)
-    {
-        let reserialized = serde_json::to_vec(value)
-            .map_err(|e| Rejection::unavailable(format!("cannot re-serialize the body: {e}")))?;
-        stored_body = Bytes::from(reserialized);
-    }
-
-    let fingerprint = match &json {
-        Some(value) => fingerprint_json(value, &source.fingerprint_ignore),
-        None => fingerprint_bytes(&stored_body),
-    };
-    let key = source
-        .key
-        .derive(
-            &source.name,
-            &headers,
-            json.as_ref(),
-            None,
-            &fingerprint,
-            &source.email,
-        )
-        .map_err(|e| {
-            Rejection::new(
-                StatusCode::BAD_REQUEST,
-                IntakeOutcome::InvalidBody,
-                "no idempotency key could be derived",
-            )
-            .with_detail(Value::String(e.to_string()))
-        })?;
-
-    let search = match &json {
-        Some(value) if !source.search_fields.is_empty() => intake
-            .search_key
-            .hash_fields(&source.search_fields, value)
-            .into_iter()
-            .map(|(_, hash)| hash)
-            .collect(),
-        _ => Vec::new(),
-    };
-    // A key or a header may repeat a masked or searchable value; what is stored and logged
-    // of them is scrubbed (the provider's own response still echoes the key it sent).
-    let sensitive = match &json {
-        Some(value) if !source.hidden_fields.is_empty() => {
-            SensitiveValues::collect(value, &source.hidden_fields)
-        }
-        _ => SensitiveValues::default(),
-    };
-    let stored_key = sensitive.scrub(&key.text).into_owned();
-    let mut deliveries = source.deliveries_for(&headers, json.as_ref(), &fingerprint);
-    let cipher = intake.cipher.as_ref();
-    if cipher.is_some() {
-        // Ordering keys are only compared for equality: on an encrypted store they are kept as
-        // keyed hashes, like search values, so a key read from a masked field is not in clear.
-        for delivery in &mut deliveries {
-            if let Some(ordering_key) = &mut delivery.ordering_key {
-                *ordering_key = intake.search_key.hash_text("ordering_key", ordering_key);
-            }
-        }
-    }
-    let headers_json = sensitive.scrub_headers_json(&source.headers_for_storage(&headers));
-
-    let received_at = store::now_millis();
-    let dedupe_expires_at = received_at.saturating_add(source.dedupe_ttl_ms);
-    let event = NewEvent {
-        id: Uuid::now_v7(),
-        source: Arc::clone(&source.name),
-        received_at,
-        idempotency_key: stored_key.clone(),
-        dedupe_key: key.dedupe,
-        delivery_key: key.dedupe.delivery_key(),
-        fingerprint,
-        dedupe_expires_at,
-        near_duplicate: source.near_duplicate_check(&fingerprint, received_at),
-        replay_guard: source.replay_guard_check(&received_body, dedupe_expires_at),
-        content_type,
-        headers_json: privacy::seal_text(cipher, &headers_json),
-        body: privacy::seal_payload(cipher, stored_body),
-        deliveries,
-        search,
-    };
+    let prepared = prepare(
+        source,
+        &Sealing {
+            cipher: intake.cipher.as_deref(),
+            search_key: &intake.search_key,
+        },
+        &headers,
+        body,
+        Uuid::now_v7(),
+        store::now_millis(),
+    )?;
+    let Prepared {
+        event,
+        key_text,
+        stored_key,
+    } = prepared;
     let event_id = event.id;
-    let key_text = key.text;
-    let outcome = intake.store.accept(event).await.map_err(|e| {
-        if e.is_transient() {
-            tracing::warn!(source = %source.name, error = %e, "store unavailable; answering 503");
-            Rejection::unavailable("the store is unavailable; retry later")
-        } else {
-            tracing::error!(source = %source.name, error = %e, "store failed");
-            Rejection {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                outcome: Some(IntakeOutcome::Unavailable),
-                error: "internal error".into(),
-                detail: None,
-                retry_after_secs: None,
-            }
-        }
+    let outcome = intake.store.accept(event).await.map_err(|e| Rejection {
+        outcome: Some(IntakeOutcome::Unavailable),
+        error: HttpError::from(e),
     })?;
     Ok(match outcome {
         AcceptOutcome::Accepted => {
@@ -442,10 +340,6 @@ async fn handle(
     })
 }
 
-fn invalid_body(error: &str) -> Rejection {
-    Rejection::new(StatusCode::BAD_REQUEST, IntakeOutcome::InvalidBody, error)
-}
-
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -463,50 +357,67 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// The first coding of `Content-Encoding` other than `identity` (case-insensitive; empty list
+/// elements are ignored). Bodies are verified and stored as received, so an encoded body would
+/// be signed, fingerprinted and delivered as opaque bytes; it is refused instead.
+fn unsupported_content_encoding(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .map(|coding| coding.trim_ascii())
+        .find(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"identity"))
+        .map(|coding| String::from_utf8_lossy(coding).chars().take(64).collect())
+}
+
 enum ReadError {
     TooLarge,
     TooSlow,
+    /// Reading it would take the bodies held at once over `server.max_buffered_body`.
+    OverBudget,
     Broken(String),
 }
 
-async fn read_body(
-    body: Body,
+/// Reads the whole body, up to `limit` bytes and within `timeout`. Every frame is counted
+/// against `budget` as it arrives (not the declared length: a client that declares a large body
+/// and stalls holds nothing); the reservation returned keeps the body's bytes counted until it
+/// is dropped. On an error the bytes read so far are freed and given back at once.
+async fn read_body<'a>(
+    mut body: Body,
     limit: usize,
     timeout: std::time::Duration,
-) -> Result<Bytes, ReadError> {
-    let collect = http_body_util::Limited::new(body, limit).collect();
-    match tokio::time::timeout(timeout, collect)
+    budget: &'a BodyBudget,
+) -> Result<(Bytes, BodyReservation<'a>), ReadError> {
+    let mut reservation = budget.reservation();
+    let read = async {
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ReadError::Broken(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            total = total.saturating_add(data.len());
+            if total > limit {
+                return Err(ReadError::TooLarge);
+            }
+            if !reservation.grow(data.len()) {
+                return Err(ReadError::OverBudget);
+            }
+            chunks.push(data);
+        }
+        // One frame is the common case and needs no copy.
+        if chunks.len() == 1 {
+            return Ok(chunks.swap_remove(0));
+        }
+        let mut joined = BytesMut::with_capacity(total);
+        for chunk in &chunks {
+            joined.extend_from_slice(chunk);
+        }
+        Ok(joined.freeze())
+    };
+    let body = tokio::time::timeout(timeout, read)
         .await
-        .map_err(|_| ReadError::TooSlow)?
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge),
-        Err(e) => Err(ReadError::Broken(e.to_string())),
-    }
-}
-
-/// Parses the body when it is JSON. JSON content types (and a missing one) must parse; form and
-/// text bodies must be UTF-8 and are kept as bytes; anything else is opaque bytes.
-fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Option<Value>, Rejection> {
-    let essence = content_type
-        .map(|ct| {
-            ct.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
-    let is_json = essence.is_empty() || essence == "application/json" || essence.ends_with("+json");
-    if is_json {
-        return serde_json::from_slice(body).map(Some).map_err(|e| {
-            invalid_body("body is not valid JSON").with_detail(Value::String(e.to_string()))
-        });
-    }
-    if (essence.starts_with("text/") || essence == "application/x-www-form-urlencoded")
-        && std::str::from_utf8(body).is_err()
-    {
-        return Err(invalid_body("body is not valid UTF-8"));
-    }
-    Ok(None)
+        .map_err(|_| ReadError::TooSlow)??;
+    Ok((body, reservation))
 }

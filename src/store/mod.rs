@@ -11,7 +11,6 @@ pub mod sqlite;
 mod tests;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -21,19 +20,7 @@ use crate::config::{Config, StoreLocation};
 use crate::domain::fingerprint::Fingerprint;
 use crate::domain::key::DedupeKey;
 
-/// Milliseconds since the Unix epoch: the one time unit the store speaks.
-pub type UnixMillis = i64;
-
-pub fn now_millis() -> UnixMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-pub fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
+pub use crate::clock::{UnixMillis, millis, now_millis};
 
 /// A webhook that passed every check and is ready to be recorded, with its outbox rows.
 #[derive(Debug, Clone)]

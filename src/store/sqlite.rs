@@ -586,6 +586,16 @@ fn accept(conn: &Connection, event: &NewEvent) -> rusqlite::Result<AcceptOutcome
     Ok(AcceptOutcome::Accepted)
 }
 
+/// id, source, received_at, content_type, body, delivery_key of a claimed delivery's event.
+type ClaimedEventRow = (
+    Vec<u8>,
+    String,
+    i64,
+    Option<String>,
+    Vec<u8>,
+    Option<Vec<u8>>,
+);
+
 fn claim_due(
     conn: &Connection,
     destination: &str,
@@ -636,23 +646,17 @@ fn claim_due(
             .query_row(params![id, lease_until, token, now], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })?;
-        let (event_id, source, received_at, content_type, body, delivery_key): (
-            Vec<u8>,
-            String,
-            i64,
-            Option<String>,
-            Vec<u8>,
-            Option<Vec<u8>>,
-        ) = load.query_row([event_seq], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(5)?,
-            ))
-        })?;
+        let (event_id, source, received_at, content_type, body, delivery_key): ClaimedEventRow =
+            load.query_row([event_seq], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                ))
+            })?;
         mark_processing.execute([event_seq])?;
         let event_id = uuid_from_blob(&event_id)?;
         claimed.push(ClaimedDelivery {

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use oncehook::app::Runtime;
 use oncehook::config::Config;
 use oncehook::verify::Verifier;
 
@@ -125,7 +126,8 @@ fn base_tree() -> toml::Table {
     toml::from_str(BASE).expect("base config")
 }
 
-/// Loads a tree with the real loader. Schema files named by the tree are created first.
+/// Loads a tree with the real loader and builds what `serve` builds from it (verifiers, signers,
+/// schemas). Schema files named by the tree are created first.
 fn load(tree: &toml::Table) -> Result<Config, oncehook::config::ConfigError> {
     let dir = tempfile::tempdir().expect("tempdir");
     if let Some(sources) = tree.get("sources").and_then(|s| s.as_array()) {
@@ -138,9 +140,11 @@ fn load(tree: &toml::Table) -> Result<Config, oncehook::config::ConfigError> {
         }
     }
     let text = toml::to_string(tree).expect("serialize");
-    Config::from_toml(&text, Path::new("test.toml"), dir.path(), &|_| {
+    let config = Config::from_toml(&text, Path::new("test.toml"), dir.path(), &|_| {
         Some(ENV_VALUE.to_owned())
-    })
+    })?;
+    Runtime::build(&config)?;
+    Ok(config)
 }
 
 /// Keys whose example only loads beside another key: the loader checks some combinations.
@@ -176,6 +180,10 @@ fn context_for(key: &str) -> Vec<(&'static str, toml::Value)> {
         "sources[].rate_limit.burst" => {
             vec![("sources[].rate_limit.per_second", toml::Value::Integer(100))]
         }
+        "server.auth_failures_per_ip.burst" => vec![(
+            "server.auth_failures_per_ip.per_second",
+            toml::Value::Integer(10),
+        )],
         "routes[].when.pointer" => vec![(
             "routes[].when.in",
             toml::Value::Array(vec![text("lead.created")]),
@@ -197,6 +205,9 @@ fn effective(key: &str, config: &Config) -> Option<String> {
         "server.header_timeout" => format!("{:?}", config.server.header_timeout),
         "server.body_timeout" => format!("{:?}", config.server.body_timeout),
         "server.max_connections" => config.server.max_connections.to_string(),
+        "server.max_connections_per_ip" => config.server.max_connections_per_ip.to_string(),
+        "server.auth_failures_per_ip" => format!("{:?}", config.server.auth_failures_per_ip),
+        "server.max_buffered_body" => config.server.max_buffered_body.as_u64().to_string(),
         "admin.listen" => config.admin.listen.to_string(),
         "store.url" => config.store.url.clone(),
         "store.batch_max" => config.store.batch_max.to_string(),

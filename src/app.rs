@@ -16,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::delivery;
 use crate::intake::{self, Intake};
-use crate::store::{self, Store};
+use crate::store::{self, Store, StoreLocation, StoreOptions};
 use crate::wakeups::Wakeups;
 
 mod runtime;
@@ -42,15 +42,30 @@ pub struct App {
     admin_listener: TcpListener,
 }
 
+/// The store's options, from the config's `[store]` section.
+fn store_options(config: &Config) -> anyhow::Result<StoreOptions> {
+    let location = match config.store_location().map_err(anyhow::Error::msg)? {
+        config::StoreLocation::Sqlite(path) => StoreLocation::Sqlite(path),
+        config::StoreLocation::Postgres(url) => StoreLocation::Postgres(url),
+    };
+    Ok(StoreOptions {
+        location,
+        batch_max: config.store.batch_max,
+        queue_max: config.store.queue_max,
+        pool_size: config.store.pool_size,
+    })
+}
+
 /// How often expired dedupe keys are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(30);
 
 impl App {
     pub async fn build(config: Config, role: Role) -> anyhow::Result<App> {
         let runtime = Runtime::build(&config)?;
-        let store = store::open(&config)
+        // The store's error already reads with its cause; chained, the cause would print twice.
+        let store = store::open(store_options(&config)?)
             .await
-            .context("cannot open the store")?;
+            .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))?;
         let intake_listener = if role == Role::Worker {
             None
         } else {

@@ -14,8 +14,10 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::clock::now_millis;
+use crate::domain::dead_reason::DeadReason;
+use crate::domain::delivery_outcome::DeliveryOutcome;
+use crate::stats;
 pub use crate::stats::IntakeOutcome;
-use crate::stats::{self, DeliveryOutcome};
 
 pub const INTAKE_TOTAL: &str = "oncehook_intake_total";
 pub const INTAKE_DURATION: &str = "oncehook_intake_duration_seconds";
@@ -136,20 +138,16 @@ pub fn store_op(op: &'static str, elapsed: Duration) {
     histogram!(STORE_OP_DURATION, "op" => op).record(elapsed.as_secs_f64());
 }
 
-pub fn delivery_attempt(destination: &str, outcome: &'static str, elapsed: Duration) {
-    counter!(DELIVERIES_TOTAL, "destination" => destination.to_owned(), "outcome" => outcome)
-        .increment(1);
+pub fn delivery_attempt(destination: &str, outcome: DeliveryOutcome, elapsed: Duration) {
+    counter!(
+        DELIVERIES_TOTAL,
+        "destination" => destination.to_owned(),
+        "outcome" => outcome.as_str()
+    )
+    .increment(1);
     histogram!(DELIVERY_DURATION, "destination" => destination.to_owned())
         .record(elapsed.as_secs_f64());
-    let counted = match outcome {
-        "delivered" => Some(DeliveryOutcome::Delivered),
-        "retry" => Some(DeliveryOutcome::Retry),
-        "dead" => Some(DeliveryOutcome::Dead),
-        _ => None,
-    };
-    if let Some(counted) = counted {
-        stats::global().record_delivery(now_millis(), counted);
-    }
+    stats::global().record_delivery(now_millis(), outcome);
 }
 
 pub fn end_to_end(destination: &str, elapsed: Duration) {
@@ -163,8 +161,9 @@ pub fn replay(dry_run: bool) {
     counter!(REPLAYS_TOTAL, "mode" => mode).increment(1);
 }
 
-pub fn dead(destination: &str, reason: &'static str) {
-    counter!(DEAD_TOTAL, "destination" => destination.to_owned(), "reason" => reason).increment(1);
+pub fn dead(destination: &str, reason: DeadReason) {
+    counter!(DEAD_TOTAL, "destination" => destination.to_owned(), "reason" => reason.as_str())
+        .increment(1);
 }
 
 pub fn queue_depth(destination: &str, depth: u64) {

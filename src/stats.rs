@@ -13,6 +13,7 @@ use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use crate::clock::{UnixMillis, now_millis};
+use crate::domain::delivery_outcome::DeliveryOutcome;
 
 /// One slot covers this many milliseconds.
 pub const SLOT_MILLIS: i64 = 10_000;
@@ -172,14 +173,6 @@ impl IntakeCounts {
     }
 }
 
-/// How a delivery attempt ended, as the recorder counts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryOutcome {
-    Delivered,
-    Retry,
-    Dead,
-}
-
 #[derive(Clone)]
 struct Slot {
     /// `time / SLOT_MILLIS`.
@@ -188,7 +181,8 @@ struct Slot {
     /// The same per source; sources are few (they come from the config), so a list will do.
     by_source: Vec<(Box<str>, IntakeCounts)>,
     ack: Histogram,
-    deliveries: [u64; 3],
+    /// Attempts per `DeliveryOutcome`, by its index.
+    deliveries: [u64; DeliveryOutcome::ALL.len()],
     end_to_end: Histogram,
 }
 
@@ -199,7 +193,7 @@ impl Slot {
             intake: IntakeCounts::default(),
             by_source: Vec::new(),
             ack: Histogram::new(),
-            deliveries: [0; 3],
+            deliveries: [0; DeliveryOutcome::ALL.len()],
             end_to_end: Histogram::new(),
         }
     }
@@ -289,7 +283,7 @@ impl StatsRecorder {
     }
 
     pub fn record_delivery(&self, now: UnixMillis, outcome: DeliveryOutcome) {
-        self.with_slot(now, |slot| slot.deliveries[outcome as usize] += 1);
+        self.with_slot(now, |slot| slot.deliveries[outcome.index()] += 1);
     }
 
     pub fn record_end_to_end(&self, now: UnixMillis, latency: Duration) {
@@ -343,7 +337,7 @@ impl StatsRecorder {
         let mut intake = IntakeCounts::default();
         let mut by_source = std::collections::BTreeMap::<String, IntakeCounts>::new();
         let mut ack = Histogram::new();
-        let mut deliveries = [0u64; 3];
+        let mut deliveries = [0u64; DeliveryOutcome::ALL.len()];
         let mut end_to_end = Histogram::new();
         let points = usize::try_from(points).unwrap_or(0);
         let mut series = vec![IntakeCounts::default(); points];
@@ -377,9 +371,9 @@ impl StatsRecorder {
             intake,
             intake_by_source: by_source,
             ack_latency: ack.percentiles(),
-            delivered: deliveries[DeliveryOutcome::Delivered as usize],
-            retried: deliveries[DeliveryOutcome::Retry as usize],
-            dead: deliveries[DeliveryOutcome::Dead as usize],
+            delivered: deliveries[DeliveryOutcome::Delivered.index()],
+            retried: deliveries[DeliveryOutcome::Retry.index()],
+            dead: deliveries[DeliveryOutcome::Dead.index()],
             end_to_end: end_to_end.percentiles(),
             intake_series: series.iter().map(IntakeCounts::total).collect(),
             intake_series_by_outcome: IntakeOutcome::ALL

@@ -26,7 +26,7 @@ struct Switchable {
 impl Switchable {
     fn check(&self) -> Result<(), StoreError> {
         if self.down.load(Ordering::SeqCst) {
-            Err(StoreError::Unavailable("injected outage".into()))
+            Err(StoreError::unavailable("injected outage"))
         } else {
             Ok(())
         }
@@ -34,7 +34,7 @@ impl Switchable {
 }
 
 #[async_trait]
-impl Store for Switchable {
+impl IntakeStore for Switchable {
     async fn accept(&self, event: NewEvent) -> Result<AcceptOutcome, StoreError> {
         self.check()?;
         self.inner.accept(event).await
@@ -43,10 +43,10 @@ impl Store for Switchable {
         self.check()?;
         self.inner.purge_expired(now).await
     }
-    async fn event(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
-        self.check()?;
-        self.inner.event(id).await
-    }
+}
+
+#[async_trait]
+impl DeliveryQueue for Switchable {
     async fn claim_due_deliveries(
         &self,
         destination: &str,
@@ -79,18 +79,38 @@ impl Store for Switchable {
         self.check()?;
         self.inner.queue_depths().await
     }
-    async fn delivery_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>, StoreError> {
+}
+
+#[async_trait]
+impl AdminQueries for Switchable {
+    async fn event(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
         self.check()?;
-        self.inner.delivery_attempts(delivery_id).await
+        self.inner.event(id).await
     }
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {
         self.check()?;
         self.inner.list_events(query).await
     }
-    async fn event_replays(&self, event_id: Uuid) -> Result<Vec<DeliveryReplay>, StoreError> {
+    async fn delivery_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>, StoreError> {
         self.check()?;
-        self.inner.event_replays(event_id).await
+        self.inner.delivery_attempts(delivery_id).await
     }
+    async fn dead_deliveries(&self, query: &DeadQuery) -> Result<Vec<DeadDelivery>, StoreError> {
+        self.check()?;
+        self.inner.dead_deliveries(query).await
+    }
+    async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError> {
+        self.check()?;
+        self.inner.dead_letter_groups().await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.ping().await
+    }
+}
+
+#[async_trait]
+impl ReplayStore for Switchable {
     async fn replay(&self, replay: &NewReplay) -> Result<ReplayOutcome, StoreError> {
         self.check()?;
         self.inner.replay(replay).await
@@ -110,17 +130,9 @@ impl Store for Switchable {
         self.check()?;
         self.inner.replay_progress(id).await
     }
-    async fn dead_deliveries(&self, query: &DeadQuery) -> Result<Vec<DeadDelivery>, StoreError> {
+    async fn event_replays(&self, event_id: Uuid) -> Result<Vec<DeliveryReplay>, StoreError> {
         self.check()?;
-        self.inner.dead_deliveries(query).await
-    }
-    async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError> {
-        self.check()?;
-        self.inner.dead_letter_groups().await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.ping().await
+        self.inner.event_replays(event_id).await
     }
 }
 

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::params::{decode_cursor, format_time, given, paginate, parse_limit};
+use crate::domain::dead_reason::DeadReason;
 use crate::privacy::{PayloadCipher, open_text};
 use crate::store::{DeadDelivery, DeadQuery};
 
@@ -71,7 +72,7 @@ pub struct DeadItem {
     #[schema(format = DateTime)]
     pub died_at: String,
     /// `http_4xx`, `http_5xx`, `timeout`, `connect`, …
-    pub reason: Option<String>,
+    pub reason: Option<DeadReason>,
     pub last_error: Option<String>,
     pub attempts: u32,
 }
@@ -103,7 +104,7 @@ pub struct DeadGroups {
 #[derive(Serialize, ToSchema)]
 pub struct DeadGroup {
     pub destination: String,
-    pub reason: Option<String>,
+    pub reason: Option<DeadReason>,
     pub count: u64,
     /// The error of the group's most recent death.
     pub last_error: Option<String>,

@@ -24,6 +24,7 @@ mod replays;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod words;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

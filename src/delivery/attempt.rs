@@ -100,13 +100,11 @@ impl Attempt {
                 next_attempt_at: now_millis().saturating_add(millis(*after)),
             },
             Decision::Dead { reason } => {
-                metrics::dead(name, reason);
-                AttemptOutcome::Dead {
-                    reason: (*reason).to_owned(),
-                }
+                metrics::dead(name, *reason);
+                AttemptOutcome::Dead { reason: *reason }
             }
         };
-        metrics::delivery_attempt(name, outcome.as_str(), elapsed);
+        metrics::delivery_attempt(name, outcome.kind(), elapsed);
         let status_code = match result {
             AttemptResult::Status(code) => Some(code),
             _ => None,
@@ -118,12 +116,12 @@ impl Attempt {
             idempotency_key = %self.claim.delivery_key,
             attempt = self.claim.attempt,
             replay_id = self.claim.replay_id.map(|r| r.to_string()),
-            outcome = outcome.as_str(),
+            outcome = outcome.kind().as_str(),
             status_code,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             error = error.as_deref(),
             "delivery {}",
-            outcome.as_str()
+            outcome.kind()
         );
         let record = DeliveryAttempt {
             started_at,

@@ -1176,6 +1176,7 @@ mod tests {
                 "sv",
                 &map,
                 None,
+                None,
                 &fingerprint,
                 &crate::domain::key::EmailHasher::unkeyed(),
             )

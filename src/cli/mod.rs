@@ -63,6 +63,10 @@ enum Command {
         /// The gateway's intake URL (default: from `server.listen`).
         #[arg(long)]
         url: Option<String>,
+        /// Send the provider's handshake instead of an event (Slack's and Zoom's URL checks,
+        /// Meta's subscription check) and check the answer.
+        #[arg(long, conflicts_with_all = ["file", "times"])]
+        handshake: bool,
     },
     /// Receive deliveries on 127.0.0.1:PORT and print them, checking their signature.
     Listen {
@@ -122,7 +126,16 @@ pub fn main() -> ExitCode {
                 file,
                 times,
                 url,
-            } => send::run(&config, &source, file.as_deref(), times, url.as_deref()).await,
+                handshake,
+            } => {
+                let options = send::SendOptions {
+                    file: file.as_deref(),
+                    times,
+                    url: url.as_deref(),
+                    handshake,
+                };
+                send::run(&config, &source, options).await
+            }
             Command::Events { command } => events::run(command).await,
             Command::Dlq { command } => dlq::run(command).await,
             Command::Replay(args) => replay::run(args).await,

@@ -63,6 +63,7 @@ pub fn signing_verifier(secret: &str) -> Result<Verifier, crate::verify::VerifyC
         algorithm: None,
         encoding: None,
         prefix: None,
+        ..VerifyConfig::default()
     })
 }
 

@@ -7,6 +7,7 @@ pub mod delivery_outcome;
 pub mod delivery_state;
 pub mod event_status;
 pub mod fingerprint;
+pub mod form;
 pub mod key;
 pub mod pointer;
 pub mod replay_progress;

@@ -89,6 +89,7 @@ pub fn prepare(
             &source.name,
             headers,
             json.as_ref(),
+            None,
             &fingerprint,
             &source.email,
         )

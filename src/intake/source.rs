@@ -228,7 +228,7 @@ impl SourceRuntime {
                 .ordering_key
                 .as_ref()
                 .and_then(|spec| {
-                    spec.derive(&self.name, headers, json, fingerprint, &self.email)
+                    spec.derive(&self.name, headers, json, None, fingerprint, &self.email)
                         .ok()
                 })
                 .map(|key| key.text);

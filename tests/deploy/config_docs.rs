@@ -159,6 +159,23 @@ fn context_for(key: &str) -> Vec<(&'static str, toml::Value)> {
             ("sources[].verify.header", text("X-Signature")),
         ],
         "sources[].verify.tolerance" => vec![("sources[].verify.scheme", text("stripe"))],
+        "sources[].verify.verify_token" => vec![("sources[].verify.scheme", text("meta"))],
+        "sources[].verify.url" => vec![("sources[].verify.scheme", text("twilio"))],
+        "sources[].verify.public_key" => vec![
+            ("sources[].verify.scheme", text("sendgrid")),
+            ("sources[].verify.secrets", toml::Value::Array(Vec::new())),
+        ],
+        // The example is the private half of this key pair (scripts/gen_verify_vectors.py).
+        "sources[].verify.private_key" => vec![
+            ("sources[].verify.scheme", text("sendgrid")),
+            ("sources[].verify.secrets", toml::Value::Array(Vec::new())),
+            (
+                "sources[].verify.public_key",
+                text(
+                    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEFnDVIpcVLQTmac/bGdwpkSeuKbLrZy146WFAdcDc+qKbnBuCMhUB7/I1PogkUC0wj9uB6VqJxGoHW8pKjB18vg==",
+                ),
+            ),
+        ],
         "store.previous_encryption_keys" => vec![("store.encryption_key", text("current-key"))],
         "sources[].rate_limit.burst" => {
             vec![("sources[].rate_limit.per_second", toml::Value::Integer(100))]

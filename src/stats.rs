@@ -108,10 +108,12 @@ pub enum IntakeOutcome {
     RateLimited,
     TooLarge,
     Unavailable,
+    /// A provider's URL check (Slack, Zoom, Meta), answered at once and not stored.
+    Handshake,
 }
 
 impl IntakeOutcome {
-    pub const ALL: [IntakeOutcome; 8] = [
+    pub const ALL: [IntakeOutcome; 9] = [
         IntakeOutcome::Accepted,
         IntakeOutcome::Duplicate,
         IntakeOutcome::Conflict,
@@ -120,6 +122,7 @@ impl IntakeOutcome {
         IntakeOutcome::RateLimited,
         IntakeOutcome::TooLarge,
         IntakeOutcome::Unavailable,
+        IntakeOutcome::Handshake,
     ];
 
     /// The outcome's position in `ALL`.
@@ -137,6 +140,7 @@ impl IntakeOutcome {
             IntakeOutcome::RateLimited => "rate_limited",
             IntakeOutcome::TooLarge => "too_large",
             IntakeOutcome::Unavailable => "unavailable",
+            IntakeOutcome::Handshake => "handshake",
         }
     }
 }

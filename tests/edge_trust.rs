@@ -61,6 +61,10 @@ fn verify(scheme: &str, secret: &str) -> String {
     format!("scheme = \"{scheme}\"\nsecrets = [\"{secret}\"]")
 }
 
+fn meta_verify() -> String {
+    "scheme = \"meta\"\nsecrets = [\"meta-edge-secret-5e\"]\nverify_token = \"t\"".to_owned()
+}
+
 fn verify_forms() -> String {
     format!(
         "scheme = \"hmac\"\nheader = \"X-Signature\"\nalgorithm = \"sha256\"\nencoding = \"hex\"\n\
@@ -113,23 +117,41 @@ async fn a_captured_body_resent_with_new_delivery_ids_is_a_replay() {
             &format!(
                 "[[sources]]\nname = \"github\"\nverify = {{ {} }}\n\n\
                  [[sources]]\nname = \"shopify\"\nverify = {{ {} }}\n\n\
+                 [[sources]]\nname = \"meta\"\nverify = {{ {} }}\n\
+                 key = [\"header:X-Delivery-Id\", \"fingerprint\"]\n\n\
                  [[destinations]]\nname = \"sink\"\nurl = \"{}\"\n\n\
                  [[routes]]\nsource = \"github\"\nto = [\"sink\"]\n\n\
-                 [[routes]]\nsource = \"shopify\"\nto = [\"sink\"]\n",
+                 [[routes]]\nsource = \"shopify\"\nto = [\"sink\"]\n\n\
+                 [[routes]]\nsource = \"meta\"\nto = [\"sink\"]\n",
                 verify("github", GITHUB_SECRET).replace('\n', ", "),
                 verify("shopify", SHOPIFY_SECRET).replace('\n', ", "),
+                meta_verify().replace('\n', ", "),
                 sink.url
             ),
             GatewayOptions::default(),
         );
         let client = reqwest::Client::new();
         let mut originals = Vec::new();
-        for (source, secret) in [("github", GITHUB_SECRET), ("shopify", SHOPIFY_SECRET)] {
+        for (source, verifier) in [
+            ("github", verify("github", GITHUB_SECRET)),
+            ("shopify", verify("shopify", SHOPIFY_SECRET)),
+            ("meta", meta_verify()),
+        ] {
+            // Meta sends no delivery id of its own: this source keys on one a relay adds.
+            let sign = |body: &[u8], delivery: &str| {
+                let mut signed = sign(&verifier, body, delivery, unix_now());
+                if source == "meta" {
+                    signed
+                        .headers
+                        .push(("x-delivery-id".to_owned(), delivery.to_owned()));
+                }
+                signed
+            };
             let url = gateway.webhook_url(source);
             let body =
                 serde_json::to_vec(&json!({"action": "opened", "number": 7, "source": source}))
                     .expect("json");
-            let captured = sign(&verify(source, secret), &body, "delivery-1", unix_now());
+            let captured = sign(&body, "delivery-1");
             let (status, first) = send(&client, &url, &captured).await;
             assert_eq!(status, 202, "{}: {source}: {first}", backend.name());
             let event_id = first["event_id"].clone();
@@ -141,7 +163,7 @@ async fn a_captured_body_resent_with_new_delivery_ids_is_a_replay() {
             );
             // The attacker's replays: the captured body and signature under fresh delivery ids.
             for fresh in ["delivery-2", "delivery-3"] {
-                let replayed = sign(&verify(source, secret), &body, fresh, unix_now());
+                let replayed = sign(&body, fresh);
                 assert_eq!(replayed.body, captured.body);
                 let (status, answer) = send(&client, &url, &replayed).await;
                 assert_eq!(
@@ -160,12 +182,7 @@ async fn a_captured_body_resent_with_new_delivery_ids_is_a_replay() {
             // Honest traffic: a new body is a new event, sent twice.
             let honest_body =
                 serde_json::to_vec(&json!({"action": "closed", "number": 7})).expect("json");
-            let honest = sign(
-                &verify(source, secret),
-                &honest_body,
-                "delivery-4",
-                unix_now(),
-            );
+            let honest = sign(&honest_body, "delivery-4");
             let (status, answer) = send(&client, &url, &honest).await;
             assert_eq!(status, 202, "{answer}");
             let (status, answer) = send(&client, &url, &honest).await;
@@ -175,13 +192,13 @@ async fn a_captured_body_resent_with_new_delivery_ids_is_a_replay() {
         for event_id in &originals {
             settled_event(&gateway, event_id).await;
         }
-        sink.wait_for(WAIT, "four deliveries", |r| r.len() >= 4)
+        sink.wait_for(WAIT, "six deliveries", |r| r.len() >= 6)
             .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let received = sink.received();
         assert_eq!(
             received.len(),
-            4,
+            6,
             "{}: one delivery per event",
             backend.name()
         );
@@ -189,7 +206,7 @@ async fn a_captured_body_resent_with_new_delivery_ids_is_a_replay() {
             let deliveries = sink.for_event(event_id);
             assert_eq!(deliveries.len(), 1, "{}: {event_id}", backend.name());
         }
-        assert_eq!(total_events(&gateway).await, 4);
+        assert_eq!(total_events(&gateway).await, 6);
     }
 }
 

@@ -23,8 +23,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use axum::Extension;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::{Bytes, BytesMut};
@@ -38,6 +38,7 @@ use crate::http_error::HttpError;
 use crate::metrics::{self, IntakeOutcome};
 use crate::privacy::{PayloadCipher, SearchKey};
 use crate::store::{self, AcceptOutcome, Store};
+use crate::verify::{HandshakeError, HandshakeReply};
 use crate::wakeups::Wakeups;
 use edge::{AuthFailureLimiter, BodyBudget, BodyReservation};
 pub use prepare::{Prepared, Sealing, prepare};
@@ -101,7 +102,7 @@ impl Intake {
 
 pub fn router(intake: Arc<Intake>) -> Router {
     Router::new()
-        .route("/webhooks/{source}", post(receive))
+        .route("/webhooks/{source}", post(receive).get(receive_get))
         .with_state(intake)
 }
 
@@ -124,6 +125,7 @@ struct DuplicateBody<'a> {
 async fn receive(
     State(intake): State<Arc<Intake>>,
     Path(source_name): Path<String>,
+    RawQuery(query): RawQuery,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
@@ -139,14 +141,14 @@ async fn receive(
         )))
         .into_response();
     };
-    match handle(&intake, source, peer, headers, body).await {
+    match handle(&intake, source, peer, query.as_deref(), headers, body).await {
         Ok(handled) => {
             let elapsed = started.elapsed();
             metrics::intake(&source.name, handled.outcome, elapsed);
             tracing::info!(
                 source = %source.name,
-                event_id = %handled.event_id,
-                idempotency_key = %handled.logged_key,
+                event_id = handled.event_id.map(|id| id.to_string()),
+                idempotency_key = handled.logged_key.as_deref(),
                 outcome = handled.outcome.as_str(),
                 latency_ms = elapsed.as_secs_f64() * 1000.0,
                 "webhook {}",
@@ -176,16 +178,109 @@ async fn receive(
 struct Handled {
     outcome: IntakeOutcome,
     response: Response,
-    /// The new event's id, or the original's for a duplicate.
-    event_id: Uuid,
+    /// The new event's id, or the original's for a duplicate (none for a handshake).
+    event_id: Option<Uuid>,
     /// The idempotency key with any masked or searchable value scrubbed out.
-    logged_key: String,
+    logged_key: Option<String>,
+}
+
+impl Handled {
+    fn handshake(reply: HandshakeReply) -> Handled {
+        Handled {
+            outcome: IntakeOutcome::Handshake,
+            response: (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, reply.content_type)],
+                reply.body,
+            )
+                .into_response(),
+            event_id: None,
+            logged_key: None,
+        }
+    }
+}
+
+/// The answer to a handshake that failed its check: 401 (signature) and 403 (Meta's
+/// `verify_token`) count as failed authentication, for the address's budget too.
+fn handshake_rejection(intake: &Intake, peer: Option<IpAddr>, error: HandshakeError) -> Rejection {
+    let status = error.status();
+    let outcome = if status == StatusCode::BAD_REQUEST {
+        IntakeOutcome::InvalidBody
+    } else {
+        if let Some(ip) = peer {
+            intake.auth_failures.record_failure(ip);
+        }
+        IntakeOutcome::InvalidSignature
+    };
+    Rejection::new(status, outcome, format!("handshake refused: {error}"))
+}
+
+/// `GET /webhooks/{source}`: only Meta's subscription check (`hub.mode=subscribe`); any other
+/// GET is 405, as the route is for POSTs.
+async fn receive_get(
+    State(intake): State<Arc<Intake>>,
+    Path(source_name): Path<String>,
+    RawQuery(query): RawQuery,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+) -> Response {
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let started = Instant::now();
+    let not_allowed = || {
+        Rejection::uncounted(HttpError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "webhooks are POSTed; GET answers only a provider's subscription check",
+        ))
+        .into_response()
+    };
+    let Some(source) = intake.sources.get(&source_name) else {
+        return Rejection::uncounted(HttpError::not_found(format!(
+            "unknown source {source_name:?}"
+        )))
+        .into_response();
+    };
+    if !source.verifier.answers_get() {
+        return not_allowed();
+    }
+    if let Some(ip) = peer
+        && let Err(wait_secs) = intake.auth_failures.check(ip)
+    {
+        return Rejection::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            IntakeOutcome::RateLimited,
+            "too many requests with failed signatures from this address",
+        )
+        .retry_after(wait_secs)
+        .into_response();
+    }
+    let answer =
+        source
+            .verifier
+            .handshake(&Method::GET, query.as_deref(), &headers, b"", unix_now());
+    let (outcome, response) = match answer {
+        None => return not_allowed(),
+        Some(Ok(reply)) => {
+            let handled = Handled::handshake(reply);
+            (handled.outcome, handled.response)
+        }
+        Some(Err(error)) => {
+            let rejection = handshake_rejection(&intake, peer, error);
+            (
+                rejection.outcome.unwrap_or(IntakeOutcome::InvalidSignature),
+                rejection.into_response(),
+            )
+        }
+    };
+    metrics::intake(&source.name, outcome, started.elapsed());
+    tracing::info!(source = %source.name, outcome = outcome.as_str(), "webhook handshake");
+    response
 }
 
 async fn handle(
     intake: &Intake,
     source: &SourceRuntime,
     peer: Option<IpAddr>,
+    query: Option<&str>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Handled, Rejection> {
@@ -255,6 +350,17 @@ async fn handle(
         .with_detail(Value::String(message)),
     })?;
 
+    // A provider's URL check (Slack's url_verification, Zoom's endpoint.url_validation) is
+    // answered at once, after its own signature check, and stores nothing.
+    if let Some(answer) =
+        source
+            .verifier
+            .handshake(&Method::POST, query, &headers, &body, unix_now())
+    {
+        return answer
+            .map(Handled::handshake)
+            .map_err(|error| handshake_rejection(intake, peer, error));
+    }
     source
         .verifier
         .verify(&headers, &body, unix_now())
@@ -313,8 +419,8 @@ async fn handle(
             Handled {
                 outcome: IntakeOutcome::Accepted,
                 response: (StatusCode::ACCEPTED, axum::Json(body)).into_response(),
-                event_id,
-                logged_key: stored_key,
+                event_id: Some(event_id),
+                logged_key: Some(stored_key),
             }
         }
         AcceptOutcome::Duplicate(duplicate) => {
@@ -333,8 +439,8 @@ async fn handle(
             Handled {
                 outcome,
                 response: (StatusCode::OK, axum::Json(body)).into_response(),
-                event_id: duplicate.event_id,
-                logged_key: stored_key,
+                event_id: Some(duplicate.event_id),
+                logged_key: Some(stored_key),
             }
         }
     })

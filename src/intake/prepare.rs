@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use super::rejection::Rejection;
 use super::source::SourceRuntime;
-use crate::domain::fingerprint::{fingerprint_bytes, fingerprint_json};
+use crate::domain::fingerprint::{fingerprint_bytes, fingerprint_form, fingerprint_json};
+use crate::domain::form::{FormFields, is_form_content_type};
 use crate::privacy::{self, PayloadCipher, SearchKey, SensitiveValues};
 use crate::store::{NewEvent, UnixMillis};
 
@@ -79,9 +80,16 @@ pub fn prepare(
         stored_body = Bytes::from(reserialized);
     }
 
-    let fingerprint = match &json {
-        Some(value) => fingerprint_json(value, &source.fingerprint_ignore),
-        None => fingerprint_bytes(&stored_body),
+    // A form body is fingerprinted and keyed by its decoded fields, so the order and the
+    // escaping a provider happens to send do not make a repeat look new.
+    let form = content_type
+        .as_deref()
+        .filter(|ct| is_form_content_type(ct.as_bytes()))
+        .map(|_| FormFields::parse(&stored_body));
+    let fingerprint = match (&json, &form) {
+        (Some(value), _) => fingerprint_json(value, &source.fingerprint_ignore),
+        (None, Some(form)) => fingerprint_form(form, &source.fingerprint_ignore),
+        (None, None) => fingerprint_bytes(&stored_body),
     };
     let key = source
         .key
@@ -89,7 +97,7 @@ pub fn prepare(
             &source.name,
             headers,
             json.as_ref(),
-            None,
+            form.as_ref(),
             &fingerprint,
             &source.email,
         )
@@ -116,7 +124,7 @@ pub fn prepare(
         _ => SensitiveValues::default(),
     };
     let stored_key = sensitive.scrub(&key.text).into_owned();
-    let mut deliveries = source.deliveries_for(headers, json.as_ref(), &fingerprint);
+    let mut deliveries = source.deliveries_for(headers, json.as_ref(), form.as_ref(), &fingerprint);
     let cipher = sealing.cipher;
     if cipher.is_some() {
         // Ordering keys are only compared for equality: on an encrypted store they are kept as

@@ -12,6 +12,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::domain::fingerprint::Fingerprint;
+use crate::domain::form::FormFields;
 use crate::domain::key::{DedupeKey, EmailHasher, KeyPart, KeySpec};
 use crate::domain::pointer::JsonPointer;
 use crate::store::{NewDelivery, UnixMillis, WindowKey, millis};
@@ -212,6 +213,7 @@ impl SourceRuntime {
         &self,
         headers: &HeaderMap,
         json: Option<&Value>,
+        form: Option<&FormFields>,
         fingerprint: &Fingerprint,
     ) -> Vec<NewDelivery> {
         let mut deliveries: Vec<NewDelivery> = Vec::new();
@@ -228,7 +230,7 @@ impl SourceRuntime {
                 .ordering_key
                 .as_ref()
                 .and_then(|spec| {
-                    spec.derive(&self.name, headers, json, None, fingerprint, &self.email)
+                    spec.derive(&self.name, headers, json, form, fingerprint, &self.email)
                         .ok()
                 })
                 .map(|key| key.text);

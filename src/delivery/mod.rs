@@ -341,3 +341,6 @@ async fn report_queue_depths(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

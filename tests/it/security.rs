@@ -8,15 +8,15 @@
 //! `slow_clients_are_cut_off_and_the_server_stays_healthy`), declared and actual oversized
 //! bodies (`tests/intake.rs`, `every_rejection_has_its_status_a_json_error_and_stores_nothing`),
 //! and the limits kept per client address before authentication: forged floods, slow and large
-//! bodies from one address, encodings (`tests/edge_limits.rs`).
-
-mod common;
+//! bodies from one address, encodings (`tests/it/edge_limits.rs`).
 
 use std::time::{Duration, Instant};
 
+use crate::common::receiver::{Receiver, Reply};
+use crate::common::{
+    ADMIN_TOKEN, Gateway, GatewayOptions, post, post_twice, send_json, sign, unix_now,
+};
 use base64::Engine as _;
-use common::receiver::{Receiver, Reply};
-use common::{ADMIN_TOKEN, Gateway, GatewayOptions, post, post_twice, send_json, sign, unix_now};
 use oncehook::server::MAX_HEAD_BYTES;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -311,7 +311,7 @@ async fn secrets_and_masked_values_never_reach_the_output() {
         )
         .await;
         assert_eq!(reply.status, 401, "{source}: {}", reply.json);
-        let unsigned = common::Signed {
+        let unsigned = crate::common::Signed {
             headers: Vec::new(),
             body: event_bytes.clone(),
         };

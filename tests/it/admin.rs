@@ -1,12 +1,10 @@
 //! The admin API end to end: the real binary, real destinations, every event sent twice.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::receiver::{Receiver, Reply};
-use common::{ADMIN_TOKEN, Gateway, GatewayOptions, post, send_json, sign, unix_now};
+use crate::common::receiver::{Receiver, Reply};
+use crate::common::{ADMIN_TOKEN, Gateway, GatewayOptions, post, send_json, sign, unix_now};
 use serde_json::{Value, json};
 
 const VERIFY: &str = "scheme = \"github\"\nsecrets = [\"admin-secret\"]";

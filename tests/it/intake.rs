@@ -1,13 +1,11 @@
 //! Intake end to end: the real binary, real sockets, a real SQLite file. Every case sends its
 //! request at least twice and checks that the outcome equals one accepted event.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Gateway, Signed, post, post_twice, sign, unix_now};
+use crate::common::{Gateway, Signed, post, post_twice, sign, unix_now};
 use serde_json::{Value, json};
 
 const STANDARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

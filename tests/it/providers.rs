@@ -2,10 +2,8 @@
 //! they send anything (answered at once, nothing stored, counted as `handshake`), and form bodies
 //! signed the way Twilio signs them. Every accepted event is sent twice.
 
-mod common;
-
-use common::receiver::Receiver;
-use common::{Gateway, Signed, post, sign, unix_now};
+use crate::common::receiver::Receiver;
+use crate::common::{Gateway, Signed, post, sign, unix_now};
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;

@@ -5,13 +5,11 @@
 //! `scripts/test` installs schemathesis in the test virtualenv and names it in
 //! `ONCEHOOK_TEST_SCHEMATHESIS`; CI fails without it, a bare `cargo test` skips this test.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::receiver::{Receiver, Reply};
-use common::{ADMIN_TOKEN, Gateway, post, sign, unix_now};
+use crate::common::receiver::{Receiver, Reply};
+use crate::common::{ADMIN_TOKEN, Gateway, post, sign, unix_now};
 use serde_json::json;
 
 /// Runs that end in schemathesis' own runtime error (not a check failure) are tried again: on

@@ -10,16 +10,14 @@
 //! in the gateway (which inherits this process's limit); `fd_limit_is_enough` says what to raise
 //! when the soft `RLIMIT_NOFILE` is too low.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::receiver::Receiver;
-use common::{Gateway, GatewayOptions, Signed, post, post_twice, sign, unix_now};
+use crate::common::receiver::Receiver;
+use crate::common::{Gateway, GatewayOptions, Signed, post, post_twice, sign, unix_now};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};

@@ -1,14 +1,12 @@
 //! Delivery end to end: the real binary delivering to real HTTP servers on 127.0.0.1. Every
 //! case sends its events twice and checks the destination saw one logical delivery.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::receiver::{Receiver, Reply};
-use common::{Gateway, Signed, delivery_key, free_port, post, sign, unix_now};
+use crate::common::receiver::{Receiver, Reply};
+use crate::common::{Gateway, Signed, delivery_key, free_port, post, sign, unix_now};
 use serde_json::{Value, json};
 
 const VERIFY: &str = "scheme = \"github\"\nsecrets = [\"delivery-secret\"]";
@@ -144,7 +142,7 @@ async fn fans_out_to_every_destination_with_stable_headers() {
             .header("webhook-signature")
             .is_none()
     );
-    common::verify_with_standardwebhooks_library(SIGNING_SECRET, signed);
+    crate::common::verify_with_standardwebhooks_library(SIGNING_SECRET, signed);
 
     gateway
         .wait_for_deliveries(WAIT, "both delivered", |d| {

@@ -7,14 +7,12 @@
 //! `scripts/test` installs what the browser test needs (`scripts/ensure-browser`). Without it the
 //! browser part is skipped with a message, except under CI, where it must run.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::receiver::{Receiver, Reply};
-use common::{BIN, Gateway, post, sign, unix_now};
+use crate::common::receiver::{Receiver, Reply};
+use crate::common::{BIN, Gateway, post, sign, unix_now};
 use serde_json::{Value, json};
 
 const VERIFY: &str = "scheme = \"github\"\nsecrets = [\"console-secret\"]";
@@ -161,7 +159,7 @@ async fn the_console_in_a_browser_replays_a_dead_delivery() {
         .arg("console.test.mjs")
         .current_dir(&tests)
         .env("ONCEHOOK_CONSOLE_URL", format!("{}/console", gateway.admin))
-        .env("ONCEHOOK_ADMIN_TOKEN", common::ADMIN_TOKEN)
+        .env("ONCEHOOK_ADMIN_TOKEN", crate::common::ADMIN_TOKEN)
         .env("ONCEHOOK_TEST_EMAIL", "Lead1@Example.com ")
         .env("ONCEHOOK_TEST_EVENT_ID", &ids[1])
         .env("ONCEHOOK_TEST_MASKED", masked)

@@ -3,13 +3,11 @@
 //! Each test is an attack that succeeded before its fix: the attack, the expected outcome, and
 //! the honest traffic beside it still going through.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::pg::PgSchema;
-use common::receiver::{Receiver, Reply};
-use common::{ADMIN_TOKEN, Gateway, GatewayOptions, Signed, post, sign, unix_now};
+use crate::common::pg::PgSchema;
+use crate::common::receiver::{Receiver, Reply};
+use crate::common::{ADMIN_TOKEN, Gateway, GatewayOptions, Signed, post, sign, unix_now};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -4,15 +4,13 @@
 //!
 //! Skipped (with a notice) unless `ONCEHOOK_TEST_PG` names a database; `scripts/test` sets it.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::pg::{PgSchema, TcpProxy};
-use common::receiver::{Received, Receiver, Reply as Answer};
-use common::{Gateway, GatewayOptions, Reply, Signed, post, sign, unix_now};
+use crate::common::pg::{PgSchema, TcpProxy};
+use crate::common::receiver::{Received, Receiver, Reply as Answer};
+use crate::common::{Gateway, GatewayOptions, Reply, Signed, post, sign, unix_now};
 use serde_json::json;
 use tokio::sync::Semaphore;
 

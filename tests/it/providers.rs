@@ -1,9 +1,10 @@
-//! Providers end to end against the real binary: the URL checks Slack, Zoom and Meta make before
+//! Providers end to end, on a gateway in the test's process (`spawn_app`): the URL checks Slack, Zoom and Meta make before
 //! they send anything (answered at once, nothing stored, counted as `handshake`), and form bodies
 //! signed the way Twilio signs them. Every accepted event is sent twice.
 
+use crate::common::app::{TestApp, spawn_app};
 use crate::common::receiver::Receiver;
-use crate::common::{Gateway, Signed, post, sign, unix_now};
+use crate::common::{Signed, post, sign, unix_now};
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
@@ -36,7 +37,7 @@ fn verify(scheme: &str, secret: &str, extra: &str) -> String {
     format!("scheme = \"{scheme}\"\nsecrets = [\"{secret}\"]\n{extra}")
 }
 
-async fn handshakes_counted(gateway: &Gateway, source: &str) -> f64 {
+async fn handshakes_counted(gateway: &TestApp, source: &str) -> f64 {
     let text = reqwest::get(format!("{}/metrics", gateway.admin))
         .await
         .expect("scrape")
@@ -53,7 +54,7 @@ async fn handshakes_counted(gateway: &Gateway, source: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn url_checks_are_answered_at_once_and_store_nothing() {
     let sink = Receiver::start().await;
-    let gateway = Gateway::start(&config(&sink.url));
+    let gateway = spawn_app(&config(&sink.url)).await;
     let client = reqwest::Client::new();
 
     // Slack: a signed url_verification gets its challenge back; unsigned, 401.
@@ -147,18 +148,18 @@ async fn url_checks_are_answered_at_once_and_store_nothing() {
         .expect("get");
     assert_eq!(answer.status(), 405);
 
-    assert_eq!(gateway.event_count(), 0, "a handshake stores nothing");
+    assert_eq!(gateway.event_count().await, 0, "a handshake stores nothing");
     assert_eq!(handshakes_counted(&gateway, "slack").await, 2.0);
     assert_eq!(handshakes_counted(&gateway, "zoom").await, 1.0);
     assert_eq!(handshakes_counted(&gateway, "meta").await, 1.0);
     assert!(sink.received().is_empty());
-    assert!(gateway.healthy().await);
+    assert_eq!(gateway.admin_get("/healthz").await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_twilio_form_post_signed_over_the_public_url_is_accepted_once() {
     let sink = Receiver::start().await;
-    let gateway = Gateway::start(&config(&sink.url));
+    let gateway = spawn_app(&config(&sink.url)).await;
     let client = reqwest::Client::new();
     let twilio = verify("twilio", TWILIO_TOKEN, &format!("url = \"{TWILIO_URL}\""));
     let body =
@@ -204,5 +205,5 @@ async fn a_twilio_form_post_signed_over_the_public_url_is_accepted_once() {
         received[0].header("content-type"),
         Some("application/x-www-form-urlencoded")
     );
-    assert_eq!(gateway.event_count(), 1);
+    assert_eq!(gateway.event_count().await, 1);
 }

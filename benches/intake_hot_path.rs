@@ -195,7 +195,7 @@ fn key_derivation(c: &mut Criterion) {
         let entries: Vec<String> = entries.into_iter().map(str::to_owned).collect();
         let spec = KeySpec::parse(&entries).expect("key spec");
         assert!(
-            spec.derive("bench", &headers, Some(&value), &fingerprint, &email)
+            spec.derive("bench", &headers, Some(&value), None, &fingerprint, &email)
                 .is_ok()
         );
         group.bench_function(name, |b| {
@@ -204,6 +204,7 @@ fn key_derivation(c: &mut Criterion) {
                     black_box("bench"),
                     black_box(&headers),
                     Some(&value),
+                    None,
                     &fingerprint,
                     &email,
                 )

@@ -6,10 +6,11 @@ publishes none, by Python's standard hmac/base64 exactly as the provider's docs
 describe), so the Rust verifier is checked against an independent signer rather
 than against itself. Inputs are fixed, so the output never changes.
 
-    pip install stripe standardwebhooks svix slack_sdk
+    pip install stripe standardwebhooks svix slack_sdk twilio sendgrid
     python3 scripts/gen_verify_vectors.py
 
-Tested with stripe 16.1.0, standardwebhooks 1.1.0, svix 2.9.1, slack_sdk 3.47.0.
+Tested with stripe 16.1.0, standardwebhooks 1.1.0, svix 2.9.1, slack_sdk 3.48.0,
+twilio 9.13.0 and sendgrid 6.12.5 (which verifies with cryptography 50.0.2).
 """
 
 import base64
@@ -18,10 +19,17 @@ import hmac
 from datetime import datetime, timezone
 from importlib.metadata import version
 
+import json
+
 import slack_sdk.signature
 import standardwebhooks
 import stripe
 import svix.webhooks
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from sendgrid.helpers.eventwebhook import EventWebhook
+from twilio.request_validator import RequestValidator
 
 
 def show(name, value):
@@ -157,6 +165,200 @@ def generic_hmac_signatures():
         show(f"hmac.{algorithm}.base64", base64.b64encode(digest).decode())
 
 
+def slack_url_verification():
+    print(f"# slack_sdk {version('slack_sdk')}: the Events API url_verification, signed with generate_signature")
+    secret = "8f742231b10e8888abcd99yyyzzz85a5"
+    timestamp = "1531420618"
+    # The example body from Slack's url_verification event reference.
+    body = (
+        '{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",'
+        '"type":"url_verification"}'
+    )
+    show("slack.url_verification.body", body)
+    show(
+        "slack.url_verification.signature",
+        slack_sdk.signature.SignatureVerifier(secret).generate_signature(timestamp=timestamp, body=body),
+    )
+
+
+def meta_signatures():
+    # Meta publishes no library: its "Webhooks" docs describe sha256= + the hex HMAC-SHA256 of
+    # the payload keyed with the app secret.
+    print("# Meta docs, 'Validating payloads': 'sha256=' + hex(hmac_sha256(app_secret, raw_body))")
+    payload = (
+        '{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"value":'
+        '{"messaging_product":"whatsapp","messages":[{"from":"16315551234","id":"wamid.ABGGFlA5Fpa","timestamp":'
+        '"1504902988","text":{"body":"this is a text message"},"type":"text"}]},"field":"messages"}]}]}'
+    )
+    show("meta.payload", payload)
+    for label, secret in [("primary", "5f2b6d3c8a9e4f10b7c6d5e4f3a2b1c0"), ("rotated", "0c1b2a3f4e5d6c7b01f4e9a8c3d6b2f5")]:
+        digest = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+        show(f"meta.{label}.secret", secret)
+        show(f"meta.{label}.signature", "sha256=" + digest)
+
+
+def zoom_signatures():
+    # Zoom publishes no library: its "Verify webhook events" docs build
+    # v0=hex(hmac_sha256(secret_token, "v0:{x-zm-request-timestamp}:{body}")) and answer the URL
+    # validation with hex(hmac_sha256(secret_token, plainToken)).
+    print("# Zoom docs, 'Verify webhook events' and 'Validate your webhook endpoint', with Python's hmac")
+    timestamp = "1658940994"
+    payload = (
+        '{"event":"meeting.started","payload":{"account_id":"AAAAAABBBB","object":{"id":"1234567890",'
+        '"uuid":"czLF6FFFoQOKgAB99DlDb9g==","topic":"Zoom Meeting"}},"event_ts":1658940994914}'
+    )
+    validation = '{"payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"},"event_ts":1654503849680,"event":"endpoint.url_validation"}'
+    show("zoom.timestamp", timestamp)
+    show("zoom.payload", payload)
+    show("zoom.validation.payload", validation)
+    for label, secret in [("primary", "Fd1kSs0ARKyDq7GmP3jLVQ"), ("rotated", "q7ZxW4yVb2N9rT5uE8aC1d")]:
+        show(f"zoom.{label}.secret", secret)
+        for name, body in [("event", payload), ("validation", validation)]:
+            digest = hmac.new(secret.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
+            show(f"zoom.{label}.{name}.signature", "v0=" + digest)
+        token = hmac.new(secret.encode(), b"qgg8vlvZRS6UYooatFL8Aw", hashlib.sha256).hexdigest()
+        show(f"zoom.{label}.encryptedToken", token)
+
+
+def twilio_signatures():
+    print(f"# twilio {version('twilio')}: RequestValidator(token).compute_signature / validate")
+    # The inputs of twilio-python's own tests (tests/unit/test_request_validator.py).
+    validator = RequestValidator("12345")
+    uri = "https://mycompany.com/myapp.php?foo=1&bar=2"
+    params = {
+        "CallSid": "CA1234567890ABCDE",
+        "Digits": "1234",
+        "From": "+14158675309",
+        "To": "+18005551212",
+        "Caller": "+14158675309",
+    }
+    signature = validator.compute_signature(uri, params)
+    assert signature == "RSOYDt4T1cUTdK1PDd93/VVr8B8=", signature
+    assert validator.validate(uri, params, signature)
+    show("twilio.docs.signature", signature)
+    show("twilio.docs.port_443.signature", validator.compute_signature(uri.replace(".com", ".com:443"), params))
+    assert validator.validate(uri, params, "kvajT1Ptam85bY51eRf/AJRuM3w=")
+    http_uri = uri.replace("https", "http")
+    show("twilio.docs.http_port_80.signature", validator.compute_signature(http_uri.replace(".com", ".com:80"), params))
+    port_1234 = uri.replace(".com", ".com:1234")
+    assert validator.validate(port_1234, params, signature), "the port is removed"
+    http_1234 = validator.compute_signature(http_uri.replace(".com", ".com:1234"), params)
+    assert http_1234 == "Zmvh+3yNM1Phv2jhDCwEM3q5ebU=", http_1234
+    show("twilio.docs.http_port_1234.signature", http_1234)
+
+    class MultiDict(dict):
+        """Flask's MultiDict, as far as the validator uses it: getall."""
+
+        def __init__(self, pairs):
+            super().__init__()
+            self.pairs = pairs
+            for name, value in pairs:
+                self.setdefault(name, value)
+
+        def getall(self, name):
+            return [value for field, value in self.pairs if field == name]
+
+    duplicates = MultiDict([("Sid", "CA123"), ("SidAccount", "AC123"), ("Digits", "5678"), ("Digits", "1234")])
+    signature = validator.compute_signature(uri, duplicates)
+    assert signature == "IK+Dwps556ElfBT0I3Rgjkr1wJU=", signature
+    show("twilio.duplicates.signature", signature)
+
+    body = '{"property": "value", "boolean": true}'
+    body_hash = validator.compute_hash(body)
+    assert body_hash == "0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620", body_hash
+    with_body = uri + "&bodySHA256=" + body_hash
+    signature = validator.compute_signature(with_body, {})
+    assert signature == "a9nBmqA0ju/hNViExpshrM61xv4=", signature
+    assert validator.validate(with_body, body, signature)
+    show("twilio.json.body", body)
+    show("twilio.json.signature", signature)
+
+    # An SMS as Twilio posts it, with a value beyond ASCII, under a second token (rotation) and
+    # under a SharedKey signed with HMAC_SHA256.
+    sms = {
+        "MessageSid": "SM1f0e1d2c3b4a59687766554433221100",
+        "AccountSid": "AC00000000000000000000000000000000",
+        "From": "+15005550006",
+        "To": "+15005550001",
+        "Body": "Café ✓ 100% sure & done",
+        "NumMedia": "0",
+    }
+    sms_uri = "https://hooks.example.com/webhooks/twilio"
+    show("twilio.sms.params", sms)
+    rotated = RequestValidator("f3b1c9e2d4a6b8c0e1f2a3b4c5d6e7f8")
+    signature = rotated.compute_signature(sms_uri, sms)
+    assert rotated.validate(sms_uri, sms, signature)
+    show("twilio.sms.rotated.signature", signature)
+    shared = RequestValidator("sharedkey_secret_9d8c7b6a5f4e")
+    signature = shared.compute_signature(sms_uri, sms, algorithm="HMAC_SHA256")
+    assert shared.validate(sms_uri, sms, signature, algorithm="HMAC_SHA256")
+    show("twilio.sms.sha256.signature", signature)
+
+
+def sendgrid_signatures():
+    print(f"# sendgrid {version('sendgrid')}: EventWebhook().verify_signature(payload, signature, timestamp, key)")
+    helper = EventWebhook()
+    # The vector of SendGrid's own Event Webhook tests (sendgrid-nodejs eventwebhook.spec.js).
+    public_key = (
+        "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEDr2LjtURuePQzplybdC+u4CwrqDqBaWjcMMsTbhdbcwHBcepxo7yAQGhHPTnlvFYPAZFceEu/1FwCM/QmGUhA=="
+    )
+    signature = "MEUCIQCtIHJeH93Y+qpYeWrySphQgpNGNr/U+UyUlBkU6n7RAwIgJTz2C+8a8xonZGi6BpSzoQsbVRamr2nlxFDWYNH2j/0="
+    timestamp = "1588788367"
+    payload = json.dumps(
+        {"category": "example_payload", "event": "test_event", "message_id": "message_id"}, separators=(",", ":")
+    )
+    key = helper.convert_public_key_to_ecdsa(public_key)
+    assert helper.verify_signature(payload, signature, timestamp, key)
+    assert not helper.verify_signature(payload, signature, "1588788368", key)
+    # The other key of those tests, which must not verify the vector.
+    other_key = (
+        "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEqTxd43gyp8IOEto2LdIfjRQrIbsd4SXZkLW6jDutdhXSJCWHw8REntlo7aNDthvj+y7GjUuFDb/R1NGe1OPzpA=="
+    )
+    assert not helper.verify_signature(payload, signature, timestamp, helper.convert_public_key_to_ecdsa(other_key))
+    show("sendgrid.docs.other_public_key", other_key)
+    show("sendgrid.docs.public_key", public_key)
+    show("sendgrid.docs.signature", signature)
+    show("sendgrid.docs.timestamp", timestamp)
+    show("sendgrid.docs.payload", payload)
+
+    # Key pairs from fixed scalars, so the output never changes; RFC 6979 signatures, which
+    # oncehook's signer (also RFC 6979) must reproduce byte for byte.
+    events = (
+        '[{"email":"ada@example.com","timestamp":1700000000,"smtp-id":"<14c5d75ce93.dfd.64b469@ismtpd-555>",'
+        '"event":"delivered","sg_event_id":"sg_event_id_delivered_1","sg_message_id":"14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0"}]'
+    )
+    timestamp = "1700000000"
+    show("sendgrid.events.payload", events)
+    show("sendgrid.events.timestamp", timestamp)
+    for label in ["primary", "rotated"]:
+        scalar = int.from_bytes(hashlib.sha256(f"oncehook sendgrid test key {label}".encode()).digest(), "big")
+        private = ec.derive_private_key(scalar % (2**256 - 2**224 + 2**192 + 2**96 - 1), ec.SECP256R1())
+        public_b64 = base64.b64encode(
+            private.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        ).decode()
+        private_b64 = base64.b64encode(
+            private.private_bytes(
+                serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        ).decode()
+        der = private.sign((timestamp + events).encode(), ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+        signature = base64.b64encode(der).decode()
+        key = helper.convert_public_key_to_ecdsa(public_b64)
+        assert helper.verify_signature(events, signature, timestamp, key)
+        show(f"sendgrid.{label}.public_key", public_b64)
+        show(f"sendgrid.{label}.private_key", private_b64)
+        show(f"sendgrid.{label}.signature", signature)
+        if label == "primary":
+            # (r, n - s) is the same signature for ECDSA; SendGrid's helper accepts it.
+            order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+            r, s = decode_dss_signature(der)
+            flipped = base64.b64encode(encode_dss_signature(r, order - s)).decode()
+            assert helper.verify_signature(events, flipped, timestamp, key)
+            show(f"sendgrid.{label}.high_s" if order - s > order // 2 else f"sendgrid.{label}.low_s", flipped)
+
+
 if __name__ == "__main__":
     standard_webhooks()
     svix_webhooks()
@@ -165,3 +367,8 @@ if __name__ == "__main__":
     github_signatures()
     shopify_signatures()
     generic_hmac_signatures()
+    slack_url_verification()
+    meta_signatures()
+    zoom_signatures()
+    twilio_signatures()
+    sendgrid_signatures()

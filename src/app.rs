@@ -1,5 +1,8 @@
 //! Wires a node together: the store, intake, the admin listener and background tasks.
 //!
+//! `build` turns the config into runtime pieces once (`runtime.rs`); every subsystem takes those
+//! pieces and none of them sees `Config`.
+//!
 //! Listeners are bound in `build` and the shutdown signal is a parameter of `run`, so tests run
 //! the same code as `oncehook serve` on port-0 listeners with a token they cancel themselves.
 
@@ -13,10 +16,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
-use crate::delivery::{self, Wakeups};
+use crate::config::{self, Config};
+use crate::delivery;
 use crate::intake::{self, Intake};
-use crate::store::{self, Store};
+use crate::store::{self, Store, StoreLocation, StoreOptions};
+use crate::wakeups::Wakeups;
+
+mod runtime;
+
+pub use runtime::Runtime;
 
 /// Which parts of the work this node does when several nodes share one database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -27,11 +35,25 @@ pub enum Role {
 }
 
 pub struct App {
-    config: Config,
+    runtime: Runtime,
     role: Role,
     store: Arc<dyn Store>,
     intake_listener: Option<TcpListener>,
     admin_listener: TcpListener,
+}
+
+/// The store's options, from the config's `[store]` section.
+fn store_options(config: &Config) -> anyhow::Result<StoreOptions> {
+    let location = match config.store_location().map_err(anyhow::Error::msg)? {
+        config::StoreLocation::Sqlite(path) => StoreLocation::Sqlite(path),
+        config::StoreLocation::Postgres(url) => StoreLocation::Postgres(url),
+    };
+    Ok(StoreOptions {
+        location,
+        batch_max: config.store.batch_max,
+        queue_max: config.store.queue_max,
+        pool_size: config.store.pool_size,
+    })
 }
 
 /// How often expired dedupe keys are purged.
@@ -39,17 +61,19 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(30);
 
 impl App {
     pub async fn build(config: Config, role: Role) -> anyhow::Result<App> {
-        let store = store::open(&config)
+        let runtime = Runtime::build(&config)?;
+        // The store's error already reads with its cause; chained, the cause would print twice.
+        let store = store::open(store_options(&config)?)
             .await
-            .context("cannot open the store")?;
+            .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))?;
         let intake_listener = if role == Role::Worker {
             None
         } else {
-            Some(bind(config.server.listen, "server.listen").await?)
+            Some(bind(runtime.intake_listen, "server.listen").await?)
         };
-        let admin_listener = bind(config.admin.listen, "admin.listen").await?;
+        let admin_listener = bind(runtime.admin_listen, "admin.listen").await?;
         Ok(App {
-            config,
+            runtime,
             role,
             store,
             intake_listener,
@@ -80,31 +104,30 @@ impl App {
         let purge_stop = shutdown.clone();
         tasks.spawn(async move { purge_expired_keys(purge_store, purge_stop).await });
 
-        let limits = crate::server::HttpLimits {
-            header_timeout: self.config.server.header_timeout,
-            max_connections: self.config.server.max_connections,
-            max_connections_per_ip: self.config.server.max_connections_per_ip,
-        };
-        let grace = self.config.server.shutdown_grace;
-        let wakeups = Arc::new(Wakeups::new(&self.config));
+        let runtime = self.runtime;
+        let limits = runtime.http_limits;
+        let grace = runtime.shutdown_grace;
+        let wakeups = Arc::new(Wakeups::new(
+            runtime.delivery.destinations.iter().map(|d| &*d.name),
+        ));
         if matches!(self.role, Role::All | Role::Worker) {
             delivery::spawn_workers(
-                &self.config,
+                runtime.delivery,
                 Arc::clone(&self.store),
                 Arc::clone(&wakeups),
                 &tasks,
                 shutdown.clone(),
-                self.config.server.shutdown_grace,
+                grace,
             )?;
         }
 
         if let Some(listener) = self.intake_listener {
             let intake = Arc::new(Intake::new(
-                &self.config,
+                runtime.intake,
                 Arc::clone(&self.store),
                 Arc::clone(&wakeups),
                 shutdown.clone(),
-            )?);
+            ));
             let router = intake::router(intake);
             let stop = shutdown.clone();
             tracing::info!(addr = %listener.local_addr()?, role = ?self.role, "intake listening");
@@ -112,7 +135,7 @@ impl App {
         }
 
         let admin_router = admin::router(AdminState::new(
-            &self.config,
+            runtime.admin,
             Arc::clone(&self.store),
             Arc::clone(&wakeups),
         ));
@@ -129,10 +152,7 @@ impl App {
 
         tasks.close();
         shutdown.cancelled().await;
-        if tokio::time::timeout(self.config.server.shutdown_grace, tasks.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
             tracing::warn!("shutdown grace period over; stopping with work still in flight");
         }
         tracing::info!("stopped");

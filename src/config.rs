@@ -2,8 +2,10 @@
 //!
 //! Loading is layered: the file is parsed into a TOML tree, `${VAR}` references in string values
 //! are replaced from the environment, the tree is deserialized into the typed model (unknown keys
-//! are errors), and then cross-references (routes to destinations, schema files, signature
-//! secrets) are checked. Every error names the file and the key, e.g.
+//! are errors), and then values and cross-references (ranges, names, routes to destinations) are
+//! checked. What can only be checked by building it (signature secrets, signing secrets, schema
+//! files) is checked once, where `app` builds the runtime from the config, and reported with
+//! [`Config::error`]. Every error names the file and the key, e.g.
 //! `oncehook.toml: sources[1].verify.header: required when scheme = "hmac"`.
 
 use std::collections::{BTreeMap, HashSet};
@@ -16,7 +18,7 @@ use serde::Deserialize;
 
 use crate::domain::key::{KeyPart, KeySpec};
 use crate::domain::pointer::JsonPointer;
-use crate::verify::{DEFAULT_TOLERANCE, SchemeName, Verifier, VerifyConfig};
+use crate::verify::{DEFAULT_TOLERANCE, SchemeName, VerifyConfig};
 
 /// A configuration error: the file, the key (a path like `sources[0].verify.scheme`) and what is wrong.
 #[derive(Debug)]
@@ -56,6 +58,9 @@ pub struct Config {
     /// The directory of the config file: relative paths (schemas, the SQLite file) resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The config file, named by errors found after loading (see [`Config::error`]).
+    #[serde(skip)]
+    file: PathBuf,
     /// Every value `${VAR}` substitution put into the file: [`Config::redact`] hides them.
     #[serde(skip)]
     substituted: SubstitutedValues,
@@ -586,11 +591,23 @@ impl Config {
                 )
             })?;
         config.base_dir = base_dir.to_owned();
+        config.file = file.to_owned();
         config.substituted = substituted;
         config
             .validate()
             .map_err(|(key, message)| error(key, message, &config.substituted))?;
         Ok(config)
+    }
+
+    /// An error about `key` found after loading, when the config's parts are built (a secret a
+    /// verifier refuses, a schema file that cannot be read): like a load error, it names the
+    /// file and the key, and hides the credentials its message quotes.
+    pub fn error(&self, key: impl Into<String>, message: impl AsRef<str>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            key: key.into(),
+            message: redact_text(message.as_ref(), &self.substituted),
+        }
     }
 
     /// `text` as it may be shown: every URL in it without credentials (see [`redact_url`]) and
@@ -638,13 +655,6 @@ impl Config {
                 redact_url(url)
             ))
         }
-    }
-
-    /// The payload cipher, when `store.encryption_key` is set.
-    pub fn payload_cipher(&self) -> Option<crate::privacy::PayloadCipher> {
-        self.store.encryption_key.as_deref().map(|key| {
-            crate::privacy::PayloadCipher::new(key, &self.store.previous_encryption_keys)
-        })
     }
 
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
@@ -746,8 +756,6 @@ impl Config {
                     format!("duplicate source name {:?}", source.name),
                 ));
             }
-            Verifier::from_config(&source.verify)
-                .map_err(|e| (at(&format!("verify.{}", e.key)), e.message))?;
             if source.verify.scheme == SchemeName::None && !source.allow_unsigned {
                 return Err((
                     at("verify.scheme"),
@@ -796,9 +804,6 @@ impl Config {
             if source.max_body.as_u64() == 0 {
                 return Err((at("max_body"), "must be larger than zero".into()));
             }
-            if let Some(schema) = &source.schema {
-                load_schema(&self.resolve_path(schema)).map_err(|m| (at("schema"), m))?;
-            }
         }
         let mut destinations = HashSet::new();
         for (i, destination) in self.destinations.iter().enumerate() {
@@ -824,10 +829,6 @@ impl Config {
                         redact_url(&destination.url)
                     ),
                 ));
-            }
-            if let Some(secret) = &destination.signing_secret {
-                crate::delivery::signing_verifier(secret)
-                    .map_err(|e| (at("signing_secret"), e.message))?;
             }
             if destination.max_attempts == 0 {
                 return Err((at("max_attempts"), "must be at least 1".into()));
@@ -917,16 +918,6 @@ impl SourceConfig {
             .flat_map(|alternative| alternative.parts)
             .find(|part| matches!(part, KeyPart::Header(_)))
     }
-}
-
-/// Reads and compiles a JSON Schema file.
-pub fn load_schema(path: &Path) -> Result<jsonschema::Validator, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let schema: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
-    jsonschema::validator_for(&schema)
-        .map_err(|e| format!("{} is not a valid JSON Schema: {e}", path.display()))
 }
 
 fn validate_name(name: &str) -> Result<(), String> {
@@ -1213,6 +1204,7 @@ mod tests {
             spec.derive(
                 "sv",
                 &map,
+                None,
                 None,
                 &fingerprint,
                 &crate::domain::key::EmailHasher::unkeyed(),

@@ -185,11 +185,10 @@ mod tests {
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body, serde_json::json!({"error": "internal error"}));
 
-        let (status, headers, _) =
-            answer(StoreError::Unavailable("queue full".into()).into()).await;
+        let (status, headers, _) = answer(StoreError::queue_full().into()).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(headers.contains_key(header::RETRY_AFTER));
-        let (status, _, body) = answer(StoreError::Internal("corrupt".into()).into()).await;
+        let (status, _, body) = answer(StoreError::internal("corrupt").into()).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!body.to_string().contains("corrupt"));
     }

@@ -3,7 +3,9 @@
 //! Labels are source and destination names from the config and fixed outcome words, never
 //! request paths or keys, so cardinality is bounded by the config.
 //!
-//! The same calls feed the in-process recorder behind `GET /api/v1/stats` (`stats.rs`).
+//! The same calls feed the in-process recorder behind `GET /api/v1/stats` (`stats.rs`). Both sit
+//! at the bottom of the module graph: this module imports only `stats`, `clock` and
+//! `build_info`, so every other module may record without an import cycle.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -11,8 +13,11 @@ use std::time::Duration;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::stats::{self, DeliveryOutcome};
-use crate::store::now_millis;
+use crate::clock::now_millis;
+use crate::domain::dead_reason::DeadReason;
+use crate::domain::delivery_outcome::DeliveryOutcome;
+use crate::stats;
+pub use crate::stats::IntakeOutcome;
 
 pub const INTAKE_TOTAL: &str = "oncehook_intake_total";
 pub const INTAKE_DURATION: &str = "oncehook_intake_duration_seconds";
@@ -25,50 +30,6 @@ pub const STORE_OP_DURATION: &str = "oncehook_store_op_duration_seconds";
 pub const REPLAYS_TOTAL: &str = "oncehook_replays_total";
 /// Always 1; its labels say which build runs (`version`, `commit`).
 pub const BUILD_INFO: &str = "oncehook_build_info";
-
-/// How an intake request ended; the `outcome` label of `oncehook_intake_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IntakeOutcome {
-    Accepted,
-    Duplicate,
-    Conflict,
-    InvalidSignature,
-    InvalidBody,
-    RateLimited,
-    TooLarge,
-    Unavailable,
-}
-
-impl IntakeOutcome {
-    pub const ALL: [IntakeOutcome; 8] = [
-        IntakeOutcome::Accepted,
-        IntakeOutcome::Duplicate,
-        IntakeOutcome::Conflict,
-        IntakeOutcome::InvalidSignature,
-        IntakeOutcome::InvalidBody,
-        IntakeOutcome::RateLimited,
-        IntakeOutcome::TooLarge,
-        IntakeOutcome::Unavailable,
-    ];
-
-    /// The outcome's position in `ALL`.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IntakeOutcome::Accepted => "accepted",
-            IntakeOutcome::Duplicate => "duplicate",
-            IntakeOutcome::Conflict => "conflict",
-            IntakeOutcome::InvalidSignature => "invalid_signature",
-            IntakeOutcome::InvalidBody => "invalid_body",
-            IntakeOutcome::RateLimited => "rate_limited",
-            IntakeOutcome::TooLarge => "too_large",
-            IntakeOutcome::Unavailable => "unavailable",
-        }
-    }
-}
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -177,20 +138,16 @@ pub fn store_op(op: &'static str, elapsed: Duration) {
     histogram!(STORE_OP_DURATION, "op" => op).record(elapsed.as_secs_f64());
 }
 
-pub fn delivery_attempt(destination: &str, outcome: &'static str, elapsed: Duration) {
-    counter!(DELIVERIES_TOTAL, "destination" => destination.to_owned(), "outcome" => outcome)
-        .increment(1);
+pub fn delivery_attempt(destination: &str, outcome: DeliveryOutcome, elapsed: Duration) {
+    counter!(
+        DELIVERIES_TOTAL,
+        "destination" => destination.to_owned(),
+        "outcome" => outcome.as_str()
+    )
+    .increment(1);
     histogram!(DELIVERY_DURATION, "destination" => destination.to_owned())
         .record(elapsed.as_secs_f64());
-    let counted = match outcome {
-        "delivered" => Some(DeliveryOutcome::Delivered),
-        "retry" => Some(DeliveryOutcome::Retry),
-        "dead" => Some(DeliveryOutcome::Dead),
-        _ => None,
-    };
-    if let Some(counted) = counted {
-        stats::global().record_delivery(now_millis(), counted);
-    }
+    stats::global().record_delivery(now_millis(), outcome);
 }
 
 pub fn end_to_end(destination: &str, elapsed: Duration) {
@@ -204,8 +161,9 @@ pub fn replay(dry_run: bool) {
     counter!(REPLAYS_TOTAL, "mode" => mode).increment(1);
 }
 
-pub fn dead(destination: &str, reason: &'static str) {
-    counter!(DEAD_TOTAL, "destination" => destination.to_owned(), "reason" => reason).increment(1);
+pub fn dead(destination: &str, reason: DeadReason) {
+    counter!(DEAD_TOTAL, "destination" => destination.to_owned(), "reason" => reason.as_str())
+        .increment(1);
 }
 
 pub fn queue_depth(destination: &str, depth: u64) {

@@ -5,14 +5,15 @@
 //! the recorder keeps its own small time series: one slot per 10 seconds, each with counts per
 //! outcome and fixed log-scale latency histograms from which percentiles are read. It is fed by
 //! `metrics.rs` (the same calls that record the Prometheus metrics), so its figures are this
-//! node's; several nodes sharing a database each answer for themselves.
+//! node's; several nodes sharing a database each answer for themselves. It owns the outcome
+//! words it counts (`IntakeOutcome`, `DeliveryOutcome`) and imports nothing but the clock.
 
 use std::collections::VecDeque;
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
-use crate::metrics::IntakeOutcome;
-use crate::store::{UnixMillis, now_millis};
+use crate::clock::{UnixMillis, now_millis};
+use crate::domain::delivery_outcome::DeliveryOutcome;
 
 /// One slot covers this many milliseconds.
 pub const SLOT_MILLIS: i64 = 10_000;
@@ -96,6 +97,54 @@ fn bucket_middle_ms(index: usize) -> f64 {
     FIRST_BOUND_MS * 2f64.powf((index as f64 + 0.5) / 2.0)
 }
 
+/// How an intake request ended; the `outcome` label of `oncehook_intake_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntakeOutcome {
+    Accepted,
+    Duplicate,
+    Conflict,
+    InvalidSignature,
+    InvalidBody,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+    /// A provider's URL check (Slack, Zoom, Meta), answered at once and not stored.
+    Handshake,
+}
+
+impl IntakeOutcome {
+    pub const ALL: [IntakeOutcome; 9] = [
+        IntakeOutcome::Accepted,
+        IntakeOutcome::Duplicate,
+        IntakeOutcome::Conflict,
+        IntakeOutcome::InvalidSignature,
+        IntakeOutcome::InvalidBody,
+        IntakeOutcome::RateLimited,
+        IntakeOutcome::TooLarge,
+        IntakeOutcome::Unavailable,
+        IntakeOutcome::Handshake,
+    ];
+
+    /// The outcome's position in `ALL`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntakeOutcome::Accepted => "accepted",
+            IntakeOutcome::Duplicate => "duplicate",
+            IntakeOutcome::Conflict => "conflict",
+            IntakeOutcome::InvalidSignature => "invalid_signature",
+            IntakeOutcome::InvalidBody => "invalid_body",
+            IntakeOutcome::RateLimited => "rate_limited",
+            IntakeOutcome::TooLarge => "too_large",
+            IntakeOutcome::Unavailable => "unavailable",
+            IntakeOutcome::Handshake => "handshake",
+        }
+    }
+}
+
 /// Intake requests per outcome.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IntakeCounts([u64; IntakeOutcome::ALL.len()]);
@@ -128,14 +177,6 @@ impl IntakeCounts {
     }
 }
 
-/// How a delivery attempt ended, as the recorder counts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryOutcome {
-    Delivered,
-    Retry,
-    Dead,
-}
-
 #[derive(Clone)]
 struct Slot {
     /// `time / SLOT_MILLIS`.
@@ -144,7 +185,8 @@ struct Slot {
     /// The same per source; sources are few (they come from the config), so a list will do.
     by_source: Vec<(Box<str>, IntakeCounts)>,
     ack: Histogram,
-    deliveries: [u64; 3],
+    /// Attempts per `DeliveryOutcome`, by its index.
+    deliveries: [u64; DeliveryOutcome::ALL.len()],
     end_to_end: Histogram,
 }
 
@@ -155,7 +197,7 @@ impl Slot {
             intake: IntakeCounts::default(),
             by_source: Vec::new(),
             ack: Histogram::new(),
-            deliveries: [0; 3],
+            deliveries: [0; DeliveryOutcome::ALL.len()],
             end_to_end: Histogram::new(),
         }
     }
@@ -245,7 +287,7 @@ impl StatsRecorder {
     }
 
     pub fn record_delivery(&self, now: UnixMillis, outcome: DeliveryOutcome) {
-        self.with_slot(now, |slot| slot.deliveries[outcome as usize] += 1);
+        self.with_slot(now, |slot| slot.deliveries[outcome.index()] += 1);
     }
 
     pub fn record_end_to_end(&self, now: UnixMillis, latency: Duration) {
@@ -299,7 +341,7 @@ impl StatsRecorder {
         let mut intake = IntakeCounts::default();
         let mut by_source = std::collections::BTreeMap::<String, IntakeCounts>::new();
         let mut ack = Histogram::new();
-        let mut deliveries = [0u64; 3];
+        let mut deliveries = [0u64; DeliveryOutcome::ALL.len()];
         let mut end_to_end = Histogram::new();
         let points = usize::try_from(points).unwrap_or(0);
         let mut series = vec![IntakeCounts::default(); points];
@@ -333,9 +375,9 @@ impl StatsRecorder {
             intake,
             intake_by_source: by_source,
             ack_latency: ack.percentiles(),
-            delivered: deliveries[DeliveryOutcome::Delivered as usize],
-            retried: deliveries[DeliveryOutcome::Retry as usize],
-            dead: deliveries[DeliveryOutcome::Dead as usize],
+            delivered: deliveries[DeliveryOutcome::Delivered.index()],
+            retried: deliveries[DeliveryOutcome::Retry.index()],
+            dead: deliveries[DeliveryOutcome::Dead.index()],
             end_to_end: end_to_end.percentiles(),
             intake_series: series.iter().map(IntakeCounts::total).collect(),
             intake_series_by_outcome: IntakeOutcome::ALL

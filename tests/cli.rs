@@ -506,3 +506,221 @@ fn check_into_a_closed_pipe_exits_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+/// Runs `oncehook send` with `args` against `config`; returns success, stdout and stderr.
+fn send(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(BIN)
+        .arg("send")
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .output()
+        .expect("run send");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A P-256 key pair made for the tests (`scripts/gen_verify_vectors.py`, "primary").
+const SENDGRID_PUBLIC_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEFnDVIpcVLQTmac/bGdwpkSeuKbLrZy146WFAdcDc+qKbnBuCMhUB7/I1PogkUC0wj9uB6VqJxGoHW8pKjB18vg==";
+const SENDGRID_PRIVATE_KEY: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgNNL2PZk5gi1ZwhtX7tdYfInfO5YWPrxVJXPwaEhluxOhRANCAAQWcNUilxUtBOZpz9sZ3CmRJ64psutnLXjpYUB1wNz6opucG4IyFQHv8jU+iCRQLTCP24HpWonEagdbykqMHXy+";
+
+#[test]
+fn send_signs_for_twilio_meta_zoom_and_sendgrid() {
+    let gateway = Gateway::start(&format!(
+        "[[sources]]\nname = \"twilio\"\n\
+         verify = {{ scheme = \"twilio\", secrets = [\"twilio-auth-token\"], url = \"https://hooks.example.com/webhooks/twilio\" }}\n\
+         [[sources]]\nname = \"meta\"\n\
+         verify = {{ scheme = \"meta\", secrets = [\"app-secret\"], verify_token = \"vt\" }}\n\
+         [[sources]]\nname = \"zoom\"\n\
+         verify = {{ scheme = \"zoom\", secrets = [\"zoom-secret-token\"] }}\n\
+         [[sources]]\nname = \"sendgrid\"\n\
+         verify = {{ scheme = \"sendgrid\", public_key = \"{SENDGRID_PUBLIC_KEY}\", private_key = \"{SENDGRID_PRIVATE_KEY}\" }}\n"
+    ));
+    for source in ["twilio", "meta", "zoom", "sendgrid"] {
+        let (ok, stdout, stderr) =
+            send(&gateway.config_path, &["--source", source, "--times", "2"]);
+        assert!(ok, "{source}: {stdout}{stderr}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 2, "{source}: {stdout}");
+        assert!(lines[0].starts_with("1: 202 "), "{source}: {stdout}");
+        assert!(lines[1].starts_with("2: 200 "), "{source}: {stdout}");
+    }
+    assert_eq!(gateway.event_count(), 4);
+    // Twilio's sample is a form, keyed by the idempotency token its retries repeat.
+    let (content_type, key): (String, String) = gateway
+        .db()
+        .query_row(
+            "SELECT content_type, idempotency_key FROM events WHERE source = 'twilio'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("the twilio event");
+    assert_eq!(content_type, "application/x-www-form-urlencoded");
+    assert!(key.starts_with("msg_"), "{key}");
+}
+
+#[test]
+fn send_explains_that_sendgrid_needs_a_test_private_key() {
+    let gateway = Gateway::start(&format!(
+        "[[sources]]\nname = \"sendgrid\"\nverify = {{ scheme = \"sendgrid\", public_key = \"{SENDGRID_PUBLIC_KEY}\" }}\n"
+    ));
+    let (ok, stdout, stderr) = send(&gateway.config_path, &["--source", "sendgrid"]);
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("verify.private_key"), "{stderr}");
+    assert_eq!(gateway.event_count(), 0);
+}
+
+/// A stand-in for a gateway that answers handshakes (`Verifier::handshake`, as intake calls it)
+/// and, with `wrong`, one that stores them as events instead. Serves `connections` requests.
+fn handshake_answerer(
+    verify: &str,
+    wrong: bool,
+    connections: usize,
+) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    #[derive(serde::Deserialize)]
+    struct Table {
+        verify: oncehook::verify::VerifyConfig,
+    }
+    let table: Table = toml::from_str(&format!("verify = {verify}")).expect("verify table");
+    let verifier = oncehook::verify::Verifier::from_config(&table.verify).expect("verifier");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "http://{}/webhooks/src",
+        listener.local_addr().expect("addr")
+    );
+    let server = std::thread::spawn(move || {
+        for _ in 0..connections {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).expect("request line");
+            let mut parts = request_line.split_whitespace();
+            let method: http::Method = parts.next().unwrap_or("GET").parse().expect("method");
+            let target = parts.next().unwrap_or("/").to_owned();
+            let mut headers = http::HeaderMap::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).expect("header");
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    headers.append(
+                        http::HeaderName::from_bytes(name.trim().as_bytes()).expect("name"),
+                        http::HeaderValue::from_str(value.trim()).expect("value"),
+                    );
+                }
+            }
+            let length: usize = headers
+                .get("content-length")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).expect("body");
+            let query = target.split_once('?').map(|(_, query)| query);
+            let (status, content_type, answer) = if wrong {
+                (
+                    202,
+                    "application/json",
+                    br#"{"status":"accepted"}"#.to_vec(),
+                )
+            } else {
+                match verifier.handshake(&method, query, &headers, &body, unix_now()) {
+                    Some(Ok(reply)) => (200, reply.content_type, reply.body),
+                    Some(Err(error)) => (
+                        error.status().as_u16(),
+                        "application/json",
+                        error.to_string().into_bytes(),
+                    ),
+                    None => (405, "application/json", b"{}".to_vec()),
+                }
+            };
+            let mut stream = stream;
+            let head = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                answer.len()
+            );
+            stream.write_all(head.as_bytes()).expect("write");
+            stream.write_all(&answer).expect("write");
+        }
+    });
+    (url, server)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[test]
+fn send_handshake_sends_the_providers_check_and_verifies_the_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (scheme, verify) in [
+        (
+            "slack",
+            r#"{ scheme = "slack", secrets = ["slack-signing-secret"] }"#,
+        ),
+        (
+            "zoom",
+            r#"{ scheme = "zoom", secrets = ["zoom-secret-token"] }"#,
+        ),
+        (
+            "meta",
+            r#"{ scheme = "meta", secrets = ["app-secret"], verify_token = "vt-1" }"#,
+        ),
+    ] {
+        let config = dir.path().join(format!("{scheme}.toml"));
+        std::fs::write(
+            &config,
+            format!("[[sources]]\nname = \"src\"\nverify = {verify}\n"),
+        )
+        .expect("config");
+
+        let (url, server) = handshake_answerer(verify, false, 1);
+        let (ok, stdout, stderr) =
+            send(&config, &["--source", "src", "--handshake", "--url", &url]);
+        server.join().expect("server");
+        assert!(ok, "{scheme}: {stdout}{stderr}");
+        let method = if scheme == "meta" { "GET" } else { "POST" };
+        assert!(
+            stdout.starts_with(&format!("{method} 200 {scheme} ")),
+            "{scheme}: {stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("ok: the answer is the one {scheme} expects")),
+            "{scheme}: {stdout}"
+        );
+
+        let (url, server) = handshake_answerer(verify, true, 1);
+        let (ok, stdout, stderr) =
+            send(&config, &["--source", "src", "--handshake", "--url", &url]);
+        server.join().expect("server");
+        assert!(!ok, "{scheme}: {stdout}");
+        assert!(stdout.contains(" 202 "), "{scheme}: {stdout}");
+        assert!(
+            stderr.contains(&format!("error: {scheme} expects 200 ")),
+            "{scheme}: {stderr}"
+        );
+    }
+
+    let config = dir.path().join("stripe.toml");
+    std::fs::write(
+        &config,
+        "[[sources]]\nname = \"src\"\nverify = { scheme = \"stripe\", secrets = [\"whsec_x\"] }\n",
+    )
+    .expect("config");
+    let (ok, _, stderr) = send(&config, &["--source", "src", "--handshake"]);
+    assert!(!ok);
+    assert!(stderr.contains("has no handshake"), "{stderr}");
+    let (ok, _, stderr) = send(&config, &["--source", "src", "--handshake", "--times", "2"]);
+    assert!(!ok);
+    assert!(stderr.contains("--times"), "{stderr}");
+}

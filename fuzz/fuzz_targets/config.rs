@@ -1,5 +1,5 @@
 //! The config loader: arbitrary text as `oncehook.toml`, through `${VAR}` substitution,
-//! deserialization and validation, then compiled into each source's runtime as `serve` does.
+//! deserialization and validation, then compiled into the runtime pieces as `serve` does.
 //!
 //! Checks that no config, however wrong, panics: it loads, or it fails with a message.
 #![no_main]
@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
+use oncehook::app::Runtime;
 use oncehook::config::Config;
-use oncehook::intake::SourceRuntime;
 
 fn env(name: &str) -> Option<String> {
     match name {
@@ -36,9 +36,6 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = config.store_location();
-    let _ = config.payload_cipher();
     let _ = format!("{config:?}");
-    for source in &config.sources {
-        let _ = SourceRuntime::build(&config, source);
-    }
+    let _ = Runtime::build(&config);
 });

@@ -3,11 +3,13 @@
 //! (see `Request::parse`).
 //!
 //! Checks that a configured spec prints back as itself (where `+` makes that ambiguous, see
-//! below), and that a derived key is non-empty and the same every time.
+//! below), and that a derived key is non-empty and the same every time. A body that is not
+//! JSON is also read as a form, for `form:` parts and the form fingerprint.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oncehook::domain::fingerprint::{fingerprint_bytes, fingerprint_json};
+use oncehook::domain::fingerprint::{fingerprint_bytes, fingerprint_form, fingerprint_json};
+use oncehook::domain::form::FormFields;
 use oncehook::domain::key::{EmailHasher, KeySpec};
 use oncehook_fuzz::{Request, first_line};
 use serde_json::Value;
@@ -39,13 +41,26 @@ fuzz_target!(|data: &[u8]| {
 
     let request = Request::parse(rest);
     let json = serde_json::from_slice::<Value>(request.body).ok();
-    let fingerprint = match &json {
-        Some(value) => fingerprint_json(value, &[]),
-        None => fingerprint_bytes(request.body),
+    let form = json.is_none().then(|| FormFields::parse(request.body));
+    let fingerprint = match (&json, &form) {
+        (Some(value), _) => fingerprint_json(value, &[]),
+        // Half the time as a form, half as raw bytes: both must work on any body.
+        (None, Some(form)) if request.body.len() % 2 == 0 => fingerprint_form(form, &[]),
+        (None, _) => fingerprint_bytes(request.body),
     };
     let email = EmailHasher::unkeyed();
-    let first = spec.derive("fuzz", &request.headers, json.as_ref(), &fingerprint, &email);
-    let again = spec.derive("fuzz", &request.headers, json.as_ref(), &fingerprint, &email);
+    let derive = || {
+        spec.derive(
+            "fuzz",
+            &request.headers,
+            json.as_ref(),
+            form.as_ref(),
+            &fingerprint,
+            &email,
+        )
+    };
+    let first = derive();
+    let again = derive();
     assert_eq!(first, again);
     match first {
         Ok(key) => assert!(!key.text.is_empty()),

@@ -1,15 +1,19 @@
 //! Signature headers of every scheme. The first byte picks the scheme (and for `hmac` its
 //! algorithm, encoding and prefix); the rest is a request (see `Request::parse`).
 //!
-//! Checks that verifying never panics whatever the headers hold, and that what `sign`
-//! produces for the same body always verifies: `oncehook send` relies on it.
+//! Checks that verifying and answering handshakes never panic whatever the headers hold, that
+//! what `sign` produces for the same body always verifies, and that a handshake made by
+//! `sign_handshake` (with a challenge from the input) gets the answer it expects: `oncehook
+//! send` relies on both.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use http::Method;
 use oncehook::verify::{HmacAlgorithm, SchemeName, SignatureEncoding, Verifier, VerifyConfig};
 use oncehook_fuzz::{NOW, Request};
 
-const SCHEMES: [SchemeName; 9] = [
+/// New schemes go at the end, so that the committed seeds keep their scheme.
+const SCHEMES: [SchemeName; 13] = [
     SchemeName::Standard,
     SchemeName::Svix,
     SchemeName::Stripe,
@@ -19,7 +23,15 @@ const SCHEMES: [SchemeName; 9] = [
     SchemeName::Hmac,
     SchemeName::Bearer,
     SchemeName::None,
+    SchemeName::Meta,
+    SchemeName::Zoom,
+    SchemeName::Twilio,
+    SchemeName::Sendgrid,
 ];
+
+/// A P-256 key pair made for the tests (`scripts/gen_verify_vectors.py`, "primary").
+const SENDGRID_PUBLIC_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEFnDVIpcVLQTmac/bGdwpkSeuKbLrZy146WFAdcDc+qKbnBuCMhUB7/I1PogkUC0wj9uB6VqJxGoHW8pKjB18vg==";
+const SENDGRID_PRIVATE_KEY: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgNNL2PZk5gi1ZwhtX7tdYfInfO5YWPrxVJXPwaEhluxOhRANCAAQWcNUilxUtBOZpz9sZ3CmRJ64psutnLXjpYUB1wNz6opucG4IyFQHv8jU+iCRQLTCP24HpWonEagdbykqMHXy+";
 
 fn config(selector: u8) -> VerifyConfig {
     let scheme = SCHEMES[usize::from(selector) % SCHEMES.len()];
@@ -30,10 +42,11 @@ fn config(selector: u8) -> VerifyConfig {
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
             "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".to_owned(),
         ],
-        SchemeName::None => Vec::new(),
+        SchemeName::None | SchemeName::Sendgrid => Vec::new(),
         _ => vec!["fuzz-secret".to_owned(), "rotated-secret".to_owned()],
     };
     let hmac = scheme == SchemeName::Hmac;
+    let sendgrid = scheme == SchemeName::Sendgrid;
     VerifyConfig {
         scheme,
         secrets,
@@ -50,6 +63,15 @@ fn config(selector: u8) -> VerifyConfig {
             SignatureEncoding::Base64
         }),
         prefix: (hmac && !(variant / 6).is_multiple_of(2)).then(|| "sha256=".to_owned()),
+        verify_token: (scheme == SchemeName::Meta).then(|| "fuzz-verify-token".to_owned()),
+        url: (scheme == SchemeName::Twilio)
+            .then(|| "https://hooks.example.com/webhooks/twilio?x=1".to_owned()),
+        public_key: if sendgrid {
+            vec![SENDGRID_PUBLIC_KEY.to_owned()]
+        } else {
+            Vec::new()
+        },
+        private_key: sendgrid.then(|| SENDGRID_PRIVATE_KEY.to_owned()),
     }
 }
 
@@ -61,6 +83,14 @@ fuzz_target!(|data: &[u8]| {
         panic!("the fixed config of selector {selector} must be valid");
     };
     let request = Request::parse(rest);
+    for method in [Method::GET, Method::POST] {
+        let query = std::str::from_utf8(request.head).ok();
+        if let Some(Err(error)) =
+            verifier.handshake(&method, query, &request.headers, request.body, NOW)
+        {
+            assert!(!error.to_string().is_empty());
+        }
+    }
     let outcome = verifier.verify(&request.headers, request.body, NOW);
     // The message goes back to the sender: it must never be empty or name a secret.
     if let Err(error) = &outcome {
@@ -78,6 +108,25 @@ fuzz_target!(|data: &[u8]| {
     if let Err(error) = verifier.verify(&headers, request.body, NOW) {
         panic!(
             "{}: a request signed by `sign` does not verify: {error}",
+            verifier.scheme()
+        );
+    }
+
+    // A challenge is whatever the provider chose; an empty one has no answer.
+    let challenge = String::from_utf8_lossy(request.body);
+    if let Some(probe) = verifier.sign_handshake(&challenge, NOW) {
+        let headers: http::HeaderMap = probe.headers.iter().cloned().collect();
+        let answer = verifier.handshake(
+            &probe.method,
+            probe.query.as_deref(),
+            &headers,
+            &probe.body,
+            NOW,
+        );
+        assert_eq!(
+            answer,
+            Some(Ok(probe.expected.clone())),
+            "{}: a handshake made by `sign_handshake` is not answered",
             verifier.scheme()
         );
     }

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::params::{decode_cursor, format_time, given, paginate, parse_limit};
+use crate::domain::dead_reason::DeadReason;
 use crate::privacy::{PayloadCipher, open_text};
 use crate::store::{DeadDelivery, DeadQuery};
 
@@ -71,7 +72,7 @@ pub struct DeadItem {
     #[schema(format = DateTime)]
     pub died_at: String,
     /// `http_4xx`, `http_5xx`, `timeout`, `connect`, …
-    pub reason: Option<String>,
+    pub reason: Option<DeadReason>,
     pub last_error: Option<String>,
     pub attempts: u32,
 }
@@ -103,7 +104,7 @@ pub struct DeadGroups {
 #[derive(Serialize, ToSchema)]
 pub struct DeadGroup {
     pub destination: String,
-    pub reason: Option<String>,
+    pub reason: Option<DeadReason>,
     pub count: u64,
     /// The error of the group's most recent death.
     pub last_error: Option<String>,
@@ -147,7 +148,7 @@ pub async fn list(
                 last_error: group
                     .last_error
                     .as_deref()
-                    .map(|e| open_error(context.cipher.as_ref(), e)),
+                    .map(|e| open_error(context.cipher.as_deref(), e)),
                 last_at: format_time(group.last_at),
             })
             .collect();
@@ -164,7 +165,7 @@ pub async fn list(
     Ok(Json(DlqResponse::List(DeadList {
         deliveries: dead
             .into_iter()
-            .map(|dead| DeadItem::new(dead, context.cipher.as_ref()))
+            .map(|dead| DeadItem::new(dead, context.cipher.as_deref()))
             .collect(),
         next_cursor,
     })))

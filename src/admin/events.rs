@@ -13,11 +13,17 @@ use uuid::Uuid;
 
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
-use super::params::{decode_cursor, format_time, given, paginate, parse_limit, parse_time};
+use super::params::{
+    decode_cursor, format_time, given, paginate, parse_limit, parse_time, word_list,
+};
+use crate::domain::dead_reason::DeadReason;
+use crate::domain::delivery_outcome::DeliveryOutcome;
+use crate::domain::delivery_state::DeliveryState;
+use crate::domain::event_status::EventStatus;
 use crate::privacy::{
     MASK, SensitiveValues, decrypt_with, is_secret_header, masked_preview, open_text,
 };
-use crate::store::{EVENT_STATUSES, EventQuery, EventSummary, now_millis};
+use crate::store::{EventQuery, EventSummary, now_millis};
 
 /// Query parameters of `GET /api/v1/events`. Besides these, any name a source declares in
 /// `search_fields` is a parameter too.
@@ -50,18 +56,6 @@ pub struct EventsParams {
     cursor: Option<String>,
 }
 
-/// An event's status over its deliveries.
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code, reason = "documents the accepted values")]
-pub enum EventStatus {
-    Received,
-    Processing,
-    Completed,
-    FailedRetryable,
-    FailedTerminal,
-}
-
 /// A page of events, newest first.
 #[derive(Serialize, ToSchema)]
 pub struct EventList {
@@ -77,7 +71,7 @@ pub struct EventItem {
     pub idempotency_key: String,
     #[schema(format = DateTime)]
     pub received_at: String,
-    pub status: String,
+    pub status: EventStatus,
     pub content_type: Option<String>,
     /// How many deliveries the event has.
     pub deliveries: u32,
@@ -106,7 +100,7 @@ pub struct EventDetail {
     pub idempotency_key: String,
     #[schema(format = DateTime)]
     pub received_at: String,
-    pub status: String,
+    pub status: EventStatus,
     pub content_type: Option<String>,
     /// Request headers as received; credentials and signatures are masked.
     pub headers: BTreeMap<String, String>,
@@ -122,7 +116,7 @@ pub struct DeliveryDetail {
     pub delivery_id: i64,
     pub destination: String,
     /// `pending`, `in_flight`, `retrying`, `delivered` or `dead`.
-    pub state: String,
+    pub state: DeliveryState,
     /// Attempts counted since the delivery was created or last replayed.
     pub attempt_count: u32,
     pub ordering_key: Option<String>,
@@ -132,7 +126,7 @@ pub struct DeliveryDetail {
     #[schema(format = DateTime)]
     pub delivered_at: Option<String>,
     pub last_error: Option<String>,
-    pub dead_reason: Option<String>,
+    pub dead_reason: Option<DeadReason>,
     /// Every attempt, oldest first.
     pub attempts: Vec<AttemptItem>,
 }
@@ -146,7 +140,7 @@ pub struct AttemptItem {
     pub status_code: Option<u16>,
     pub error: Option<String>,
     /// `delivered`, `retry` or `dead`.
-    pub outcome: String,
+    pub outcome: DeliveryOutcome,
     /// Set when the attempt was made under a replay.
     pub replay_id: Option<Uuid>,
 }
@@ -190,13 +184,13 @@ pub async fn list(
         match name.as_str() {
             "source" => wanted.source = Some(value.clone()),
             "status" => {
-                if !EVENT_STATUSES.contains(&value.as_str()) {
+                let Ok(status) = value.parse::<EventStatus>() else {
                     return Err(ApiError::bad_request(format!(
                         "status: expected one of {}",
-                        EVENT_STATUSES.join(", ")
+                        word_list(EventStatus::ALL)
                     )));
-                }
-                wanted.status = Some(value.clone());
+                };
+                wanted.status = Some(status);
             }
             "key" => wanted.idempotency_key = Some(value.clone()),
             "since" => wanted.since = Some(parse_time("since", value, now)?),
@@ -249,7 +243,8 @@ pub async fn show(
     };
     let hidden = context.hidden_fields.get(&event.source);
     // The payload and every text that may repeat a hidden value, as operators may see them.
-    let (payload, sensitive) = match (decrypt_with(context.cipher.as_ref(), &event.body), hidden) {
+    let (payload, sensitive) = match (decrypt_with(context.cipher.as_deref(), &event.body), hidden)
+    {
         (Ok(body), Some(fields)) => (
             masked_preview(&body, fields),
             SensitiveValues::from_body(&body, fields),
@@ -267,7 +262,7 @@ pub async fn show(
             SensitiveValues::default(),
         ),
     };
-    let cipher = context.cipher.as_ref();
+    let cipher = context.cipher.as_deref();
     let scrub = |text: &str| sensitive.scrub(text).into_owned();
     // Stored texts are sealed like the payload; one that cannot be opened says why instead.
     let unseal = |stored: &str| open_text(cipher, stored).unwrap_or_else(|e| format!("[{e}]"));
@@ -292,20 +287,17 @@ pub async fn show(
     let mut deliveries = Vec::with_capacity(event.deliveries.len());
     for delivery in &event.deliveries {
         let attempts = context.store.delivery_attempts(delivery.id).await?;
-        let open = matches!(
-            delivery.state.as_str(),
-            "pending" | "retrying" | "in_flight"
-        );
+        let open = delivery.state.is_open();
         deliveries.push(DeliveryDetail {
             delivery_id: delivery.id,
             destination: delivery.destination.clone(),
-            state: delivery.state.clone(),
+            state: delivery.state,
             attempt_count: delivery.attempts,
             ordering_key: delivery.ordering_key.as_deref().map(scrub),
             next_attempt_at: open.then(|| format_time(delivery.next_attempt_at)),
             delivered_at: delivery.delivered_at.map(format_time),
             last_error: delivery.last_error.as_deref().map(|e| scrub(&unseal(e))),
-            dead_reason: delivery.dead_reason.clone(),
+            dead_reason: delivery.dead_reason,
             attempts: attempts
                 .into_iter()
                 .map(|attempt| AttemptItem {

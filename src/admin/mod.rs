@@ -24,8 +24,9 @@ mod replays;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod words;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::Router;
@@ -35,11 +36,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use crate::config::Config;
-use crate::delivery::Wakeups;
-use crate::domain::pointer::JsonPointer;
-use crate::privacy::{PayloadCipher, SearchKey};
+use crate::privacy::{HiddenFields, PayloadCipher, SearchKey};
 use crate::store::Store;
+use crate::wakeups::Wakeups;
 use error::ApiError;
 
 /// Search field names always accepted by `GET /api/v1/events` (SPEC §6), even when no source
@@ -50,10 +49,10 @@ const SPEC_SEARCH_FIELDS: [&str; 2] = ["email", "contact"];
 pub struct ApiContext {
     store: Arc<dyn Store>,
     token: auth::TokenCheck,
-    cipher: Option<PayloadCipher>,
+    cipher: Option<Arc<PayloadCipher>>,
     search_key: SearchKey,
-    /// Every configured source's hidden fields (`privacy::hidden_fields`), possibly none.
-    hidden_fields: HashMap<String, Vec<JsonPointer>>,
+    /// Every configured source's hidden fields, possibly none.
+    hidden_fields: Arc<HiddenFields>,
     search_fields: BTreeSet<String>,
     destinations: Vec<String>,
     wakeups: Arc<Wakeups>,
@@ -69,6 +68,21 @@ impl ApiContext {
     }
 }
 
+/// What the admin listener is built from, compiled from the config by `app`.
+pub struct AdminParts {
+    /// `admin.token`: without one the API refuses every request.
+    pub token: Option<String>,
+    pub cipher: Option<Arc<PayloadCipher>>,
+    pub search_key: SearchKey,
+    /// An entry for every configured source, so an event of a source no longer configured is
+    /// told apart.
+    pub hidden_fields: Arc<HiddenFields>,
+    /// The `search_fields` names the sources declare.
+    pub search_fields: BTreeSet<String>,
+    /// Every destination's name.
+    pub destinations: Vec<String>,
+}
+
 #[derive(Clone)]
 pub struct AdminState {
     pub store: Arc<dyn Store>,
@@ -77,24 +91,18 @@ pub struct AdminState {
 
 impl AdminState {
     /// `wakeups` lets a replay wake the lanes of the destinations it re-queued.
-    pub fn new(config: &Config, store: Arc<dyn Store>, wakeups: Arc<Wakeups>) -> AdminState {
+    pub fn new(parts: AdminParts, store: Arc<dyn Store>, wakeups: Arc<Wakeups>) -> AdminState {
         let mut search_fields: BTreeSet<String> =
             SPEC_SEARCH_FIELDS.iter().map(|f| (*f).to_owned()).collect();
-        for source in &config.sources {
-            search_fields.extend(source.search_fields.keys().cloned());
-        }
+        search_fields.extend(parts.search_fields);
         let api = ApiContext {
             store: Arc::clone(&store),
-            token: auth::TokenCheck::new(config.admin.token.as_deref()),
-            cipher: config.payload_cipher(),
-            search_key: SearchKey::new(config.store.encryption_key.as_deref()),
-            hidden_fields: config
-                .sources
-                .iter()
-                .map(|s| (s.name.clone(), crate::privacy::hidden_fields(s)))
-                .collect(),
+            token: auth::TokenCheck::new(parts.token.as_deref()),
+            cipher: parts.cipher,
+            search_key: parts.search_key,
+            hidden_fields: parts.hidden_fields,
             search_fields,
-            destinations: config.destinations.iter().map(|d| d.name.clone()).collect(),
+            destinations: parts.destinations,
             wakeups,
         };
         AdminState {

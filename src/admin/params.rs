@@ -43,6 +43,14 @@ pub fn given(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|v| !v.is_empty())
 }
 
+/// An enum's words for an error message: `pending, in_flight, …`.
+pub fn word_list<T: std::fmt::Display>(all: &[T]) -> String {
+    all.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// An absent limit is the default; a given one, even empty, must be a number in range.
 pub fn parse_limit(text: Option<&str>) -> Result<usize, ApiError> {
     let Some(text) = text else {

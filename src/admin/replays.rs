@@ -18,10 +18,13 @@ use uuid::Uuid;
 
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
-use super::params::{decode_cursor, format_time, given, paginate, parse_limit, parse_time};
-use crate::store::{
-    DELIVERY_STATES, EVENT_STATUSES, NewReplay, ReplayFilter, ReplayRecord, now_millis,
+use super::params::{
+    decode_cursor, format_time, given, paginate, parse_limit, parse_time, word_list,
 };
+use super::words::ReplayStatus;
+use crate::domain::delivery_state::DeliveryState;
+use crate::domain::event_status::EventStatus;
+use crate::store::{NewReplay, ReplayFilter, ReplayRecord, now_millis};
 
 /// How many matched deliveries a replay's answer shows.
 const SAMPLE_SIZE: usize = 10;
@@ -63,23 +66,6 @@ pub struct ReplayFilterBody {
     pub until: Option<String>,
 }
 
-/// The states and statuses a replay filter may name.
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code, reason = "documents the accepted values")]
-pub enum ReplayStatus {
-    Pending,
-    InFlight,
-    Retrying,
-    Delivered,
-    Dead,
-    Received,
-    Processing,
-    Completed,
-    FailedRetryable,
-    FailedTerminal,
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct ReplayResponse {
     /// The recorded replay; null for a dry run, which records nothing.
@@ -100,7 +86,7 @@ pub struct ReplaySampleItem {
     pub source: String,
     pub destination: String,
     /// The delivery's state before the replay.
-    pub state: String,
+    pub state: DeliveryState,
     #[schema(format = DateTime)]
     pub received_at: String,
 }
@@ -203,18 +189,21 @@ fn store_filter(body: &ReplayFilterBody, now: i64) -> Result<(ReplayFilter, Valu
         normalised.insert("source".into(), json!(source));
     }
     if let Some(status) = body.status.as_deref().filter(|s| !s.is_empty()) {
-        if DELIVERY_STATES.contains(&status) {
-            filter.delivery_state = Some(status.to_owned());
-        } else if EVENT_STATUSES.contains(&status) {
-            filter.event_status = Some(status.to_owned());
+        // The words of states and statuses do not overlap: a word names at most one.
+        let word = if let Ok(state) = status.parse::<DeliveryState>() {
+            filter.delivery_state = Some(state);
+            state.as_str()
+        } else if let Ok(event_status) = status.parse::<EventStatus>() {
+            filter.event_status = Some(event_status);
+            event_status.as_str()
         } else {
             return Err(ApiError::bad_request(format!(
                 "filter.status: expected a delivery state ({}) or an event status ({})",
-                DELIVERY_STATES.join(", "),
-                EVENT_STATUSES.join(", ")
+                word_list(DeliveryState::ALL),
+                word_list(EventStatus::ALL)
             )));
-        }
-        normalised.insert("status".into(), json!(status));
+        };
+        normalised.insert("status".into(), json!(word));
     }
     if let Some(destination) = &filter.destination {
         normalised.insert("destination".into(), json!(destination));
@@ -357,7 +346,7 @@ pub async fn show(
     Ok(Json(ReplayDetail {
         replay: ReplayItem::from(record),
         progress: ReplayProgressBody {
-            done: progress.pending + progress.in_flight + progress.retrying == 0,
+            done: progress.is_done(),
             pending: progress.pending,
             in_flight: progress.in_flight,
             retrying: progress.retrying,

@@ -17,6 +17,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::params::format_time;
+use crate::domain::dead_reason::DeadReason;
+use crate::domain::delivery_outcome::DeliveryOutcome;
 use crate::stats::{IntakeCounts, MAX_WINDOW, Percentiles, SLOT_MILLIS, StatsSnapshot};
 use crate::store::now_millis;
 
@@ -124,7 +126,7 @@ pub struct Series {
 #[derive(Serialize, ToSchema)]
 pub struct DeadByReason {
     pub destination: String,
-    pub reason: Option<String>,
+    pub reason: Option<DeadReason>,
     pub count: u64,
     #[schema(format = DateTime)]
     pub last_at: String,
@@ -232,9 +234,9 @@ fn response(
         delivery: DeliveryStats {
             scope: "node",
             outcomes: BTreeMap::from([
-                ("delivered", snapshot.delivered),
-                ("retry", snapshot.retried),
-                ("dead", snapshot.dead),
+                (DeliveryOutcome::Delivered.as_str(), snapshot.delivered),
+                (DeliveryOutcome::Retry.as_str(), snapshot.retried),
+                (DeliveryOutcome::Dead.as_str(), snapshot.dead),
             ]),
             end_to_end_ms: LatencyStats::new(snapshot.end_to_end, &snapshot.end_to_end_p95_series),
         },

@@ -1,7 +1,6 @@
 //! The admin router against its OpenAPI document: the same routes, all behind the token.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -19,25 +18,25 @@ const TOKEN: &str = "unit-test-token";
 
 fn router_with(token: Option<&str>) -> (tempfile::TempDir, Router) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let token_line = token.map_or(String::new(), |t| format!("token = \"{t}\"\n"));
-    let config = Config::from_toml(
-        &format!(
-            "[admin]\n{token_line}\n[[sources]]\nname = \"forms\"\n\
-             verify = {{ scheme = \"github\", secrets = [\"s\"] }}\n\
-             search_fields = {{ phone = \"/phone\" }}\n"
-        ),
-        Path::new("test.toml"),
-        dir.path(),
-        &|_| None,
-    )
-    .expect("config");
+    // One source "forms" with a searchable "/phone", as the config would give it.
+    let parts = AdminParts {
+        token: token.map(str::to_owned),
+        cipher: None,
+        search_key: SearchKey::new(None),
+        hidden_fields: Arc::new(HiddenFields::from([(
+            "forms".to_owned(),
+            vec!["/phone".parse().expect("pointer")],
+        )])),
+        search_fields: BTreeSet::from(["phone".to_owned()]),
+        destinations: Vec::new(),
+    };
     let store = SqliteStore::open(SqliteOptions {
         path: dir.path().join("store.db"),
         batch_max: 8,
         queue_max: 64,
     })
     .expect("store");
-    let state = AdminState::new(&config, Arc::new(store), Arc::new(Wakeups::default()));
+    let state = AdminState::new(parts, Arc::new(store), Arc::new(Wakeups::default()));
     (dir, router(state))
 }
 

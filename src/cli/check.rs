@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::output::outln;
+use crate::app::Runtime;
 use crate::config::Config;
 
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
@@ -20,6 +21,11 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    // What `serve` would build from it: verifiers, signers and schema files are checked there.
+    if let Err(e) = Runtime::build(&config) {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
     let show = |line: String| outln!("{}", config.redact(&line));
     outln!("{}: ok", config_path.display());
     show(format!(

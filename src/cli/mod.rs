@@ -67,7 +67,8 @@ enum Command {
     /// Sign a payload as the source's provider would and post it to the gateway.
     #[command(after_help = "Examples:
   oncehook send -c examples/quickstart.toml --source demo --times 3
-  oncehook send -c examples/quickstart.toml --source forms --file examples/lead.json")]
+  oncehook send -c examples/quickstart.toml --source forms --file examples/lead.json
+  oncehook send -c oncehook.toml --source slack --handshake")]
     Send {
         /// The config file: the source's secret, and server.listen unless --url is given.
         #[arg(short, long, env = CONFIG_VARIABLE, default_value = "oncehook.toml")]
@@ -77,7 +78,7 @@ enum Command {
         source: String,
         /// The payload; a sample event when omitted. A `.json` file is sent as application/json
         /// (with a warning when it does not parse); another file as JSON when it parses, else
-        /// as application/octet-stream.
+        /// as application/octet-stream (a Twilio source's as a form).
         #[arg(long)]
         file: Option<PathBuf>,
         /// Send the same delivery this many times, as a retrying provider would.
@@ -86,6 +87,10 @@ enum Command {
         /// The gateway's intake URL (default: from `server.listen`).
         #[arg(long)]
         url: Option<String>,
+        /// Send the provider's handshake instead of an event (Slack's and Zoom's URL checks,
+        /// Meta's subscription check) and check the answer.
+        #[arg(long, conflicts_with_all = ["file", "times"])]
+        handshake: bool,
     },
     /// Receive deliveries on 127.0.0.1:PORT and print them, checking their signature.
     #[command(after_help = "Examples:
@@ -166,7 +171,16 @@ pub fn main() -> ExitCode {
                 file,
                 times,
                 url,
-            } => send::run(&config, &source, file.as_deref(), times, url.as_deref()).await,
+                handshake,
+            } => {
+                let options = send::SendOptions {
+                    file: file.as_deref(),
+                    times,
+                    url: url.as_deref(),
+                    handshake,
+                };
+                send::run(&config, &source, options).await
+            }
             Command::Events { command } => events::run(command).await,
             Command::Dlq { command } => dlq::run(command).await,
             Command::Replay(args) => replay::run(args).await,

@@ -4,13 +4,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue, header};
-use tokio::sync::Notify;
 
-use super::Destination;
+use super::LaneShared;
 use crate::domain::retry::{AttemptResult, Decision};
 use crate::metrics;
-use crate::privacy::{PayloadCipher, SensitiveValues, decrypt_with, seal_text};
-use crate::store::{AttemptOutcome, ClaimedDelivery, DeliveryAttempt, Store, millis, now_millis};
+use crate::privacy::{SensitiveValues, decrypt_with, seal_text};
+use crate::store::{AttemptOutcome, ClaimedDelivery, DeliveryAttempt, millis};
 
 /// How much of a destination's response is read: enough for any error message or captured
 /// value, and a destination that streams gigabytes cannot make the node hold them.
@@ -22,12 +21,8 @@ const ERROR_TEXT_LIMIT: usize = 512;
 const RECORD_TRIES: u32 = 5;
 
 pub(super) struct Attempt {
-    pub destination: Arc<Destination>,
-    pub store: Arc<dyn Store>,
-    pub client: reqwest::Client,
-    pub cipher: Option<Arc<PayloadCipher>>,
-    pub wake: Arc<Notify>,
-    pub hidden_fields: Arc<super::HiddenFields>,
+    /// What every attempt of the lane shares: the destination, the store, the client, …
+    pub lane: Arc<LaneShared>,
     pub claim: ClaimedDelivery,
     /// The lane's sending slot: given back as soon as the destination has answered, so the
     /// next delivery goes out while this outcome waits for its commit.
@@ -50,7 +45,7 @@ impl Attempt {
             stop.cancelled().await;
             tokio::time::sleep(grace.saturating_sub(RELEASE_MARGIN)).await;
         };
-        let store = Arc::clone(&self.store);
+        let store = Arc::clone(&self.lane.store);
         let claim = self.claim.clone();
         tokio::select! {
             () = self.run() => {}
@@ -64,10 +59,10 @@ impl Attempt {
     }
 
     pub async fn run(mut self) {
-        let started_at = now_millis();
+        let started_at = self.lane.clock.now_millis();
         let clock = Instant::now();
         let (result, retry_after, error) =
-            match decrypt_with(self.cipher.as_deref(), &self.claim.body) {
+            match decrypt_with(self.lane.cipher.as_deref(), &self.claim.body) {
                 Ok(body) => {
                     let (result, retry_after, error) = self.send(body.clone()).await;
                     let error =
@@ -79,34 +74,36 @@ impl Attempt {
             };
         let elapsed = clock.elapsed();
         drop(self.sending.take());
-        let decision = self.destination.policy.decide(
+        let decision = self.lane.destination.policy.decide(
             self.claim.attempt,
             &result,
             retry_after,
             rand::random::<f64>(),
         );
-        let name = &self.destination.name;
+        let name = &self.lane.destination.name;
         let outcome = match &decision {
             Decision::Delivered => {
                 metrics::end_to_end(
                     name,
                     Duration::from_millis(
-                        now_millis().saturating_sub(self.claim.received_at).max(0) as u64,
+                        self.lane
+                            .clock
+                            .now_millis()
+                            .saturating_sub(self.claim.received_at)
+                            .max(0) as u64,
                     ),
                 );
                 AttemptOutcome::Delivered
             }
             Decision::Retry { after, .. } => AttemptOutcome::Retry {
-                next_attempt_at: now_millis().saturating_add(millis(*after)),
+                next_attempt_at: self.lane.clock.now_millis().saturating_add(millis(*after)),
             },
             Decision::Dead { reason } => {
-                metrics::dead(name, reason);
-                AttemptOutcome::Dead {
-                    reason: (*reason).to_owned(),
-                }
+                metrics::dead(name, *reason);
+                AttemptOutcome::Dead { reason: *reason }
             }
         };
-        metrics::delivery_attempt(name, outcome.as_str(), elapsed);
+        metrics::delivery_attempt(name, outcome.kind(), elapsed);
         let status_code = match result {
             AttemptResult::Status(code) => Some(code),
             _ => None,
@@ -118,23 +115,28 @@ impl Attempt {
             delivery_key = %self.claim.delivery_key,
             attempt = self.claim.attempt,
             replay_id = self.claim.replay_id.map(|r| r.to_string()),
-            outcome = outcome.as_str(),
+            outcome = outcome.kind().as_str(),
             status_code,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             error = error.as_deref(),
             "delivery {}",
-            outcome.as_str()
+            outcome.kind()
         );
         let record = DeliveryAttempt {
             started_at,
             duration_ms: millis(elapsed),
             status_code,
             // Encrypted at rest with the payload's key: an error may quote the payload.
-            error: error.map(|e| seal_text(self.cipher.as_deref(), &e)),
+            error: error.map(|e| seal_text(self.lane.cipher.as_deref(), &e)),
             outcome,
         };
         for tries in 1..=RECORD_TRIES {
-            match self.store.record_attempt(&self.claim, record.clone()).await {
+            match self
+                .lane
+                .store
+                .record_attempt(&self.claim, record.clone())
+                .await
+            {
                 Ok(true) => break,
                 Ok(false) => {
                     tracing::warn!(destination = %name, event_id = %self.claim.event_id,
@@ -152,13 +154,13 @@ impl Attempt {
             }
         }
         // A finished attempt may unblock the next delivery with the same ordering key.
-        self.wake.notify_one();
+        self.lane.wake.notify_one();
     }
 
     /// A destination's error text may quote the payload: masked and searchable values are
     /// scrubbed before it is logged or stored.
     fn scrub(&self, body: &[u8], error: String) -> String {
-        let Some(fields) = self.hidden_fields.get(&self.claim.source) else {
+        let Some(fields) = self.lane.hidden_fields.get(&self.claim.source) else {
             return error;
         };
         SensitiveValues::from_body(body, fields)
@@ -168,9 +170,10 @@ impl Attempt {
 
     async fn send(&self, body: bytes::Bytes) -> (AttemptResult, Option<Duration>, Option<String>) {
         let request = self
+            .lane
             .client
-            .post(self.destination.url.clone())
-            .timeout(self.destination.timeout)
+            .post(self.lane.destination.url.clone())
+            .timeout(self.lane.destination.timeout)
             .headers(self.headers(&body))
             .body(body);
         let response = match request.send().await {
@@ -200,7 +203,8 @@ impl Attempt {
             });
         let error = if response.status().is_success() {
             // Read the body so the connection can be reused; its content does not matter.
-            let _ = read_limited(response, RESPONSE_READ_LIMIT, self.destination.timeout).await;
+            let _ =
+                read_limited(response, RESPONSE_READ_LIMIT, self.lane.destination.timeout).await;
             None
         } else {
             // The whole (limited) answer is kept until it is scrubbed: cutting it first could
@@ -219,7 +223,7 @@ impl Attempt {
     /// The same identifying headers on every attempt, retry and replay (SPEC §5).
     fn headers(&self, body: &[u8]) -> HeaderMap {
         let claim = &self.claim;
-        let mut headers = self.destination.headers.clone();
+        let mut headers = self.lane.destination.headers.clone();
         let delivery_key = claim.delivery_key.to_string();
         if let Ok(value) = HeaderValue::from_str(&delivery_key) {
             headers.insert("idempotency-key", value.clone());
@@ -245,7 +249,7 @@ impl Attempt {
         {
             headers.insert("oncehook-replay", replay);
         }
-        if let Some(signer) = &self.destination.signer {
+        if let Some(signer) = &self.lane.destination.signer {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64);

@@ -8,21 +8,21 @@
 
 mod attempt;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, DestinationConfig};
+use crate::clock::{Clock, SystemClock};
 use crate::domain::retry::RetryPolicy;
-use crate::privacy::PayloadCipher;
-use crate::store::{Store, millis, now_millis};
+use crate::privacy::{HiddenFields, PayloadCipher};
+use crate::store::{Store, millis};
 use crate::verify::{SchemeName, Verifier, VerifyConfig};
+use crate::wakeups::Wakeups;
 
 /// How long a lane with nothing due sleeps before looking again, when nobody wakes it.
 /// Wake-ups from intake and from finished attempts make this matter only across nodes.
@@ -48,35 +48,6 @@ pub struct Destination {
 }
 
 impl Destination {
-    pub fn build(config: &DestinationConfig) -> anyhow::Result<Destination> {
-        let context = || format!("destination {:?}", config.name);
-        let url = reqwest::Url::parse(&config.url).with_context(context)?;
-        let signer = match &config.signing_secret {
-            Some(secret) => Some(signing_verifier(secret).with_context(context)?),
-            None => None,
-        };
-        let mut headers = HeaderMap::new();
-        for (name, value) in &config.headers {
-            headers.insert(
-                HeaderName::from_bytes(name.as_bytes()).with_context(context)?,
-                HeaderValue::from_str(value).with_context(context)?,
-            );
-        }
-        Ok(Destination {
-            name: Arc::from(config.name.as_str()),
-            url,
-            timeout: config.timeout,
-            policy: RetryPolicy {
-                base: config.backoff.base,
-                max: config.backoff.max,
-                max_attempts: config.max_attempts,
-            },
-            concurrency: config.concurrency,
-            signer,
-            headers,
-        })
-    }
-
     fn lease(&self) -> Duration {
         self.timeout + LEASE_MARGIN
     }
@@ -92,46 +63,23 @@ pub fn signing_verifier(secret: &str) -> Result<Verifier, crate::verify::VerifyC
         algorithm: None,
         encoding: None,
         prefix: None,
+        ..VerifyConfig::default()
     })
 }
 
-/// Each source's hidden fields (`privacy::hidden_fields`), by source name; sources without any
-/// are left out.
-pub type HiddenFields = HashMap<String, Vec<crate::domain::pointer::JsonPointer>>;
-
-/// Per-destination wake-ups: intake rings after it commits new deliveries, attempts ring when
-/// they finish, so lanes do not wait for their poll interval.
-#[derive(Default)]
-pub struct Wakeups {
-    lanes: HashMap<String, Arc<Notify>>,
-}
-
-impl Wakeups {
-    pub fn new(config: &Config) -> Wakeups {
-        let lanes = config
-            .destinations
-            .iter()
-            .map(|d| (d.name.clone(), Arc::new(Notify::new())))
-            .collect();
-        Wakeups { lanes }
-    }
-
-    pub fn wake(&self, destination: &str) {
-        if let Some(notify) = self.lanes.get(destination) {
-            notify.notify_one();
-        }
-    }
-
-    fn lane(&self, destination: &str) -> Arc<Notify> {
-        self.lanes.get(destination).cloned().unwrap_or_default()
-    }
+/// What the delivery workers are built from, compiled from the config by `app`.
+pub struct DeliveryParts {
+    pub destinations: Vec<Destination>,
+    pub cipher: Option<Arc<PayloadCipher>>,
+    /// Scrubbed from the error texts destinations answer with.
+    pub hidden_fields: Arc<HiddenFields>,
 }
 
 /// Starts one lane per destination and the queue-depth gauge on `tasks`. When `stop` is
 /// cancelled, lanes stop claiming; attempts already started may finish within `grace`, and
 /// the ones still running then hand their delivery back so it is due again at once.
 pub fn spawn_workers(
-    config: &Config,
+    parts: DeliveryParts,
     store: Arc<dyn Store>,
     wakeups: Arc<Wakeups>,
     tasks: &TaskTracker,
@@ -144,128 +92,165 @@ pub fn spawn_workers(
         .connect_timeout(Duration::from_secs(10))
         .build()
         .context("cannot build the HTTP client")?;
-    let cipher = config.payload_cipher().map(Arc::new);
-    let hidden_fields: Arc<HiddenFields> = Arc::new(
-        config
-            .sources
-            .iter()
-            .map(|s| (s.name.clone(), crate::privacy::hidden_fields(s)))
-            .filter(|(_, fields)| !fields.is_empty())
-            .collect(),
-    );
     let mut names = Vec::new();
-    for destination_config in &config.destinations {
-        let destination = Arc::new(Destination::build(destination_config)?);
+    for destination in parts.destinations {
+        let destination = Arc::new(destination);
         names.push(destination.name.to_string());
-        let lane = Lane {
+        let shared = LaneShared {
+            wake: wakeups.lane(&destination.name),
             destination,
             store: Arc::clone(&store),
             client: client.clone(),
-            cipher: cipher.clone(),
-            wake: wakeups.lane(&destination_config.name),
-            hidden_fields: Arc::clone(&hidden_fields),
-            stop: stop.clone(),
-            grace,
-            tasks: tasks.clone(),
+            cipher: parts.cipher.clone(),
+            hidden_fields: Arc::clone(&parts.hidden_fields),
+            clock: Arc::new(SystemClock),
         };
+        let lane = Lane::new(shared, stop.clone(), grace, tasks.clone());
         tasks.spawn(lane.run());
     }
     tasks.spawn(report_queue_depths(store, names, stop));
     Ok(())
 }
 
-struct Lane {
+/// What a lane and each of its attempts share.
+pub(crate) struct LaneShared {
     destination: Arc<Destination>,
     store: Arc<dyn Store>,
     client: reqwest::Client,
     cipher: Option<Arc<PayloadCipher>>,
+    /// Woken by intake (new deliveries) and by finished attempts (an ordering key may be free).
     wake: Arc<Notify>,
     hidden_fields: Arc<HiddenFields>,
+    clock: Arc<dyn Clock>,
+}
+
+/// One destination's worker: claims due deliveries and runs at most `concurrency` attempts.
+struct Lane {
+    shared: Arc<LaneShared>,
+    /// Bounds the requests open to the destination (its `concurrency`).
+    sending: Arc<Semaphore>,
+    /// Counts claimed deliveries until their outcome is committed, so a slow store holds the
+    /// lane back instead of piling up unrecorded outcomes.
+    open: Arc<Semaphore>,
+    capacity: usize,
     stop: CancellationToken,
     grace: Duration,
     tasks: TaskTracker,
 }
 
+/// What one pass of a lane did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Attempts started (each waits for a sending slot).
+    Started(usize),
+    /// Nothing was due; look again after this long (or when woken).
+    Idle(Duration),
+    /// The store could not be asked; try again shortly.
+    StoreFailed,
+    /// The node is stopping.
+    Stopped,
+}
+
 impl Lane {
-    async fn run(self) {
-        let concurrency = self.destination.concurrency.max(1);
+    fn new(
+        shared: LaneShared,
+        stop: CancellationToken,
+        grace: Duration,
+        tasks: TaskTracker,
+    ) -> Lane {
+        let concurrency = shared.destination.concurrency.max(1);
         let capacity = concurrency.saturating_mul(OPEN_PER_SLOT);
-        // `sending` bounds the requests open to the destination (its `concurrency`). `open`
-        // counts claimed deliveries until their outcome is committed, so a slow store holds
-        // the lane back instead of piling up unrecorded outcomes.
-        let sending = Arc::new(Semaphore::new(concurrency));
-        let open = Arc::new(Semaphore::new(capacity));
+        Lane {
+            shared: Arc::new(shared),
+            sending: Arc::new(Semaphore::new(concurrency)),
+            open: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            stop,
+            grace,
+            tasks,
+        }
+    }
+
+    async fn run(self) {
         loop {
-            let permit = tokio::select! {
-                _ = self.stop.cancelled() => return,
-                permit = Arc::clone(&open).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-            };
-            // First what the free sending slots can take at once. If that finds a backlog,
-            // claim further rounds in the same pass: one store round trip then feeds several
-            // rounds of sends instead of one.
-            let now_free = sending
-                .available_permits()
-                .clamp(1, open.available_permits() + 1);
-            let claims = match self.claim(now_free, capacity, &open).await {
-                Some(claims) => claims,
-                None => {
-                    drop(permit);
-                    self.pause(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            if claims.is_empty() {
-                drop(permit);
-                let now = now_millis();
-                let wait = match self.store.next_due_at(&self.destination.name).await {
-                    Ok(Some(due)) if due > now => {
-                        Duration::from_millis((due - now) as u64).min(IDLE_POLL)
-                    }
-                    _ => IDLE_POLL,
-                };
-                self.pause(wait).await;
-                continue;
-            }
-            let backlog = claims.len() == now_free;
-            let mut permit = Some(permit);
-            self.start(claims, &mut permit, &sending, &open).await;
-            let more = open.available_permits();
-            if backlog
-                && more > 0
-                && let Some(claims) = self.claim(more, capacity, &open).await
-            {
-                self.start(claims, &mut permit, &sending, &open).await;
+            match self.step().await {
+                Step::Started(_) => {}
+                Step::Idle(wait) => self.pause(wait).await,
+                Step::StoreFailed => self.pause(Duration::from_secs(1)).await,
+                Step::Stopped => return,
             }
         }
+    }
+
+    /// One pass: waits for room for one more claimed delivery, claims what the free sending
+    /// slots can take at once and starts those attempts. If that found a backlog, it claims
+    /// further rounds in the same pass: one store round trip then feeds several rounds of
+    /// sends instead of one.
+    async fn step(&self) -> Step {
+        let permit = tokio::select! {
+            _ = self.stop.cancelled() => return Step::Stopped,
+            permit = Arc::clone(&self.open).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return Step::Stopped,
+            },
+        };
+        let now_free = self
+            .sending
+            .available_permits()
+            .clamp(1, self.open.available_permits() + 1);
+        let Some(claims) = self.claim(now_free).await else {
+            return Step::StoreFailed;
+        };
+        if claims.is_empty() {
+            drop(permit);
+            let now = self.shared.clock.now_millis();
+            let wait = match self
+                .shared
+                .store
+                .next_due_at(&self.shared.destination.name)
+                .await
+            {
+                Ok(Some(due)) if due > now => {
+                    Duration::from_millis((due - now) as u64).min(IDLE_POLL)
+                }
+                _ => IDLE_POLL,
+            };
+            return Step::Idle(wait);
+        }
+        let backlog = claims.len() == now_free;
+        let mut permit = Some(permit);
+        let mut started = self.start(claims, &mut permit).await;
+        let more = self.open.available_permits();
+        if backlog
+            && more > 0
+            && let Some(claims) = self.claim(more).await
+        {
+            started += self.start(claims, &mut permit).await;
+        }
+        Step::Started(started)
     }
 
     /// Claims up to `limit` due deliveries. Their lease covers the wait for a sending slot:
     /// the last of them may queue behind every delivery the lane already holds, one attempt
     /// per `concurrency` ahead of it. None when the store failed.
-    async fn claim(
-        &self,
-        limit: usize,
-        capacity: usize,
-        open: &Semaphore,
-    ) -> Option<Vec<crate::store::ClaimedDelivery>> {
-        let held = capacity.saturating_sub(open.available_permits());
+    async fn claim(&self, limit: usize) -> Option<Vec<crate::store::ClaimedDelivery>> {
+        let destination = &self.shared.destination;
+        let held = self.capacity.saturating_sub(self.open.available_permits());
         let rounds = (held + limit)
-            .div_ceil(self.destination.concurrency.max(1))
+            .div_ceil(destination.concurrency.max(1))
             .max(1);
-        let now = now_millis();
-        let lease = self.destination.lease() * u32::try_from(rounds).unwrap_or(u32::MAX);
+        let now = self.shared.clock.now_millis();
+        let lease = destination.lease() * u32::try_from(rounds).unwrap_or(u32::MAX);
         let lease_until = now.saturating_add(millis(lease));
         match self
+            .shared
             .store
-            .claim_due_deliveries(&self.destination.name, now, lease_until, limit)
+            .claim_due_deliveries(&destination.name, now, lease_until, limit)
             .await
         {
             Ok(claims) => Some(claims),
             Err(e) => {
-                tracing::warn!(destination = %self.destination.name, error = %e, "claiming deliveries failed");
+                tracing::warn!(destination = %destination.name, error = %e, "claiming deliveries failed");
                 None
             }
         }
@@ -273,37 +258,31 @@ impl Lane {
 
     /// Starts an attempt per claim; each waits for a sending slot. `permit` is the `open`
     /// permit the lane waited for; the others were free when claimed, and only the lane takes
-    /// them, so they still are.
+    /// them, so they still are. Returns how many started.
     async fn start(
         &self,
         claims: Vec<crate::store::ClaimedDelivery>,
         permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
-        sending: &Arc<Semaphore>,
-        open: &Arc<Semaphore>,
-    ) {
+    ) -> usize {
+        let mut started = 0;
         for claim in claims {
             let held = match permit.take() {
                 Some(permit) => permit,
-                None => match Arc::clone(open).try_acquire_owned() {
+                None => match Arc::clone(&self.open).try_acquire_owned() {
                     Ok(permit) => permit,
                     Err(_) => {
-                        let _ = self.store.release_claim(&claim).await;
+                        let _ = self.shared.store.release_claim(&claim).await;
                         continue;
                     }
                 },
             };
-            let store = Arc::clone(&self.store);
             let mut attempt = attempt::Attempt {
-                destination: Arc::clone(&self.destination),
-                store: Arc::clone(&self.store),
-                client: self.client.clone(),
-                cipher: self.cipher.clone(),
-                wake: Arc::clone(&self.wake),
-                hidden_fields: Arc::clone(&self.hidden_fields),
+                lane: Arc::clone(&self.shared),
                 claim,
                 sending: None,
             };
-            let (stop, grace, sending) = (self.stop.clone(), self.grace, Arc::clone(sending));
+            let (stop, grace, sending) = (self.stop.clone(), self.grace, Arc::clone(&self.sending));
+            let store = Arc::clone(&self.shared.store);
             self.tasks.spawn(async move {
                 // Claimed but not yet sent when the node stops: hand it back at once.
                 tokio::select! {
@@ -322,14 +301,16 @@ impl Lane {
                 }
                 drop(held);
             });
+            started += 1;
         }
+        started
     }
 
     /// Sleeps for `wait`, or less if woken or stopped.
     async fn pause(&self, wait: Duration) {
         tokio::select! {
             _ = self.stop.cancelled() => {}
-            _ = self.wake.notified() => {}
+            _ = self.shared.wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
@@ -360,3 +341,6 @@ async fn report_queue_depths(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,6 +13,7 @@ use std::fmt;
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 
+use super::form::FormFields;
 use super::pointer::{JsonPointer, array_index};
 
 /// SHA-256 of a request body; shown as lowercase hex.
@@ -79,6 +80,43 @@ pub fn fingerprint_json(value: &Value, ignore: &[JsonPointer]) -> Fingerprint {
 /// Fingerprint of a body that is not JSON: its raw bytes.
 pub fn fingerprint_bytes(body: &[u8]) -> Fingerprint {
     Fingerprint(Sha256::digest(body).into())
+}
+
+/// Fingerprint of an `application/x-www-form-urlencoded` body: SHA-256 over the canonical JSON
+/// of its decoded fields as `[[name, value], …]`, sorted by name then value. Field order and
+/// encoding do not matter (`a=1&b=x+y` and `b=x%20y&a=1` hash alike); a repeated field counts
+/// each time. A field is left out when `ignore` holds the one-token pointer of its name
+/// (`/Timestamp`); longer pointers name nothing in a form.
+pub fn fingerprint_form(form: &FormFields, ignore: &[JsonPointer]) -> Fingerprint {
+    let mut sink = HashingSink::new();
+    write_form(form, ignore, &mut sink);
+    sink.finish()
+}
+
+/// The exact bytes [`fingerprint_form`] hashes.
+pub fn canonical_form(form: &FormFields, ignore: &[JsonPointer]) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_form(form, ignore, &mut out);
+    out
+}
+
+fn write_form<S: Sink>(form: &FormFields, ignore: &[JsonPointer], sink: &mut S) {
+    let ignored = |name: &str| {
+        ignore.iter().any(|pointer| {
+            let mut tokens = pointer.tokens();
+            tokens.next() == Some(name) && tokens.next().is_none()
+        })
+    };
+    sink.put(b"[");
+    let kept = form.sorted().into_iter().filter(|(name, _)| !ignored(name));
+    for (index, (name, value)) in kept.enumerate() {
+        sink.put(if index == 0 { b"[" } else { b",[" });
+        write_string(name, sink);
+        sink.put(b",");
+        write_string(value, sink);
+        sink.put(b"]");
+    }
+    sink.put(b"]");
 }
 
 /// Where canonical output goes: a byte vector for callers that want the
@@ -704,6 +742,40 @@ mod tests {
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         assert_eq!(fingerprint.to_hex(), fingerprint.to_string());
+    }
+
+    #[test]
+    fn form_fingerprints_hash_the_sorted_decoded_fields() {
+        let form = |body: &[u8]| FormFields::parse(body);
+        let text = |body: &[u8], ignore: &[&str]| {
+            String::from_utf8(canonical_form(&form(body), &pointers(ignore))).expect("UTF-8")
+        };
+        assert_eq!(
+            text(b"b=x+y&a=1&a=0", &[]),
+            r#"[["a","0"],["a","1"],["b","x y"]]"#
+        );
+        assert_eq!(text(b"", &[]), "[]");
+        assert_eq!(text(b"q=%22%5C%0A", &[]), r#"[["q","\"\\\n"]]"#);
+        assert_eq!(
+            text(
+                b"Body=hi&Timestamp=1&Nested=2",
+                &["/Timestamp", "/Nested/x", "/Body/0"]
+            ),
+            r#"[["Body","hi"],["Nested","2"]]"#
+        );
+        // Order and encoding do not matter; values, repeats and names do.
+        let base = fingerprint_form(&form(b"a=1&b=x+y"), &[]);
+        assert_eq!(fingerprint_form(&form(b"b=x%20y&a=1"), &[]), base);
+        assert_eq!(fingerprint_form(&form(b"a=%31&&b=x+y&"), &[]), base);
+        for other in [&b"a=1&b=x+z"[..], b"a=1&b=x+y&a=1", b"A=1&b=x+y", b"a=1"] {
+            assert_ne!(fingerprint_form(&form(other), &[]), base, "{other:?}");
+        }
+        // The hash is exactly the hash of the canonical text.
+        let body = b"MessageSid=SM1&Body=caf%C3%A9";
+        assert_eq!(
+            fingerprint_form(&form(body), &[]),
+            fingerprint_bytes(text(body, &[]).as_bytes())
+        );
     }
 
     #[test]

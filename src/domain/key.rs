@@ -1,5 +1,5 @@
 //! Idempotency keys: the per-source configuration saying where a request's
-//! key comes from (`header:NAME`, `json:/pointer`, `email:/pointer`,
+//! key comes from (`header:NAME`, `json:/pointer`, `email:/pointer`, `form:NAME`,
 //! `fingerprint`, alone or joined with ` + `, tried in order) and the
 //! derivation of the key a request carries, both as clients see it and as the
 //! compact binary key the dedupe index is built on.
@@ -13,6 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::fingerprint::{Fingerprint, canonical_json};
+use super::form::FormFields;
 use super::pointer::{JsonPointer, PointerError};
 
 /// One source of key material.
@@ -25,6 +26,9 @@ pub enum KeyPart {
     /// An e-mail address in the JSON body, trimmed, lowercased and hashed so
     /// the address itself is never stored.
     Email(JsonPointer),
+    /// A field of an `application/x-www-form-urlencoded` body, by its decoded name
+    /// (case-sensitive, as form names are).
+    Form(String),
     /// The body fingerprint (see [`super::fingerprint`]).
     Fingerprint,
 }
@@ -47,11 +51,13 @@ pub enum KeyPartError {
     #[error("empty key part")]
     Empty,
     #[error(
-        "unknown key part {0:?} (expected header:NAME, json:/pointer, email:/pointer or fingerprint)"
+        "unknown key part {0:?} (expected header:NAME, json:/pointer, email:/pointer, form:NAME or fingerprint)"
     )]
     Unknown(String),
     #[error("{0:?} is not a valid header name")]
     HeaderName(String),
+    #[error("form: needs a field name, e.g. form:MessageSid")]
+    FormFieldName,
     #[error(transparent)]
     Pointer(#[from] PointerError),
 }
@@ -74,7 +80,7 @@ pub struct IdempotencyKey {
 }
 
 /// The first 16 bytes of SHA-256 over the source name and every part, each
-/// part as its kind (`header`, `json`, `email`, `fingerprint`) and its value,
+/// part as its kind (`header`, `json`, `email`, `form`, `fingerprint`) and its value,
 /// every field prefixed with its length, so neither `("a+b", "c")` and
 /// `("a", "b+c")` nor equal values in different sources collide. Compact on
 /// purpose: it is the primary key of the dedupe index.
@@ -180,6 +186,12 @@ impl FromStr for KeyPart {
         if let Some(pointer) = text.strip_prefix("email:") {
             return Ok(KeyPart::Email(pointer.parse()?));
         }
+        if let Some(name) = text.strip_prefix("form:") {
+            if name.is_empty() {
+                return Err(KeyPartError::FormFieldName);
+            }
+            return Ok(KeyPart::Form(name.to_owned()));
+        }
         Err(KeyPartError::Unknown(text.to_owned()))
     }
 }
@@ -208,6 +220,7 @@ impl fmt::Display for KeyPart {
             }
             KeyPart::Json(pointer) => write!(f, "json:{pointer}"),
             KeyPart::Email(pointer) => write!(f, "email:{pointer}"),
+            KeyPart::Form(name) => write!(f, "form:{name}"),
             KeyPart::Fingerprint => f.write_str("fingerprint"),
         }
     }
@@ -306,14 +319,25 @@ impl KeySpec {
             .any(|part| matches!(part, KeyPart::Json(_) | KeyPart::Email(_)))
     }
 
+    /// Whether any part reads a form field, i.e. whether the caller must decode a form body
+    /// ([`FormFields::parse`]) before deriving a key.
+    pub fn needs_form(&self) -> bool {
+        self.alternatives
+            .iter()
+            .flat_map(|alternative| &alternative.parts)
+            .any(|part| matches!(part, KeyPart::Form(_)))
+    }
+
     /// The key of a request from the first alternative whose parts are all
-    /// present. `json` is the parsed body when it is JSON; `fingerprint` the
-    /// already computed fingerprint of this request.
+    /// present. `json` is the parsed body when it is JSON, `form` the decoded body when it is a
+    /// form (`application/x-www-form-urlencoded`); `fingerprint` the already computed
+    /// fingerprint of this request.
     pub fn derive(
         &self,
         source: &str,
         headers: &HeaderMap,
         json: Option<&Value>,
+        form: Option<&FormFields>,
         fingerprint: &Fingerprint,
         email: &EmailHasher,
     ) -> Result<IdempotencyKey, NoKeyDerivable> {
@@ -321,7 +345,7 @@ impl KeySpec {
         for alternative in &self.alternatives {
             values.clear();
             let complete = alternative.parts.iter().all(|part| {
-                part.value(headers, json, fingerprint, email)
+                part.value(headers, json, form, fingerprint, email)
                     .map(|value| values.push((part.kind(), value)))
                     .is_some()
             });
@@ -338,11 +362,13 @@ impl KeySpec {
 impl KeyPart {
     /// The part's value in this request, or `None` when absent: a missing,
     /// empty or non-UTF-8 header; a missing, null or empty-string JSON value;
-    /// an e-mail that is not a non-blank string.
+    /// an e-mail that is not a non-blank string; a missing or empty form field (the
+    /// first one counts when a name repeats).
     pub fn value<'a>(
         &self,
         headers: &'a HeaderMap,
         json: Option<&'a Value>,
+        form: Option<&'a FormFields>,
         fingerprint: &Fingerprint,
         email: &EmailHasher,
     ) -> Option<Cow<'a, str>> {
@@ -367,6 +393,10 @@ impl KeyPart {
                 let normalized = address.trim().to_lowercase();
                 (!normalized.is_empty()).then(|| Cow::Owned(email.hash(&normalized)))
             }
+            KeyPart::Form(name) => {
+                let value = form?.get(name)?;
+                (!value.is_empty()).then_some(Cow::Borrowed(value))
+            }
             KeyPart::Fingerprint => Some(Cow::Owned(fingerprint.to_hex())),
         }
     }
@@ -379,6 +409,7 @@ impl KeyPart {
             KeyPart::Header(_) => "header",
             KeyPart::Json(_) => "json",
             KeyPart::Email(_) => "email",
+            KeyPart::Form(_) => "form",
             KeyPart::Fingerprint => "fingerprint",
         }
     }
@@ -542,19 +573,19 @@ mod tests {
         check(
             "foo:/x",
             Err(
-                r#"unknown key part "foo:/x" (expected header:NAME, json:/pointer, email:/pointer or fingerprint)"#,
+                r#"unknown key part "foo:/x" (expected header:NAME, json:/pointer, email:/pointer, form:NAME or fingerprint)"#,
             ),
         );
         check(
             "Fingerprint",
             Err(
-                r#"unknown key part "Fingerprint" (expected header:NAME, json:/pointer, email:/pointer or fingerprint)"#,
+                r#"unknown key part "Fingerprint" (expected header:NAME, json:/pointer, email:/pointer, form:NAME or fingerprint)"#,
             ),
         );
         check(
             "/id",
             Err(
-                r#"unknown key part "/id" (expected header:NAME, json:/pointer, email:/pointer or fingerprint)"#,
+                r#"unknown key part "/id" (expected header:NAME, json:/pointer, email:/pointer, form:NAME or fingerprint)"#,
             ),
         );
         check("header:", Err(r#""" is not a valid header name"#));
@@ -586,7 +617,7 @@ mod tests {
         );
         check(
             &["nope", "fingerprint"],
-            r#"key[0]: unknown key part "nope" (expected header:NAME, json:/pointer, email:/pointer or fingerprint)"#,
+            r#"key[0]: unknown key part "nope" (expected header:NAME, json:/pointer, email:/pointer, form:NAME or fingerprint)"#,
         );
         check(
             &["fingerprint", "json:/a", "header:bad name"],
@@ -621,6 +652,7 @@ mod tests {
                 "src",
                 &headers(request_headers),
                 body.as_ref(),
+                None,
                 &body_fingerprint(),
                 &EmailHasher::unkeyed(),
             );
@@ -878,6 +910,7 @@ mod tests {
                     "forms",
                     &HeaderMap::new(),
                     Some(&json!({ "email": address })),
+                    None,
                     &body_fingerprint(),
                     &EmailHasher::unkeyed(),
                 )
@@ -901,6 +934,7 @@ mod tests {
                     "forms",
                     &HeaderMap::new(),
                     Some(&json!({ "email": address })),
+                    None,
                     &body_fingerprint(),
                     &EmailHasher::new(Some(secret)),
                 )
@@ -921,6 +955,7 @@ mod tests {
                     source,
                     &HeaderMap::new(),
                     Some(&body),
+                    None,
                     &body_fingerprint(),
                     &EmailHasher::unkeyed(),
                 )
@@ -958,6 +993,7 @@ mod tests {
                 "s",
                 &headers(&[("idempotency-key", b"42")]),
                 None,
+                None,
                 &body_fingerprint(),
                 &EmailHasher::unkeyed(),
             )
@@ -970,6 +1006,7 @@ mod tests {
                 "s",
                 &headers(&[("idempotency-key", fingerprint_hex.as_bytes())]),
                 None,
+                None,
                 &body_fingerprint(),
                 &EmailHasher::unkeyed(),
             )
@@ -978,6 +1015,7 @@ mod tests {
             .derive(
                 "s",
                 &HeaderMap::new(),
+                None,
                 None,
                 &body_fingerprint(),
                 &EmailHasher::unkeyed(),
@@ -1046,6 +1084,7 @@ mod tests {
                 "s",
                 &HeaderMap::new(),
                 None,
+                None,
                 &body_fingerprint(),
                 &EmailHasher::unkeyed(),
             )
@@ -1053,6 +1092,96 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "no idempotency key: no key alternatives are configured"
+        );
+    }
+
+    #[test]
+    fn form_parts() {
+        let form = FormFields::parse(
+            b"MessageSid=SM123&From=%2B15005550006&Body=hi+there&Empty=&Body=second",
+        );
+        let derive =
+            |entries: &[&str], form: Option<&FormFields>, request_headers: &[(&str, &[u8])]| {
+                spec(entries).derive(
+                    "twilio",
+                    &headers(request_headers),
+                    None,
+                    form,
+                    &body_fingerprint(),
+                    &EmailHasher::unkeyed(),
+                )
+            };
+        let text = |entries: &[&str], form: Option<&FormFields>| {
+            derive(entries, form, &[])
+                .map(|key| key.text)
+                .map_err(|error| error.to_string())
+        };
+        assert_eq!(
+            text(&["form:MessageSid"], Some(&form)),
+            Ok("SM123".to_owned())
+        );
+        assert_eq!(
+            text(&["form:From"], Some(&form)),
+            Ok("+15005550006".to_owned())
+        );
+        // A repeated name: the first value counts.
+        assert_eq!(text(&["form:Body"], Some(&form)), Ok("hi there".to_owned()));
+        assert_eq!(
+            text(&["form:MessageSid + form:From"], Some(&form)),
+            Ok("SM123++15005550006".to_owned())
+        );
+        // Names are case-sensitive; empty and missing fields are absent; no form, no field.
+        for (entries, form) in [
+            (&["form:messagesid"][..], Some(&form)),
+            (&["form:Empty"], Some(&form)),
+            (&["form:Missing"], Some(&form)),
+            (&["form:MessageSid"], None),
+        ] {
+            assert_eq!(
+                text(entries, form),
+                Err(format!("no idempotency key: {} is not present", entries[0])),
+            );
+        }
+        assert_eq!(
+            text(&["form:Missing", "fingerprint"], Some(&form)),
+            Ok(body_fingerprint().to_hex())
+        );
+
+        // Parsing and display.
+        let part: KeyPart = "form:MessageSid".parse().expect("form part");
+        assert_eq!(part, KeyPart::Form("MessageSid".to_owned()));
+        assert_eq!(part.to_string(), "form:MessageSid");
+        assert_eq!(part.kind(), "form");
+        assert_eq!(
+            "form:"
+                .parse::<KeyPart>()
+                .map_err(|error| error.to_string()),
+            Err("form: needs a field name, e.g. form:MessageSid".to_owned())
+        );
+        assert!(spec(&["header:I-Twilio-Idempotency-Token", "form:MessageSid"]).needs_form());
+        assert!(!spec(&["json:/id", "fingerprint"]).needs_form());
+        assert!(!spec(&["form:MessageSid"]).needs_json());
+
+        // The kind is hashed: a header or a JSON value equal to the form field is another key.
+        let from_form = derive(&["form:MessageSid"], Some(&form), &[]).expect("form");
+        let from_header =
+            derive(&["header:MessageSid"], None, &[("messagesid", b"SM123")]).expect("header");
+        let from_json = spec(&["json:/MessageSid"])
+            .derive(
+                "twilio",
+                &HeaderMap::new(),
+                Some(&json!({"MessageSid": "SM123"})),
+                None,
+                &body_fingerprint(),
+                &EmailHasher::unkeyed(),
+            )
+            .expect("json");
+        assert_eq!(from_form.text, from_header.text);
+        assert_ne!(from_form.dedupe, from_header.dedupe);
+        assert_ne!(from_form.dedupe, from_json.dedupe);
+        assert_eq!(
+            from_form.dedupe,
+            DedupeKey::new("twilio", [("form", "SM123")])
         );
     }
 }

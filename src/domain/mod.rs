@@ -1,4 +1,15 @@
+//! Pure types and rules, no I/O: JSON pointers, canonical JSON and fingerprints, idempotency
+//! keys, the retry policy, and the words a delivery's life is told in (states, statuses, dead
+//! reasons, outcomes) with the rules over them.
+
+pub mod dead_reason;
+pub mod delivery_outcome;
+pub mod delivery_state;
+pub mod event_status;
 pub mod fingerprint;
+pub mod form;
 pub mod key;
 pub mod pointer;
+pub mod replay_progress;
 pub mod retry;
+pub mod words;

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use super::dead_reason::DeadReason;
+
 /// How one attempt ended on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptResult {
@@ -21,12 +23,13 @@ pub enum AttemptResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Delivered,
+    /// Try again after `after`; `reason` is what the delivery dies of if its attempts run out.
     Retry {
         after: Duration,
-        reason: &'static str,
+        reason: DeadReason,
     },
     Dead {
-        reason: &'static str,
+        reason: DeadReason,
     },
 }
 
@@ -53,29 +56,33 @@ impl RetryPolicy {
     ) -> Decision {
         let reason = match result {
             AttemptResult::Status(code) if (200..300).contains(code) => return Decision::Delivered,
-            AttemptResult::Status(408) => "http_408",
-            AttemptResult::Status(429) => "http_429",
-            AttemptResult::Status(code) if (500..600).contains(code) => "http_5xx",
+            AttemptResult::Status(408) => DeadReason::Http408,
+            AttemptResult::Status(429) => DeadReason::Http429,
+            AttemptResult::Status(code) if (500..600).contains(code) => DeadReason::Http5xx,
             AttemptResult::Status(code) if (400..500).contains(code) => {
-                return Decision::Dead { reason: "http_4xx" };
+                return Decision::Dead {
+                    reason: DeadReason::Http4xx,
+                };
             }
             // Redirects are not followed (a POST body would be lost); the URL needs fixing.
             AttemptResult::Status(code) if (300..400).contains(code) => {
-                return Decision::Dead { reason: "http_3xx" };
+                return Decision::Dead {
+                    reason: DeadReason::Http3xx,
+                };
             }
             AttemptResult::Status(_) => {
                 return Decision::Dead {
-                    reason: "http_other",
+                    reason: DeadReason::HttpOther,
                 };
             }
             AttemptResult::Undeliverable => {
                 return Decision::Dead {
-                    reason: "undeliverable",
+                    reason: DeadReason::Undeliverable,
                 };
             }
-            AttemptResult::Timeout => "timeout",
-            AttemptResult::Connect => "connect",
-            AttemptResult::Network => "network",
+            AttemptResult::Timeout => DeadReason::Timeout,
+            AttemptResult::Connect => DeadReason::Connect,
+            AttemptResult::Network => DeadReason::Network,
         };
         if attempt >= self.max_attempts {
             return Decision::Dead { reason };
@@ -123,18 +130,19 @@ mod tests {
         };
         check(1, Status(200), None, Decision::Delivered);
         check(1, Status(204), None, Decision::Delivered);
-        check(1, Status(500), None, retry(1, "http_5xx"));
-        check(2, Status(503), None, retry(2, "http_5xx"));
-        check(1, Status(429), None, retry(1, "http_429"));
-        check(1, Status(408), None, retry(1, "http_408"));
-        check(1, Timeout, None, retry(1, "timeout"));
-        check(1, Connect, None, retry(1, "connect"));
-        check(1, Network, None, retry(1, "network"));
-        check(1, Status(400), None, Decision::Dead { reason: "http_4xx" });
-        check(1, Status(404), None, Decision::Dead { reason: "http_4xx" });
-        check(1, Status(301), None, Decision::Dead { reason: "http_3xx" });
-        check(3, Status(500), None, Decision::Dead { reason: "http_5xx" });
-        check(3, Timeout, None, Decision::Dead { reason: "timeout" });
+        let dead = |reason| Decision::Dead { reason };
+        check(1, Status(500), None, retry(1, DeadReason::Http5xx));
+        check(2, Status(503), None, retry(2, DeadReason::Http5xx));
+        check(1, Status(429), None, retry(1, DeadReason::Http429));
+        check(1, Status(408), None, retry(1, DeadReason::Http408));
+        check(1, Timeout, None, retry(1, DeadReason::Timeout));
+        check(1, Connect, None, retry(1, DeadReason::Connect));
+        check(1, Network, None, retry(1, DeadReason::Network));
+        check(1, Status(400), None, dead(DeadReason::Http4xx));
+        check(1, Status(404), None, dead(DeadReason::Http4xx));
+        check(1, Status(301), None, dead(DeadReason::Http3xx));
+        check(3, Status(500), None, dead(DeadReason::Http5xx));
+        check(3, Timeout, None, dead(DeadReason::Timeout));
     }
 
     #[test]
@@ -145,7 +153,7 @@ mod tests {
             Some(2),
             Decision::Retry {
                 after: Duration::from_secs(2),
-                reason: "http_5xx",
+                reason: DeadReason::Http5xx,
             },
         );
         // A longer backoff is not shortened by a small Retry-After.
@@ -162,7 +170,7 @@ mod tests {
             ),
             Decision::Retry {
                 after: Duration::from_secs(100),
-                reason: "http_429"
+                reason: DeadReason::Http429
             }
         );
     }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::config::RateLimitConfig;
+use super::RateLimit;
 use crate::server::client_key;
 
 /// How often addresses that have not failed for a while are forgotten.
@@ -41,11 +41,11 @@ pub struct AuthFailureLimiter {
 }
 
 impl AuthFailureLimiter {
-    pub fn new(config: &RateLimitConfig) -> AuthFailureLimiter {
-        let per_second = NonZeroU32::new(config.per_second).unwrap_or(NonZeroU32::MIN);
-        let burst = config.burst.and_then(NonZeroU32::new).unwrap_or(per_second);
+    pub fn new(limit: RateLimit) -> AuthFailureLimiter {
         AuthFailureLimiter {
-            budget: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
+            budget: RateLimiter::keyed(
+                Quota::per_second(limit.per_second).allow_burst(limit.burst),
+            ),
             blocked: Mutex::new(HashMap::new()),
             created: Instant::now(),
             last_prune_ms: AtomicU64::new(0),
@@ -193,12 +193,16 @@ mod tests {
         text.parse().expect("an address")
     }
 
+    fn limit(per_second: u32, burst: u32) -> RateLimit {
+        RateLimit {
+            per_second: std::num::NonZeroU32::new(per_second).expect("positive"),
+            burst: std::num::NonZeroU32::new(burst).expect("positive"),
+        }
+    }
+
     #[test]
     fn failures_over_the_burst_block_that_address_only() {
-        let limiter = AuthFailureLimiter::new(&RateLimitConfig {
-            per_second: 1,
-            burst: Some(3),
-        });
+        let limiter = AuthFailureLimiter::new(limit(1, 3));
         let hostile = ip("127.0.0.2");
         for _ in 0..3 {
             assert_eq!(limiter.check(hostile), Ok(()));
@@ -214,10 +218,7 @@ mod tests {
 
     #[test]
     fn a_block_ends_when_the_budget_refills_and_idle_addresses_are_forgotten() {
-        let limiter = AuthFailureLimiter::new(&RateLimitConfig {
-            per_second: 50,
-            burst: Some(1),
-        });
+        let limiter = AuthFailureLimiter::new(limit(50, 1));
         let hostile = ip("2001:db8::7");
         limiter.record_failure(hostile);
         limiter.record_failure(hostile);

@@ -23,8 +23,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use axum::Extension;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::{Bytes, BytesMut};
@@ -34,23 +34,23 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::Config;
-use crate::delivery::Wakeups;
 use crate::http_error::HttpError;
 use crate::metrics::{self, IntakeOutcome};
 use crate::privacy::{PayloadCipher, SearchKey};
 use crate::store::{self, AcceptOutcome, Store};
+use crate::verify::{HandshakeError, HandshakeReply};
+use crate::wakeups::Wakeups;
 use edge::{AuthFailureLimiter, BodyBudget, BodyReservation};
 pub use prepare::{Prepared, Sealing, prepare};
 pub use rejection::Rejection;
-pub use source::SourceRuntime;
+pub use source::{RateLimit, RouteRuntime, SourceParts, SourceRuntime};
 
 /// Everything intake needs, built once from the config.
 pub struct Intake {
     sources: HashMap<String, Arc<SourceRuntime>>,
     store: Arc<dyn Store>,
     wakeups: Arc<Wakeups>,
-    cipher: Option<PayloadCipher>,
+    cipher: Option<Arc<PayloadCipher>>,
     search_key: SearchKey,
     body_timeout: std::time::Duration,
     /// `server.auth_failures_per_ip`: failed signature checks per client address.
@@ -61,37 +61,48 @@ pub struct Intake {
     stopping: CancellationToken,
 }
 
+/// What intake is built from, compiled from the config by `app`.
+pub struct IntakeParts {
+    pub sources: Vec<SourceRuntime>,
+    pub cipher: Option<Arc<PayloadCipher>>,
+    pub search_key: SearchKey,
+    /// Time a client has to send its body once the headers are in.
+    pub body_timeout: std::time::Duration,
+    /// `server.auth_failures_per_ip`: failed signature checks allowed per client address.
+    pub auth_failures_per_ip: RateLimit,
+    /// `server.max_buffered_body`: bytes of request bodies held at once.
+    pub max_buffered_body: usize,
+}
+
 impl Intake {
     pub fn new(
-        config: &Config,
+        parts: IntakeParts,
         store: Arc<dyn Store>,
         wakeups: Arc<Wakeups>,
         stopping: CancellationToken,
-    ) -> anyhow::Result<Intake> {
-        let mut sources = HashMap::new();
-        for source in &config.sources {
-            let runtime = SourceRuntime::build(config, source)?;
-            sources.insert(source.name.clone(), Arc::new(runtime));
-        }
-        Ok(Intake {
+    ) -> Intake {
+        let sources = parts
+            .sources
+            .into_iter()
+            .map(|source| (source.name.to_string(), Arc::new(source)))
+            .collect();
+        Intake {
             sources,
             store,
             wakeups,
-            cipher: config.payload_cipher(),
-            search_key: SearchKey::new(config.store.encryption_key.as_deref()),
-            body_timeout: config.server.body_timeout,
-            auth_failures: AuthFailureLimiter::new(&config.server.auth_failures_per_ip),
-            body_budget: BodyBudget::new(
-                usize::try_from(config.server.max_buffered_body.as_u64()).unwrap_or(usize::MAX),
-            ),
+            cipher: parts.cipher,
+            search_key: parts.search_key,
+            body_timeout: parts.body_timeout,
+            auth_failures: AuthFailureLimiter::new(parts.auth_failures_per_ip),
+            body_budget: BodyBudget::new(parts.max_buffered_body),
             stopping,
-        })
+        }
     }
 }
 
 pub fn router(intake: Arc<Intake>) -> Router {
     Router::new()
-        .route("/webhooks/{source}", post(receive))
+        .route("/webhooks/{source}", post(receive).get(receive_get))
         .with_state(intake)
 }
 
@@ -114,6 +125,7 @@ struct DuplicateBody<'a> {
 async fn receive(
     State(intake): State<Arc<Intake>>,
     Path(source_name): Path<String>,
+    RawQuery(query): RawQuery,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
@@ -129,14 +141,14 @@ async fn receive(
         )))
         .into_response();
     };
-    match handle(&intake, source, peer, headers, body).await {
+    match handle(&intake, source, peer, query.as_deref(), headers, body).await {
         Ok(handled) => {
             let elapsed = started.elapsed();
             metrics::intake(&source.name, handled.outcome, elapsed);
             tracing::info!(
                 source = %source.name,
-                event_id = %handled.event_id,
-                idempotency_key = %handled.logged_key,
+                event_id = handled.event_id.map(|id| id.to_string()),
+                idempotency_key = handled.logged_key.as_deref(),
                 outcome = handled.outcome.as_str(),
                 latency_ms = elapsed.as_secs_f64() * 1000.0,
                 "webhook {}",
@@ -166,16 +178,109 @@ async fn receive(
 struct Handled {
     outcome: IntakeOutcome,
     response: Response,
-    /// The new event's id, or the original's for a duplicate.
-    event_id: Uuid,
+    /// The new event's id, or the original's for a duplicate (none for a handshake).
+    event_id: Option<Uuid>,
     /// The idempotency key with any masked or searchable value scrubbed out.
-    logged_key: String,
+    logged_key: Option<String>,
+}
+
+impl Handled {
+    fn handshake(reply: HandshakeReply) -> Handled {
+        Handled {
+            outcome: IntakeOutcome::Handshake,
+            response: (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, reply.content_type)],
+                reply.body,
+            )
+                .into_response(),
+            event_id: None,
+            logged_key: None,
+        }
+    }
+}
+
+/// The answer to a handshake that failed its check: 401 (signature) and 403 (Meta's
+/// `verify_token`) count as failed authentication, for the address's budget too.
+fn handshake_rejection(intake: &Intake, peer: Option<IpAddr>, error: HandshakeError) -> Rejection {
+    let status = error.status();
+    let outcome = if status == StatusCode::BAD_REQUEST {
+        IntakeOutcome::InvalidBody
+    } else {
+        if let Some(ip) = peer {
+            intake.auth_failures.record_failure(ip);
+        }
+        IntakeOutcome::InvalidSignature
+    };
+    Rejection::new(status, outcome, format!("handshake refused: {error}"))
+}
+
+/// `GET /webhooks/{source}`: only Meta's subscription check (`hub.mode=subscribe`); any other
+/// GET is 405, as the route is for POSTs.
+async fn receive_get(
+    State(intake): State<Arc<Intake>>,
+    Path(source_name): Path<String>,
+    RawQuery(query): RawQuery,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+) -> Response {
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let started = Instant::now();
+    let not_allowed = || {
+        Rejection::uncounted(HttpError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "webhooks are POSTed; GET answers only a provider's subscription check",
+        ))
+        .into_response()
+    };
+    let Some(source) = intake.sources.get(&source_name) else {
+        return Rejection::uncounted(HttpError::not_found(format!(
+            "unknown source {source_name:?}"
+        )))
+        .into_response();
+    };
+    if !source.verifier.answers_get() {
+        return not_allowed();
+    }
+    if let Some(ip) = peer
+        && let Err(wait_secs) = intake.auth_failures.check(ip)
+    {
+        return Rejection::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            IntakeOutcome::RateLimited,
+            "too many requests with failed signatures from this address",
+        )
+        .retry_after(wait_secs)
+        .into_response();
+    }
+    let answer =
+        source
+            .verifier
+            .handshake(&Method::GET, query.as_deref(), &headers, b"", unix_now());
+    let (outcome, response) = match answer {
+        None => return not_allowed(),
+        Some(Ok(reply)) => {
+            let handled = Handled::handshake(reply);
+            (handled.outcome, handled.response)
+        }
+        Some(Err(error)) => {
+            let rejection = handshake_rejection(&intake, peer, error);
+            (
+                rejection.outcome.unwrap_or(IntakeOutcome::InvalidSignature),
+                rejection.into_response(),
+            )
+        }
+    };
+    metrics::intake(&source.name, outcome, started.elapsed());
+    tracing::info!(source = %source.name, outcome = outcome.as_str(), "webhook handshake");
+    response
 }
 
 async fn handle(
     intake: &Intake,
     source: &SourceRuntime,
     peer: Option<IpAddr>,
+    query: Option<&str>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Handled, Rejection> {
@@ -245,6 +350,17 @@ async fn handle(
         .with_detail(Value::String(message)),
     })?;
 
+    // A provider's URL check (Slack's url_verification, Zoom's endpoint.url_validation) is
+    // answered at once, after its own signature check, and stores nothing.
+    if let Some(answer) =
+        source
+            .verifier
+            .handshake(&Method::POST, query, &headers, &body, unix_now())
+    {
+        return answer
+            .map(Handled::handshake)
+            .map_err(|error| handshake_rejection(intake, peer, error));
+    }
     source
         .verifier
         .verify(&headers, &body, unix_now())
@@ -272,7 +388,7 @@ async fn handle(
     let prepared = prepare(
         source,
         &Sealing {
-            cipher: intake.cipher.as_ref(),
+            cipher: intake.cipher.as_deref(),
             search_key: &intake.search_key,
         },
         &headers,
@@ -303,8 +419,8 @@ async fn handle(
             Handled {
                 outcome: IntakeOutcome::Accepted,
                 response: (StatusCode::ACCEPTED, axum::Json(body)).into_response(),
-                event_id,
-                logged_key: stored_key,
+                event_id: Some(event_id),
+                logged_key: Some(stored_key),
             }
         }
         AcceptOutcome::Duplicate(duplicate) => {
@@ -323,8 +439,8 @@ async fn handle(
             Handled {
                 outcome,
                 response: (StatusCode::OK, axum::Json(body)).into_response(),
-                event_id: duplicate.event_id,
-                logged_key: stored_key,
+                event_id: Some(duplicate.event_id),
+                logged_key: Some(stored_key),
             }
         }
     })

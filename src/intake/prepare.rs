@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use super::rejection::Rejection;
 use super::source::SourceRuntime;
-use crate::domain::fingerprint::{fingerprint_bytes, fingerprint_json};
+use crate::domain::fingerprint::{fingerprint_bytes, fingerprint_form, fingerprint_json};
+use crate::domain::form::{FormFields, is_form_content_type};
 use crate::privacy::{self, PayloadCipher, SearchKey, SensitiveValues};
 use crate::store::{NewEvent, UnixMillis};
 
@@ -79,9 +80,16 @@ pub fn prepare(
         stored_body = Bytes::from(reserialized);
     }
 
-    let fingerprint = match &json {
-        Some(value) => fingerprint_json(value, &source.fingerprint_ignore),
-        None => fingerprint_bytes(&stored_body),
+    // A form body is fingerprinted and keyed by its decoded fields, so the order and the
+    // escaping a provider happens to send do not make a repeat look new.
+    let form = content_type
+        .as_deref()
+        .filter(|ct| is_form_content_type(ct.as_bytes()))
+        .map(|_| FormFields::parse(&stored_body));
+    let fingerprint = match (&json, &form) {
+        (Some(value), _) => fingerprint_json(value, &source.fingerprint_ignore),
+        (None, Some(form)) => fingerprint_form(form, &source.fingerprint_ignore),
+        (None, None) => fingerprint_bytes(&stored_body),
     };
     let key = source
         .key
@@ -89,6 +97,7 @@ pub fn prepare(
             &source.name,
             headers,
             json.as_ref(),
+            form.as_ref(),
             &fingerprint,
             &source.email,
         )
@@ -115,7 +124,7 @@ pub fn prepare(
         _ => SensitiveValues::default(),
     };
     let stored_key = sensitive.scrub(&key.text).into_owned();
-    let mut deliveries = source.deliveries_for(headers, json.as_ref(), &fingerprint);
+    let mut deliveries = source.deliveries_for(headers, json.as_ref(), form.as_ref(), &fingerprint);
     let cipher = sealing.cipher;
     if cipher.is_some() {
         // Ordering keys are only compared for equality: on an encrypted store they are kept as
@@ -183,31 +192,56 @@ fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Option<Value>, 
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
 
     use axum::http::{HeaderValue, StatusCode};
     use serde_json::json;
 
     use super::*;
-    use crate::config::Config;
+    use crate::domain::key::{EmailHasher, KeySpec};
+    use crate::domain::pointer::JsonPointer;
+    use crate::intake::source::{RouteRuntime, SourceParts};
+    use crate::verify::{Verifier, VerifyConfig};
 
     const NOW: UnixMillis = 1_800_000_000_000;
 
-    /// The first source of a config made of `sources` (and a destination `crm` for routes).
-    fn source(sources: &str) -> SourceRuntime {
-        let text =
-            format!("{sources}\n[[destinations]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/\"\n");
-        let config = Config::from_toml(&text, Path::new("t.toml"), Path::new("."), &|_| None)
-            .expect("config");
-        SourceRuntime::build(&config, &config.sources[0]).expect("source")
+    fn pointers(list: &[&str]) -> Vec<JsonPointer> {
+        list.iter().map(|p| p.parse().expect("pointer")).collect()
     }
 
-    fn forms(extra: &str) -> SourceRuntime {
-        source(&format!(
-            "[[sources]]\nname = \"forms\"\nverify = {{ scheme = \"github\", secrets = [\"s\"] }}\n\
-             key = [\"header:Idempotency-Key\", \"json:/id\", \"fingerprint\"]\n{extra}\n\
-             [[routes]]\nsource = \"forms\"\nto = [\"crm\"]\nordering_key = \"json:/contact\"\n"
-        ))
+    fn key(entries: &[&str]) -> KeySpec {
+        KeySpec::parse(&entries.iter().map(|e| (*e).to_owned()).collect::<Vec<_>>()).expect("key")
+    }
+
+    /// A `github` source keyed by `Idempotency-Key`, `/id` or the fingerprint, routed to `crm`
+    /// in order of `/contact`; `adjust` changes what a test needs.
+    fn forms(adjust: impl FnOnce(&mut SourceParts)) -> SourceRuntime {
+        let verify: VerifyConfig =
+            toml::from_str("scheme = \"github\"\nsecrets = [\"s\"]").expect("verify");
+        let mut parts = SourceParts {
+            name: Arc::from("forms"),
+            verifier: Verifier::from_config(&verify).expect("verifier"),
+            key: key(&["header:Idempotency-Key", "json:/id", "fingerprint"]),
+            fingerprint_ignore: Vec::new(),
+            dedupe_ttl: Duration::from_secs(72 * 3600),
+            near_duplicate_window: None,
+            max_body: 1 << 20,
+            schema: None,
+            search_fields: BTreeMap::new(),
+            hidden_fields: Vec::new(),
+            email: EmailHasher::unkeyed(),
+            replay_guard: true,
+            drop_fields: Vec::new(),
+            rate_limit: None,
+            routes: vec![RouteRuntime {
+                destinations: vec![Arc::from("crm")],
+                when: None,
+                ordering_key: Some(key(&["json:/contact"])),
+            }],
+        };
+        adjust(&mut parts);
+        SourceRuntime::new(parts)
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -244,7 +278,10 @@ mod tests {
 
     #[test]
     fn a_verified_request_becomes_the_event_the_store_records() {
-        let source = forms("drop_fields = [\"/ip\"]\nmask_fields = [\"/email\"]");
+        let source = forms(|s| {
+            s.drop_fields = pointers(&["/ip"]);
+            s.hidden_fields = pointers(&["/email"]);
+        });
         let body = json!({"id": "sub_1", "ip": "10.1.2.3", "email": "ann@example.com",
                           "contact": "c-9"});
         let prepared = run(
@@ -280,7 +317,7 @@ mod tests {
 
     #[test]
     fn the_replay_guard_sees_the_bytes_as_received_and_keys_see_the_kind() {
-        let source = forms("drop_fields = [\"/ip\"]");
+        let source = forms(|s| s.drop_fields = pointers(&["/ip"]));
         let a = run(&source, None, &headers(&[]), &json!({"id": "1", "ip": "a"})).expect("a");
         let b = run(&source, None, &headers(&[]), &json!({"id": "1", "ip": "b"})).expect("b");
         // Same stored body and key, different bytes on the wire.
@@ -301,14 +338,14 @@ mod tests {
         .expect("header key");
         assert_eq!(from_header.key_text, a.key_text);
         assert_ne!(from_header.event.dedupe_key, a.event.dedupe_key);
-        let unguarded = forms("replay_guard = false");
+        let unguarded = forms(|s| s.replay_guard = false);
         let event = run(&unguarded, None, &headers(&[]), &json!({"id": "1"})).expect("event");
         assert!(event.event.replay_guard.is_none());
     }
 
     #[test]
     fn with_a_cipher_nothing_the_provider_sent_is_kept_in_clear() {
-        let source = forms("mask_fields = [\"/email\"]");
+        let source = forms(|s| s.hidden_fields = pointers(&["/email"]));
         let cipher = PayloadCipher::new("k", &[]);
         let body = json!({"id": "sub_1", "email": "ann@example.com", "contact": "c-secret"});
         let prepared = run(
@@ -340,7 +377,7 @@ mod tests {
             assert_eq!(rejection.status(), StatusCode::BAD_REQUEST);
             assert!(rejection.error.message().contains(message), "{rejection:?}");
         }
-        let source = forms("");
+        let source = forms(|_| {});
         let search_key = SearchKey::new(None);
         let sealing = Sealing {
             cipher: None,
@@ -363,28 +400,17 @@ mod tests {
         // Opaque bytes are fine: keyed by their fingerprint.
         assert!(raw("application/octet-stream", b"\xff\xfe").is_ok());
 
-        let keyed = source_with_key_only();
+        let keyed = forms(|s| s.key = key(&["json:/id"]));
         let result = run(&keyed, None, &headers(&[]), &json!({"other": 1}));
         check(result, "no idempotency key");
 
-        let schema_dir = tempfile::tempdir().expect("dir");
-        let schema = schema_dir.path().join("s.json");
-        std::fs::write(
-            &schema,
-            json!({"type": "object", "required": ["email"]}).to_string(),
-        )
-        .expect("schema");
-        let with_schema = forms(&format!("schema = \"{}\"", schema.display()));
+        let schema = json!({"type": "object", "required": ["email"]});
+        let with_schema = forms(|s| {
+            s.schema = Some(jsonschema::validator_for(&schema).expect("schema"));
+        });
         let rejection = run(&with_schema, None, &headers(&[]), &json!({"id": "1"}))
             .expect_err("schema mismatch");
         assert_eq!(rejection.status(), StatusCode::BAD_REQUEST);
         assert!(rejection.error.message().contains("schema"));
-    }
-
-    fn source_with_key_only() -> SourceRuntime {
-        source(
-            "[[sources]]\nname = \"strict\"\nverify = { scheme = \"github\", secrets = [\"s\"] }\n\
-             key = [\"json:/id\"]\n",
-        )
     }
 }

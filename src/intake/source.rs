@@ -1,17 +1,18 @@
 //! A source as intake uses it: its config compiled once (verifier, key spec, schema, routes).
+//! `app` compiles the config into `SourceParts`; this module only assembles them.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::HeaderMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, SourceConfig, load_schema};
 use crate::domain::fingerprint::Fingerprint;
+use crate::domain::form::FormFields;
 use crate::domain::key::{DedupeKey, EmailHasher, KeyPart, KeySpec};
 use crate::domain::pointer::JsonPointer;
 use crate::store::{NewDelivery, UnixMillis, WindowKey, millis};
@@ -40,74 +41,81 @@ pub struct SourceRuntime {
     routes: Vec<RouteRuntime>,
 }
 
-struct RouteRuntime {
-    destinations: Vec<Arc<str>>,
-    when: Option<(JsonPointer, Vec<Value>)>,
-    ordering_key: Option<KeySpec>,
+/// One of the source's routes: its destinations, its `when` (a pointer and the values it may
+/// hold) and its ordering key.
+pub struct RouteRuntime {
+    pub destinations: Vec<Arc<str>>,
+    pub when: Option<(JsonPointer, Vec<Value>)>,
+    pub ordering_key: Option<KeySpec>,
+}
+
+/// What a source is compiled from: its config turned into runtime values by `app`.
+pub struct SourceParts {
+    pub name: Arc<str>,
+    pub verifier: Verifier,
+    pub key: KeySpec,
+    pub fingerprint_ignore: Vec<JsonPointer>,
+    pub dedupe_ttl: Duration,
+    pub near_duplicate_window: Option<Duration>,
+    pub max_body: usize,
+    pub schema: Option<jsonschema::Validator>,
+    pub search_fields: std::collections::BTreeMap<String, JsonPointer>,
+    /// `mask_fields` and the `search_fields` pointers.
+    pub hidden_fields: Vec<JsonPointer>,
+    pub email: EmailHasher,
+    pub replay_guard: bool,
+    pub drop_fields: Vec<JsonPointer>,
+    pub rate_limit: Option<RateLimit>,
+    pub routes: Vec<RouteRuntime>,
+}
+
+/// A source's token bucket: refilled at `per_second`, holding at most `burst`.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
 }
 
 impl SourceRuntime {
-    pub fn build(config: &Config, source: &SourceConfig) -> anyhow::Result<SourceRuntime> {
-        let context = || format!("source {:?}", source.name);
-        let verifier = Verifier::from_config(&source.verify).with_context(context)?;
-        let key = source
-            .key_spec()
-            .map_err(anyhow::Error::msg)
-            .with_context(context)?;
-        let schema = match &source.schema {
-            Some(path) => {
-                Some(load_schema(&config.resolve_path(path)).map_err(anyhow::Error::msg)?)
-            }
-            None => None,
-        };
-        let rate_limiter = match &source.rate_limit {
-            Some(limit) => {
-                let per_second = NonZeroU32::new(limit.per_second)
-                    .context("rate_limit.per_second must be at least 1")?;
-                let burst =
-                    NonZeroU32::new(limit.burst.unwrap_or(limit.per_second)).unwrap_or(per_second);
-                Some(RateLimiter::direct(
-                    Quota::per_second(per_second).allow_burst(burst),
-                ))
-            }
-            None => None,
-        };
-        let mut routes = Vec::new();
-        for route in config.routes.iter().filter(|r| r.source == source.name) {
-            let ordering_key = match &route.ordering_key {
-                Some(expr) => Some(
-                    KeySpec::parse(std::slice::from_ref(expr))
-                        .map_err(|e| anyhow::anyhow!("{e}"))?,
-                ),
-                None => None,
-            };
-            routes.push(RouteRuntime {
-                destinations: route.to.iter().map(|d| Arc::from(d.as_str())).collect(),
-                when: route
-                    .when
-                    .as_ref()
-                    .map(|w| (w.pointer.clone(), w.one_of.clone())),
-                ordering_key,
-            });
-        }
-        Ok(SourceRuntime {
-            name: Arc::from(source.name.as_str()),
+    pub fn new(parts: SourceParts) -> SourceRuntime {
+        let SourceParts {
+            name,
+            verifier,
+            key,
+            fingerprint_ignore,
+            dedupe_ttl,
+            near_duplicate_window,
+            max_body,
+            schema,
+            search_fields,
+            hidden_fields,
+            email,
+            replay_guard,
+            drop_fields,
+            rate_limit,
+            routes,
+        } = parts;
+        let rate_limiter = rate_limit.map(|limit| {
+            RateLimiter::direct(Quota::per_second(limit.per_second).allow_burst(limit.burst))
+        });
+        SourceRuntime {
+            name,
             verifier,
             stored_headers: stored_header_names(&key),
             key,
-            fingerprint_ignore: source.fingerprint_ignore.clone(),
-            dedupe_ttl_ms: millis(source.dedupe_ttl),
-            near_duplicate_window_ms: source.near_duplicate.as_ref().map(|n| millis(n.window)),
-            max_body: usize::try_from(source.max_body.as_u64()).unwrap_or(usize::MAX),
+            fingerprint_ignore,
+            dedupe_ttl_ms: millis(dedupe_ttl),
+            near_duplicate_window_ms: near_duplicate_window.map(millis),
+            max_body,
             schema,
-            search_fields: source.search_fields.clone(),
-            hidden_fields: crate::privacy::hidden_fields(source),
-            email: EmailHasher::new(config.store.encryption_key.as_deref()),
-            replay_guard: source.replay_guard(),
-            drop_fields: source.drop_fields.clone(),
+            search_fields,
+            hidden_fields,
+            email,
+            replay_guard,
+            drop_fields,
             rate_limiter,
             routes,
-        })
+        }
     }
 
     /// Every destination any of this source's routes may deliver to.
@@ -205,6 +213,7 @@ impl SourceRuntime {
         &self,
         headers: &HeaderMap,
         json: Option<&Value>,
+        form: Option<&FormFields>,
         fingerprint: &Fingerprint,
     ) -> Vec<NewDelivery> {
         let mut deliveries: Vec<NewDelivery> = Vec::new();
@@ -221,7 +230,7 @@ impl SourceRuntime {
                 .ordering_key
                 .as_ref()
                 .and_then(|spec| {
-                    spec.derive(&self.name, headers, json, fingerprint, &self.email)
+                    spec.derive(&self.name, headers, json, form, fingerprint, &self.email)
                         .ok()
                 })
                 .map(|key| key.text);

@@ -1,39 +1,37 @@
 //! The store: one contract (`Store`), one implementation per backend.
 //!
-//! Handlers and workers hold an `Arc<dyn Store>` and never see SQL. Each backend keeps its SQL
-//! to itself (`sqlite.rs`, `postgres.rs`); what every backend must do is pinned down by the
-//! shared conformance suite in `tests.rs`.
+//! The contract is four traits, one per concern: `IntakeStore` (the atomic accept, the purge of
+//! expired keys), `DeliveryQueue` (claims, outcomes, queue depth), `AdminQueries` (what
+//! operators read) and `ReplayStore` (replays and their records). `Store` is all four, for
+//! every type that implements them. Handlers and workers hold an `Arc<dyn Store>` and never see
+//! SQL. Each backend keeps its SQL to itself (`sqlite/`, `postgres/`, a file per concern);
+//! what every backend must do is pinned down by the shared conformance suite in `tests.rs`.
 
+mod error;
 pub mod migrations;
+mod open;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use uuid::Uuid;
 
-use crate::config::{Config, StoreLocation};
+use crate::domain::dead_reason::DeadReason;
+use crate::domain::delivery_outcome::DeliveryOutcome;
+use crate::domain::delivery_state::DeliveryState;
+use crate::domain::event_status::EventStatus;
 use crate::domain::fingerprint::Fingerprint;
 use crate::domain::key::DedupeKey;
 
-/// Milliseconds since the Unix epoch: the one time unit the store speaks.
-pub type UnixMillis = i64;
-
-pub fn now_millis() -> UnixMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-pub fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
+pub use self::error::{StoreError, StoreErrorKind};
+pub use self::open::{StoreLocation, StoreOptions, open};
+pub use crate::clock::{UnixMillis, millis, now_millis};
+pub use crate::domain::replay_progress::ReplayProgress;
 
 /// A webhook that passed every check and is ready to be recorded, with its outbox rows.
 #[derive(Debug, Clone)]
@@ -122,7 +120,7 @@ pub struct EventRecord {
     pub source: String,
     pub idempotency_key: String,
     pub received_at: UnixMillis,
-    pub status: String,
+    pub status: EventStatus,
     pub content_type: Option<String>,
     pub headers_json: String,
     pub body: Bytes,
@@ -133,12 +131,12 @@ pub struct EventRecord {
 pub struct DeliveryRecord {
     pub id: i64,
     pub destination: String,
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: u32,
     pub ordering_key: Option<String>,
     pub next_attempt_at: UnixMillis,
     pub last_error: Option<String>,
-    pub dead_reason: Option<String>,
+    pub dead_reason: Option<DeadReason>,
     pub delivered_at: Option<UnixMillis>,
 }
 
@@ -149,7 +147,7 @@ pub struct AttemptRecord {
     pub duration_ms: i64,
     pub status_code: Option<u16>,
     pub error: Option<String>,
-    pub outcome: String,
+    pub outcome: DeliveryOutcome,
     pub replay_id: Option<Uuid>,
 }
 
@@ -188,15 +186,16 @@ pub struct DeliveryAttempt {
 pub enum AttemptOutcome {
     Delivered,
     Retry { next_attempt_at: UnixMillis },
-    Dead { reason: String },
+    Dead { reason: DeadReason },
 }
 
 impl AttemptOutcome {
-    pub fn as_str(&self) -> &'static str {
+    /// The outcome without its details, as logged and counted.
+    pub fn kind(&self) -> DeliveryOutcome {
         match self {
-            AttemptOutcome::Delivered => "delivered",
-            AttemptOutcome::Retry { .. } => "retry",
-            AttemptOutcome::Dead { .. } => "dead",
+            AttemptOutcome::Delivered => DeliveryOutcome::Delivered,
+            AttemptOutcome::Retry { .. } => DeliveryOutcome::Retry,
+            AttemptOutcome::Dead { .. } => DeliveryOutcome::Dead,
         }
     }
 }
@@ -215,8 +214,7 @@ pub struct Cursor<I> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventQuery {
     pub source: Option<String>,
-    /// An event status (SPEC §5: `received`, `processing`, `completed`, …).
-    pub status: Option<String>,
+    pub status: Option<EventStatus>,
     /// The idempotency key's display text, exactly.
     pub idempotency_key: Option<String>,
     /// Keyed hashes of `search_fields` values (`SearchKey::hash`); the event must carry each.
@@ -237,7 +235,7 @@ pub struct EventSummary {
     pub source: String,
     pub idempotency_key: String,
     pub received_at: UnixMillis,
-    pub status: String,
+    pub status: EventStatus,
     pub content_type: Option<String>,
     pub deliveries: u32,
 }
@@ -272,7 +270,7 @@ pub struct DeadDelivery {
     pub received_at: UnixMillis,
     /// When the delivery went dead (its last update).
     pub died_at: UnixMillis,
-    pub reason: Option<String>,
+    pub reason: Option<DeadReason>,
     pub last_error: Option<String>,
     pub attempts: u32,
 }
@@ -290,7 +288,7 @@ impl DeadDelivery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetterGroup {
     pub destination: String,
-    pub reason: Option<String>,
+    pub reason: Option<DeadReason>,
     pub count: u64,
     /// The error of the group's most recent death, and when that was.
     pub last_error: Option<String>,
@@ -305,10 +303,8 @@ pub struct ReplayFilter {
     pub event_ids: Vec<Uuid>,
     pub source: Option<String>,
     pub destination: Option<String>,
-    /// A delivery state (`dead`, `delivered`, …).
-    pub delivery_state: Option<String>,
-    /// An event status (`failed_terminal`, `completed`, …).
-    pub event_status: Option<String>,
+    pub delivery_state: Option<DeliveryState>,
+    pub event_status: Option<EventStatus>,
     /// The event was received at or after.
     pub since: Option<UnixMillis>,
     /// The event was received before.
@@ -351,7 +347,7 @@ pub struct ReplaySample {
     pub source: String,
     pub destination: String,
     /// The delivery's state before the replay.
-    pub state: String,
+    pub state: DeliveryState,
     pub received_at: UnixMillis,
 }
 
@@ -376,18 +372,6 @@ impl ReplayRecord {
     }
 }
 
-/// Where the deliveries a replay re-queued are now. A delivery replayed again by a later
-/// replay counts as `superseded` here.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReplayProgress {
-    pub pending: u64,
-    pub in_flight: u64,
-    pub retrying: u64,
-    pub delivered: u64,
-    pub dead: u64,
-    pub superseded: u64,
-}
-
 /// One replay that re-queued one of an event's deliveries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryReplay {
@@ -399,36 +383,9 @@ pub struct DeliveryReplay {
     pub reason: String,
 }
 
-/// Delivery states (SPEC §5).
-pub const DELIVERY_STATES: &[&str] = &["pending", "in_flight", "retrying", "delivered", "dead"];
-/// Event statuses over their deliveries (SPEC §5).
-pub const EVENT_STATUSES: &[&str] = &[
-    "received",
-    "processing",
-    "completed",
-    "failed_retryable",
-    "failed_terminal",
-];
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The store cannot take the write now (queue full, database unreachable, disk full);
-    /// the caller should answer 503 and the provider retry.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// A bug or corruption: retrying will not help.
-    #[error("store error: {0}")]
-    Internal(String),
-}
-
-impl StoreError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
-    }
-}
-
+/// What intake needs: the atomic accept, and the purge of expired dedupe windows.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait IntakeStore: Send + Sync + 'static {
     /// The atomic intake step: unless the key is live (a duplicate with reason `key`), or the
     /// body under the replay guard (`replay`), or the fingerprint within the near-duplicate
     /// window (`fingerprint`), checked in that order, records the key, the window keys, the
@@ -439,9 +396,12 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes dedupe keys and near-duplicate fingerprints whose window ended before `now`.
     /// Returns how many rows went.
     async fn purge_expired(&self, now: UnixMillis) -> Result<u64, StoreError>;
+}
 
-    async fn event(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError>;
-
+/// What delivery lanes need: due deliveries claimed under a lease, outcomes recorded, claims
+/// given back, and how much is waiting.
+#[async_trait]
+pub trait DeliveryQueue: Send + Sync + 'static {
     /// Claims up to `limit` deliveries to `destination` that are due at `now` (pending or
     /// retrying with `next_attempt_at <= now`, or in flight under an expired lease), oldest
     /// due first. A delivery with an ordering key is only claimable while no earlier delivery
@@ -472,17 +432,37 @@ pub trait Store: Send + Sync + 'static {
 
     /// Open deliveries (pending, retrying, in flight) per destination.
     async fn queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError>;
+}
 
-    /// Every attempt of one delivery, oldest first.
-    async fn delivery_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>, StoreError>;
+/// What operators read: events, their attempts, the dead-letter queue, and whether the store
+/// answers at all.
+#[async_trait]
+pub trait AdminQueries: Send + Sync + 'static {
+    /// One event with its deliveries (None: no such event).
+    async fn event(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError>;
 
     /// Events matching `query`, newest first: ordered by `(received_at, id)` descending, at
     /// most `query.limit`, starting strictly after `query.after` when given.
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError>;
 
-    /// Every replay that re-queued one of the event's deliveries, newest first.
-    async fn event_replays(&self, event_id: Uuid) -> Result<Vec<DeliveryReplay>, StoreError>;
+    /// Every attempt of one delivery, oldest first.
+    async fn delivery_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>, StoreError>;
 
+    /// Dead deliveries matching `query`, newest death first (by `(died_at, delivery_id)`
+    /// descending), after `query.after`.
+    async fn dead_deliveries(&self, query: &DeadQuery) -> Result<Vec<DeadDelivery>, StoreError>;
+
+    /// Dead deliveries counted per destination and reason, largest group first.
+    async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError>;
+
+    /// Succeeds when the store answers queries.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Replays: re-queueing deliveries on purpose, with the record of who did it and why, and
+/// where the re-queued deliveries are now.
+#[async_trait]
+pub trait ReplayStore: Send + Sync + 'static {
     /// Runs a replay in one transaction: every delivery matching `replay.filter` that is not in
     /// flight becomes `pending`, due at `replay.now`, with its attempt count reset to zero (a
     /// fresh `max_attempts` budget; attempt numbers restart at 1 under the replay), its dead
@@ -506,71 +486,13 @@ pub trait Store: Send + Sync + 'static {
         id: Uuid,
     ) -> Result<Option<(ReplayRecord, ReplayProgress)>, StoreError>;
 
-    /// Dead deliveries matching `query`, newest death first (by `(died_at, delivery_id)`
-    /// descending), after `query.after`.
-    async fn dead_deliveries(&self, query: &DeadQuery) -> Result<Vec<DeadDelivery>, StoreError>;
-
-    /// Dead deliveries counted per destination and reason, largest group first.
-    async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError>;
-
-    /// Succeeds when the store answers queries.
-    async fn ping(&self) -> Result<(), StoreError>;
+    /// Every replay that re-queued one of the event's deliveries, newest first.
+    async fn event_replays(&self, event_id: Uuid) -> Result<Vec<DeliveryReplay>, StoreError>;
 }
 
-/// An event's status over the states of its deliveries (SPEC §5), given (state, count) pairs.
-pub fn event_status<'a>(states: impl IntoIterator<Item = (&'a str, i64)>) -> &'static str {
-    let (mut open, mut retrying, mut delivered, mut dead, mut attempted) = (0, 0, 0, 0, false);
-    for (state, count) in states {
-        match state {
-            "pending" => open += count,
-            "in_flight" => {
-                open += count;
-                attempted = true;
-            }
-            "retrying" => {
-                open += count;
-                retrying += count;
-            }
-            "delivered" => delivered += count,
-            "dead" => dead += count,
-            _ => {}
-        }
-    }
-    if open == 0 && dead == 0 {
-        "completed"
-    } else if open == 0 {
-        "failed_terminal"
-    } else if retrying > 0 {
-        "failed_retryable"
-    } else if attempted || delivered > 0 || dead > 0 {
-        "processing"
-    } else {
-        "received"
-    }
-}
+/// The whole store contract. Every type that implements the four concerns is a `Store`, so
+/// handlers and workers hold one `Arc<dyn Store>`, and a wrapper (a fault-injecting one in
+/// tests) implements the concerns and is a `Store` too.
+pub trait Store: IntakeStore + DeliveryQueue + AdminQueries + ReplayStore {}
 
-/// Opens the store named by `store.url`, creating and migrating it as needed.
-pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    match config.store_location().map_err(anyhow::Error::msg)? {
-        StoreLocation::Sqlite(path) => {
-            let options = sqlite::SqliteOptions {
-                path,
-                batch_max: config.store.batch_max,
-                queue_max: config.store.queue_max,
-            };
-            let store =
-                tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(options)).await??;
-            Ok(Arc::new(store))
-        }
-        StoreLocation::Postgres(url) => {
-            let store = postgres::PostgresStore::open(postgres::PostgresOptions {
-                url,
-                pool_size: config.store.pool_size,
-                batch_max: config.store.batch_max,
-                queue_max: config.store.queue_max,
-            })
-            .await?;
-            Ok(Arc::new(store))
-        }
-    }
-}
+impl<T: IntakeStore + DeliveryQueue + AdminQueries + ReplayStore + ?Sized> Store for T {}

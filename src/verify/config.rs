@@ -15,8 +15,13 @@ pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 /// A source's `verify` table.
 ///
 /// `header`, `algorithm`, `encoding` and `prefix` only apply to `scheme = "hmac"`;
-/// `tolerance` only to schemes that sign a timestamp (`standard`, `svix`, `stripe`, `slack`).
-#[derive(Clone, Deserialize)]
+/// `tolerance` only to schemes that sign a timestamp (`standard`, `svix`, `stripe`, `slack`,
+/// `zoom`, `sendgrid`); `verify_token` only to `meta`, `url` only to `twilio`, `public_key` and
+/// `private_key` only to `sendgrid`.
+///
+/// `VerifyConfig::default()` is the `none` scheme with nothing set, a base for tables built in
+/// code: `VerifyConfig { scheme, secrets, ..VerifyConfig::default() }`.
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyConfig {
     /// Which provider's signature scheme the requests carry.
@@ -38,6 +43,34 @@ pub struct VerifyConfig {
     pub encoding: Option<SignatureEncoding>,
     /// `hmac` only: text in front of the encoded signature, e.g. `"sha256="`.
     pub prefix: Option<String>,
+    /// `meta` only, and required there: the token entered in the app's webhook settings, which
+    /// Meta sends back in its subscription check (`GET ?hub.verify_token=…`).
+    pub verify_token: Option<String>,
+    /// `twilio` only, and required there: the public URL Twilio calls, exactly as entered in
+    /// the Twilio console (Twilio signs it, and behind a proxy the gateway cannot see it).
+    pub url: Option<String>,
+    /// `sendgrid` only, and required there: the verification key from SendGrid's Mail Settings
+    /// (base64 DER of an ECDSA P-256 public key), or a list of them during a rotation.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub public_key: Vec<String>,
+    /// `sendgrid` only, optional: a P-256 private key (base64 PKCS#8 DER) matching one of the
+    /// `public_key`s, so that `oncehook send` can sign test requests. SendGrid keeps its own
+    /// private key: this is only for a key pair made for testing.
+    pub private_key: Option<String>,
+}
+
+/// `public_key = "…"` or `public_key = ["…", "…"]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a base64 key or a list of them")]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(key) => vec![key],
+        OneOrMany::Many(keys) => keys,
+    })
 }
 
 // Written by hand so that secrets never reach a log line through `{:?}`.
@@ -51,6 +84,16 @@ impl fmt::Debug for VerifyConfig {
             .field("algorithm", &self.algorithm)
             .field("encoding", &self.encoding)
             .field("prefix", &self.prefix)
+            .field(
+                "verify_token",
+                &self.verify_token.as_ref().map(|_| RedactedSecrets(1)),
+            )
+            .field("url", &self.url.as_ref().map(|_| "<set>"))
+            .field("public_key", &self.public_key.len())
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| RedactedSecrets(1)),
+            )
             .finish()
     }
 }
@@ -65,7 +108,7 @@ impl fmt::Debug for RedactedSecrets {
 }
 
 /// The value of `verify.scheme`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SchemeName {
     Standard,
@@ -75,7 +118,12 @@ pub enum SchemeName {
     Slack,
     Shopify,
     Hmac,
+    Meta,
+    Zoom,
+    Twilio,
+    Sendgrid,
     Bearer,
+    #[default]
     None,
 }
 
@@ -90,25 +138,57 @@ impl SchemeName {
             SchemeName::Slack => "slack",
             SchemeName::Shopify => "shopify",
             SchemeName::Hmac => "hmac",
+            SchemeName::Meta => "meta",
+            SchemeName::Zoom => "zoom",
+            SchemeName::Twilio => "twilio",
+            SchemeName::Sendgrid => "sendgrid",
             SchemeName::Bearer => "bearer",
             SchemeName::None => "none",
         }
     }
 
+    /// Every scheme, in the order the docs list them.
+    pub const ALL: [SchemeName; 13] = [
+        SchemeName::Standard,
+        SchemeName::Svix,
+        SchemeName::Stripe,
+        SchemeName::Github,
+        SchemeName::Slack,
+        SchemeName::Shopify,
+        SchemeName::Hmac,
+        SchemeName::Meta,
+        SchemeName::Zoom,
+        SchemeName::Twilio,
+        SchemeName::Sendgrid,
+        SchemeName::Bearer,
+        SchemeName::None,
+    ];
+
     /// Whether the scheme signs a timestamp, and so whether `tolerance` means anything.
     pub fn signs_timestamp(&self) -> bool {
         matches!(
             self,
-            SchemeName::Standard | SchemeName::Svix | SchemeName::Stripe | SchemeName::Slack
+            SchemeName::Standard
+                | SchemeName::Svix
+                | SchemeName::Stripe
+                | SchemeName::Slack
+                | SchemeName::Zoom
+                | SchemeName::Sendgrid
         )
     }
 
     /// Whether the signature covers the body and nothing else (no timestamp, no delivery id):
-    /// a captured body can then be sent again under any header key.
+    /// a captured body can then be sent again under any header key. Twilio signs the URL and
+    /// the form fields, which a captured request repeats as they are, so it counts here too.
     pub fn signs_only_the_body(&self) -> bool {
         matches!(
             self,
-            SchemeName::Github | SchemeName::Shopify | SchemeName::Hmac | SchemeName::Bearer
+            SchemeName::Github
+                | SchemeName::Shopify
+                | SchemeName::Hmac
+                | SchemeName::Meta
+                | SchemeName::Twilio
+                | SchemeName::Bearer
         )
     }
 
@@ -127,16 +207,43 @@ impl SchemeName {
             SchemeName::Stripe => KeySpec::json("/id"),
             SchemeName::Github => KeySpec::header("x-github-delivery"),
             SchemeName::Shopify => KeySpec::header("x-shopify-webhook-id"),
-            SchemeName::Slack | SchemeName::Hmac | SchemeName::Bearer | SchemeName::None => {
-                KeySpec::fingerprint()
-            }
+            // Twilio sends the same token with every retry of one request (connection
+            // overrides); requests without one are keyed by their fields.
+            SchemeName::Twilio => KeySpec {
+                alternatives: [
+                    KeySpec::header("i-twilio-idempotency-token"),
+                    KeySpec::fingerprint(),
+                ]
+                .into_iter()
+                .flat_map(|spec| spec.alternatives)
+                .collect(),
+            },
+            // Meta, Zoom and SendGrid send no delivery id the signature covers, and SendGrid
+            // batches several events (each with its own `sg_event_id`) in one body.
+            SchemeName::Slack
+            | SchemeName::Hmac
+            | SchemeName::Meta
+            | SchemeName::Zoom
+            | SchemeName::Sendgrid
+            | SchemeName::Bearer
+            | SchemeName::None => KeySpec::fingerprint(),
         }
     }
 
-    /// `replay_guard` when a source leaves it out: on where the signature covers only the body
-    /// and the default key is a header the signature does not cover (SPEC §4.3).
+    /// `replay_guard` when a source leaves it out: on where the signature covers neither a
+    /// timestamp nor the key (SPEC §4.3): GitHub and Shopify key on an unsigned header, Meta
+    /// signs only the body, Twilio only the URL and fields.
     pub fn replay_guard_by_default(&self) -> bool {
-        matches!(self, SchemeName::Github | SchemeName::Shopify)
+        matches!(
+            self,
+            SchemeName::Github | SchemeName::Shopify | SchemeName::Meta | SchemeName::Twilio
+        )
+    }
+
+    /// Whether the scheme authenticates with `secrets` (every one but `none`, and `sendgrid`,
+    /// which verifies with `public_key`).
+    pub fn uses_secrets(&self) -> bool {
+        !matches!(self, SchemeName::None | SchemeName::Sendgrid)
     }
 }
 

@@ -4,6 +4,7 @@
 //! and a TCP proxy the test can cut.
 #![allow(dead_code)]
 
+pub mod app;
 pub mod faults;
 pub mod pg;
 pub mod receiver;

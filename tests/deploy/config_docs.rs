@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use oncehook::app::Runtime;
 use oncehook::config::Config;
 use oncehook::verify::Verifier;
 
@@ -125,7 +126,8 @@ fn base_tree() -> toml::Table {
     toml::from_str(BASE).expect("base config")
 }
 
-/// Loads a tree with the real loader. Schema files named by the tree are created first.
+/// Loads a tree with the real loader and builds what `serve` builds from it (verifiers, signers,
+/// schemas). Schema files named by the tree are created first.
 fn load(tree: &toml::Table) -> Result<Config, oncehook::config::ConfigError> {
     let dir = tempfile::tempdir().expect("tempdir");
     if let Some(sources) = tree.get("sources").and_then(|s| s.as_array()) {
@@ -138,9 +140,11 @@ fn load(tree: &toml::Table) -> Result<Config, oncehook::config::ConfigError> {
         }
     }
     let text = toml::to_string(tree).expect("serialize");
-    Config::from_toml(&text, Path::new("test.toml"), dir.path(), &|_| {
+    let config = Config::from_toml(&text, Path::new("test.toml"), dir.path(), &|_| {
         Some(ENV_VALUE.to_owned())
-    })
+    })?;
+    Runtime::build(&config)?;
+    Ok(config)
 }
 
 /// Keys whose example only loads beside another key: the loader checks some combinations.
@@ -155,6 +159,23 @@ fn context_for(key: &str) -> Vec<(&'static str, toml::Value)> {
             ("sources[].verify.header", text("X-Signature")),
         ],
         "sources[].verify.tolerance" => vec![("sources[].verify.scheme", text("stripe"))],
+        "sources[].verify.verify_token" => vec![("sources[].verify.scheme", text("meta"))],
+        "sources[].verify.url" => vec![("sources[].verify.scheme", text("twilio"))],
+        "sources[].verify.public_key" => vec![
+            ("sources[].verify.scheme", text("sendgrid")),
+            ("sources[].verify.secrets", toml::Value::Array(Vec::new())),
+        ],
+        // The example is the private half of this key pair (scripts/gen_verify_vectors.py).
+        "sources[].verify.private_key" => vec![
+            ("sources[].verify.scheme", text("sendgrid")),
+            ("sources[].verify.secrets", toml::Value::Array(Vec::new())),
+            (
+                "sources[].verify.public_key",
+                text(
+                    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEFnDVIpcVLQTmac/bGdwpkSeuKbLrZy146WFAdcDc+qKbnBuCMhUB7/I1PogkUC0wj9uB6VqJxGoHW8pKjB18vg==",
+                ),
+            ),
+        ],
         "store.previous_encryption_keys" => vec![("store.encryption_key", text("current-key"))],
         "sources[].rate_limit.burst" => {
             vec![("sources[].rate_limit.per_second", toml::Value::Integer(100))]

@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use oncehook::app::Runtime;
 use oncehook::config::{Config, ServerConfig, StoreLocation};
 use serde_json::Value;
 
@@ -413,6 +414,8 @@ fn compose_file_parses_and_its_nodes_load_their_mounted_config() {
             &|var| environment.get(var).cloned(),
         )
         .unwrap_or_else(|e| panic!("service {name}: {e}"));
+        // What the node builds from it at start-up: verifiers, signers, schema files.
+        Runtime::build(&config).unwrap_or_else(|e| panic!("service {name}: {e}"));
         let Ok(StoreLocation::Postgres(url)) = config.store_location() else {
             panic!("service {name}: nodes sharing work need PostgreSQL");
         };
@@ -508,6 +511,7 @@ fn compose_file_parses_and_its_nodes_load_their_mounted_config() {
         &|var| example_env.get(var).cloned(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
+    Runtime::build(&send).unwrap_or_else(|e| panic!("{e}"));
     assert!(send.source("demo").is_some());
 }
 

@@ -422,6 +422,7 @@ fn the_docs_cite_only_files_the_repository_has() {
         "docs/configuration.md",
         "docs/deploy.md",
         "docs/fuzzing.md",
+        "docs/providers.md",
         QUICKSTART,
         "deploy/systemd/oncehook.toml",
         "deploy/prometheus/alerts.yml",

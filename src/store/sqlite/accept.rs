@@ -1,0 +1,165 @@
+//! `IntakeStore`: the atomic intake step (the dedupe key, the content windows, the event, its
+//! search hashes and its deliveries, inside the writer's batch transaction) and the purge of
+//! expired windows.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{SqliteStore, uuid_from_blob};
+use crate::domain::delivery_state::DeliveryState;
+use crate::domain::event_status::EventStatus;
+use crate::store::{
+    AcceptOutcome, Duplicate, DuplicateReason, IntakeStore, NewEvent, StoreError, UnixMillis,
+};
+
+/// Rows the purge deletes per transaction, so it never holds the writer for long.
+const PURGE_CHUNK: i64 = 5_000;
+
+#[async_trait]
+impl IntakeStore for SqliteStore {
+    async fn accept(&self, event: NewEvent) -> Result<AcceptOutcome, StoreError> {
+        self.write(move |conn| accept(conn, &event)).await
+    }
+
+    async fn purge_expired(&self, now: UnixMillis) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        loop {
+            let deleted = self
+                .write(move |conn| {
+                    let keys = conn
+                        .prepare_cached(
+                            "DELETE FROM dedupe_keys WHERE key IN
+                           (SELECT key FROM dedupe_keys WHERE expires_at <= ?1 LIMIT ?2)",
+                        )?
+                        .execute(params![now, PURGE_CHUNK])?;
+                    let fingerprints = conn
+                        .prepare_cached(
+                            "DELETE FROM recent_fingerprints WHERE key IN
+                           (SELECT key FROM recent_fingerprints WHERE expires_at <= ?1 LIMIT ?2)",
+                        )?
+                        .execute(params![now, PURGE_CHUNK])?;
+                    Ok((keys, fingerprints))
+                })
+                .await?;
+            total += (deleted.0 + deleted.1) as u64;
+            if deleted.0 < PURGE_CHUNK as usize && deleted.1 < PURGE_CHUNK as usize {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// The atomic intake step (see `Store::accept`), inside the writer's transaction.
+fn accept(conn: &Connection, event: &NewEvent) -> rusqlite::Result<AcceptOutcome> {
+    let now = event.received_at;
+    let existing: Option<(Vec<u8>, Vec<u8>, i64)> = conn
+        .prepare_cached("SELECT event_id, fingerprint, expires_at FROM dedupe_keys WHERE key = ?1")?
+        .query_row([&event.dedupe_key.0[..]], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    if let Some((event_id, fingerprint, expires_at)) = &existing
+        && *expires_at > now
+    {
+        return Ok(AcceptOutcome::Duplicate(Duplicate {
+            event_id: uuid_from_blob(event_id)?,
+            reason: DuplicateReason::Key,
+            conflict: fingerprint.as_slice() != event.fingerprint.0.as_slice(),
+        }));
+    }
+    // The content layers, in the contract's order: the exact body under the replay guard, then
+    // the fingerprint within the near-duplicate window. Both live in `recent_fingerprints`
+    // (their keys are hashed in separate domains).
+    for (window, reason) in [
+        (&event.replay_guard, DuplicateReason::Replay),
+        (&event.near_duplicate, DuplicateReason::Fingerprint),
+    ] {
+        let Some(window) = window else { continue };
+        let original: Option<Vec<u8>> = conn
+            .prepare_cached(
+                "SELECT event_id FROM recent_fingerprints WHERE key = ?1 AND expires_at > ?2",
+            )?
+            .query_row(params![&window.key.0[..], now], |row| row.get(0))
+            .optional()?;
+        if let Some(original) = original {
+            return Ok(AcceptOutcome::Duplicate(Duplicate {
+                event_id: uuid_from_blob(&original)?,
+                reason,
+                conflict: false,
+            }));
+        }
+    }
+
+    // Every delivery starts pending: the event is received, or complete when it has none.
+    let status =
+        EventStatus::from_deliveries([(DeliveryState::Pending, event.deliveries.len() as u64)]);
+    conn.prepare_cached(
+        "INSERT INTO events (id, source, idempotency_key, fingerprint, received_at, status,
+                             content_type, headers, body, delivery_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        &event.id.as_bytes()[..],
+        &*event.source,
+        event.idempotency_key,
+        &event.fingerprint.0[..],
+        now,
+        status,
+        event.content_type,
+        event.headers_json,
+        &event.body[..],
+        &event.delivery_key.as_bytes()[..],
+    ])?;
+    let seq = conn.last_insert_rowid();
+    // An expired key is replaced: after its TTL the same key is a new event.
+    conn.prepare_cached(
+        "INSERT INTO dedupe_keys (key, event_id, fingerprint, expires_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id,
+             fingerprint = excluded.fingerprint, expires_at = excluded.expires_at",
+    )?
+    .execute(params![
+        &event.dedupe_key.0[..],
+        &event.id.as_bytes()[..],
+        &event.fingerprint.0[..],
+        event.dedupe_expires_at,
+    ])?;
+    for window in [&event.replay_guard, &event.near_duplicate]
+        .into_iter()
+        .flatten()
+    {
+        conn.prepare_cached(
+            "INSERT INTO recent_fingerprints (key, event_id, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id,
+                 expires_at = excluded.expires_at",
+        )?
+        .execute(params![
+            &window.key.0[..],
+            &event.id.as_bytes()[..],
+            window.expires_at
+        ])?;
+    }
+    if !event.search.is_empty() {
+        let mut insert = conn.prepare_cached(
+            "INSERT OR IGNORE INTO event_search (hash, event_seq) VALUES (?1, ?2)",
+        )?;
+        for hash in &event.search {
+            insert.execute(params![&hash[..], seq])?;
+        }
+    }
+    if !event.deliveries.is_empty() {
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO deliveries (event_seq, destination, state, next_attempt_at, ordering_key,
+                                     updated_at)
+             VALUES (?1, ?2, 'pending', ?3, ?4, ?3)",
+        )?;
+        for delivery in &event.deliveries {
+            insert.execute(params![
+                seq,
+                &*delivery.destination,
+                now,
+                delivery.ordering_key
+            ])?;
+        }
+    }
+    Ok(AcceptOutcome::Accepted)
+}

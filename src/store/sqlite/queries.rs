@@ -1,0 +1,252 @@
+//! `AdminQueries`: one event with its deliveries and attempts, event listings and the
+//! dead-letter queue, built from optional criteria, and the ping behind `/readyz`.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension};
+use uuid::Uuid;
+
+use super::{SqliteStore, uuid_from_blob};
+use crate::store::{
+    AdminQueries, AttemptRecord, DeadDelivery, DeadLetterGroup, DeadQuery, DeliveryRecord,
+    EventQuery, EventRecord, EventSummary, StoreError,
+};
+
+#[async_trait]
+impl AdminQueries for SqliteStore {
+    async fn event(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
+        self.read(move |conn| load_event(conn, id)).await
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {
+        let query = query.clone();
+        self.read(move |conn| list_events(conn, &query)).await
+    }
+
+    async fn delivery_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT number, started_at, duration_ms, status_code, error, outcome, replay_id
+                 FROM delivery_attempts WHERE delivery_id = ?1 ORDER BY id",
+            )?;
+            let rows = statement.query_map([delivery_id], |row| {
+                let replay: Option<Vec<u8>> = row.get(6)?;
+                Ok(AttemptRecord {
+                    number: row.get(0)?,
+                    started_at: row.get(1)?,
+                    duration_ms: row.get(2)?,
+                    status_code: row.get(3)?,
+                    error: row.get(4)?,
+                    outcome: row.get(5)?,
+                    replay_id: replay.as_deref().map(uuid_from_blob).transpose()?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn dead_deliveries(&self, query: &DeadQuery) -> Result<Vec<DeadDelivery>, StoreError> {
+        let query = query.clone();
+        self.read(move |conn| {
+            let mut filter = Filter::default();
+            filter.push("d.state = 'dead'", []);
+            if let Some(destination) = &query.destination {
+                filter.push("d.destination = ?", [destination.clone().into()]);
+            }
+            if let Some(source) = &query.source {
+                filter.push("e.source = ?", [source.clone().into()]);
+            }
+            if let Some(after) = query.after {
+                filter.push(
+                    "(d.updated_at, d.id) < (?, ?)",
+                    [after.at.into(), after.id.into()],
+                );
+            }
+            let sql = format!(
+                "SELECT d.id, e.id, e.source, d.destination, e.idempotency_key, e.received_at,
+                        d.updated_at, d.dead_reason, d.last_error, d.attempts
+                 FROM deliveries d JOIN events e ON e.seq = d.event_seq{}
+                 ORDER BY d.updated_at DESC, d.id DESC LIMIT ?",
+                filter.sql()
+            );
+            filter.params.push(sql_limit(query.limit));
+            let mut statement = conn.prepare_cached(&sql)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(&filter.params), |row| {
+                Ok(DeadDelivery {
+                    delivery_id: row.get(0)?,
+                    event_id: uuid_from_blob(&row.get::<_, Vec<u8>>(1)?)?,
+                    source: row.get(2)?,
+                    destination: row.get(3)?,
+                    idempotency_key: row.get(4)?,
+                    received_at: row.get(5)?,
+                    died_at: row.get(6)?,
+                    reason: row.get(7)?,
+                    last_error: row.get(8)?,
+                    attempts: row.get(9)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError> {
+        self.read(|conn| {
+            // With a single MAX() aggregate, SQLite takes the bare `last_error` from the row
+            // that holds the maximum: the group's most recent death.
+            let mut statement = conn.prepare_cached(
+                "SELECT destination, dead_reason, COUNT(*), MAX(updated_at), last_error
+                 FROM deliveries WHERE state = 'dead'
+                 GROUP BY destination, dead_reason
+                 ORDER BY COUNT(*) DESC, destination, dead_reason",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok(DeadLetterGroup {
+                    destination: row.get(0)?,
+                    reason: row.get(1)?,
+                    count: row.get::<_, i64>(2)?.max(0) as u64,
+                    last_at: row.get(3)?,
+                    last_error: row.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await
+    }
+}
+
+/// The WHERE clause of a query built from optional criteria, with its positional parameters.
+#[derive(Default)]
+pub(super) struct Filter {
+    clauses: Vec<String>,
+    pub(super) params: Vec<rusqlite::types::Value>,
+}
+
+impl Filter {
+    pub(super) fn push(
+        &mut self,
+        clause: impl Into<String>,
+        params: impl IntoIterator<Item = rusqlite::types::Value>,
+    ) {
+        self.clauses.push(clause.into());
+        self.params.extend(params);
+    }
+
+    pub(super) fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+pub(super) fn sql_limit(limit: usize) -> rusqlite::types::Value {
+    i64::try_from(limit).unwrap_or(i64::MAX).into()
+}
+
+fn list_events(conn: &Connection, query: &EventQuery) -> rusqlite::Result<Vec<EventSummary>> {
+    let mut filter = Filter::default();
+    if let Some(source) = &query.source {
+        filter.push("e.source = ?", [source.clone().into()]);
+    }
+    if let Some(status) = &query.status {
+        filter.push("e.status = ?", [status.as_str().to_owned().into()]);
+    }
+    if let Some(key) = &query.idempotency_key {
+        filter.push("e.idempotency_key = ?", [key.clone().into()]);
+    }
+    for hash in &query.search {
+        filter.push(
+            "e.seq IN (SELECT event_seq FROM event_search WHERE hash = ?)",
+            [hash.to_vec().into()],
+        );
+    }
+    if let Some(since) = query.since {
+        filter.push("e.received_at >= ?", [since.into()]);
+    }
+    if let Some(until) = query.until {
+        filter.push("e.received_at < ?", [until.into()]);
+    }
+    if let Some(after) = query.after {
+        filter.push(
+            "(e.received_at, e.id) < (?, ?)",
+            [after.at.into(), after.id.as_bytes().to_vec().into()],
+        );
+    }
+    let sql = format!(
+        "SELECT e.id, e.source, e.idempotency_key, e.received_at, e.status, e.content_type,
+                (SELECT COUNT(*) FROM deliveries d WHERE d.event_seq = e.seq)
+         FROM events e{}
+         ORDER BY e.received_at DESC, e.id DESC LIMIT ?",
+        filter.sql()
+    );
+    filter.params.push(sql_limit(query.limit));
+    let mut statement = conn.prepare_cached(&sql)?;
+    let rows = statement.query_map(rusqlite::params_from_iter(&filter.params), |row| {
+        Ok(EventSummary {
+            id: uuid_from_blob(&row.get::<_, Vec<u8>>(0)?)?,
+            source: row.get(1)?,
+            idempotency_key: row.get(2)?,
+            received_at: row.get(3)?,
+            status: row.get(4)?,
+            content_type: row.get(5)?,
+            deliveries: row.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
+fn load_event(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<EventRecord>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT seq, source, idempotency_key, received_at, status, content_type, headers, body
+             FROM events WHERE id = ?1",
+        )?
+        .query_row([&id.as_bytes()[..]], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                EventRecord {
+                    id,
+                    source: row.get(1)?,
+                    idempotency_key: row.get(2)?,
+                    received_at: row.get(3)?,
+                    status: row.get(4)?,
+                    content_type: row.get(5)?,
+                    headers_json: row.get(6)?,
+                    body: Bytes::from(row.get::<_, Vec<u8>>(7)?),
+                    deliveries: Vec::new(),
+                },
+            ))
+        })
+        .optional()?;
+    let Some((seq, mut event)) = row else {
+        return Ok(None);
+    };
+    let mut statement = conn.prepare_cached(
+        "SELECT id, destination, state, attempts, ordering_key, next_attempt_at, last_error,
+                dead_reason, delivered_at
+         FROM deliveries WHERE event_seq = ?1 ORDER BY id",
+    )?;
+    let deliveries = statement.query_map([seq], |row| {
+        Ok(DeliveryRecord {
+            id: row.get(0)?,
+            destination: row.get(1)?,
+            state: row.get(2)?,
+            attempts: row.get(3)?,
+            ordering_key: row.get(4)?,
+            next_attempt_at: row.get(5)?,
+            last_error: row.get(6)?,
+            dead_reason: row.get(7)?,
+            delivered_at: row.get(8)?,
+        })
+    })?;
+    event.deliveries = deliveries.collect::<rusqlite::Result<_>>()?;
+    Ok(Some(event))
+}

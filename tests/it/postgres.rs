@@ -1,0 +1,457 @@
+//! Several nodes on one PostgreSQL database, end to end: real `oncehook serve` processes sharing
+//! a schema, a real destination, and a proxy that can make the database unreachable. Every event
+//! is sent twice and every test checks that the outcome equals one delivery.
+//!
+//! Skipped (with a notice) unless `ONCEHOOK_TEST_PG` names a database; `scripts/test` sets it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::common::pg::{PgSchema, TcpProxy};
+use crate::common::receiver::{Received, Receiver, Reply as Answer};
+use crate::common::{Gateway, GatewayOptions, Reply, Signed, post, sign, unix_now};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+const VERIFY: &str = "scheme = \"github\"\nsecrets = [\"pg-e2e-secret\"]";
+
+/// A GitHub-style source (keyed by `X-GitHub-Delivery`) routed to one destination.
+fn config(sink_url: &str, destination_extra: &str) -> String {
+    format!(
+        "[[sources]]\nname = \"gh\"\nverify = {{ scheme = \"github\", secrets = [\"pg-e2e-secret\"] }}\n\
+         search_fields = {{ action = \"/action\" }}\n\n\
+         [[destinations]]\nname = \"sink\"\nurl = \"{sink_url}\"\n{destination_extra}\n\n\
+         [[routes]]\nsource = \"gh\"\nto = [\"sink\"]\n"
+    )
+}
+
+fn request(delivery: &str) -> Signed {
+    let body =
+        serde_json::to_vec(&json!({"delivery": delivery, "action": "opened"})).expect("json");
+    sign(VERIFY, &body, delivery, unix_now())
+}
+
+fn on(store_url: &str, role: Option<&str>) -> GatewayOptions {
+    GatewayOptions {
+        store_url: Some(store_url.to_owned()),
+        role: role.map(str::to_owned),
+        ..GatewayOptions::default()
+    }
+}
+
+async fn send(client: &reqwest::Client, gateway: &Gateway, delivery: &str) -> Reply {
+    post(
+        client,
+        &gateway.webhook_url("gh"),
+        &request(delivery),
+        "application/json",
+    )
+    .await
+}
+
+fn event_id(reply: &Reply) -> String {
+    reply.json["event_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no event_id in {}", reply.json))
+        .to_owned()
+}
+
+/// Requests answered 2xx, per event.
+fn delivered(received: &[Received]) -> HashMap<String, usize> {
+    let mut delivered = HashMap::new();
+    for request in received {
+        if request.answered.is_some_and(|s| (200..300).contains(&s)) {
+            *delivered.entry(request.event_id().to_owned()).or_default() += 1;
+        }
+    }
+    delivered
+}
+
+/// `oncehook_deliveries_total{destination="sink",outcome="delivered"}` on one node.
+async fn delivered_by(gateway: &Gateway) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", gateway.admin))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .filter(|line| {
+            line.starts_with("oncehook_deliveries_total{") && line.contains("outcome=\"delivered\"")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The admin listener answers health, readiness and metrics whatever the node's role.
+async fn assert_admin_serves(gateway: &Gateway) {
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let response = reqwest::get(format!("{}{path}", gateway.admin))
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(response.status(), 200, "{path} on role {:?}", gateway.role);
+    }
+}
+
+const DELIVERED: &str = "SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_accept_fifty_concurrent_identical_deliveries_once() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    let sink = Receiver::start().await;
+    let body = config(&sink.url, "");
+    // Started together, so both migrate the fresh schema at once (one waits on the other).
+    let together = |role: Option<&str>| GatewayOptions {
+        no_wait: true,
+        ..on(&schema.url(), role)
+    };
+    let mut intake_only = Gateway::start_with(&body, together(Some("intake")));
+    let mut full = Gateway::start_with(&body, together(None));
+    intake_only.wait_healthy();
+    full.wait_healthy();
+    let nodes = Arc::new([intake_only, full]);
+
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (client, nodes) = (client.clone(), Arc::clone(&nodes));
+        tasks.push(tokio::spawn(async move {
+            send(&client, &nodes[i % 2], "gh-delivery-concurrent").await
+        }));
+    }
+    let mut statuses = HashMap::new();
+    let mut ids = HashSet::new();
+    for task in tasks {
+        let reply = task.await.expect("task");
+        *statuses.entry(reply.status).or_insert(0) += 1;
+        if reply.status == 200 {
+            assert_eq!(reply.json["reason"], "key", "{}", reply.json);
+            assert_eq!(reply.json["conflict"], false, "{}", reply.json);
+        }
+        ids.insert(event_id(&reply));
+    }
+    assert_eq!(statuses, HashMap::from([(202, 1), (200, 49)]));
+    assert_eq!(ids.len(), 1, "every reply names the same event");
+
+    // And again on each node after the burst.
+    for node in nodes.iter() {
+        let again = send(&client, node, "gh-delivery-concurrent").await;
+        assert_eq!(again.status, 200);
+        assert!(ids.contains(&event_id(&again)));
+    }
+    assert_eq!(schema.count("SELECT COUNT(*) FROM events").await, 1);
+    assert_eq!(schema.count("SELECT COUNT(*) FROM dedupe_keys").await, 1);
+    assert_eq!(schema.count("SELECT COUNT(*) FROM event_search").await, 1);
+    schema
+        .wait_for_count(DELIVERED, 1, Duration::from_secs(20))
+        .await;
+    let delivered = delivered(&sink.received());
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered.values().copied().collect::<Vec<_>>(), vec![1]);
+    assert!(ids.contains(delivered.keys().next().expect("one key")));
+
+    for node in nodes.iter() {
+        assert_admin_serves(node).await;
+    }
+    assert_eq!(
+        delivered_by(&nodes[0]).await,
+        0.0,
+        "an intake-only node delivers nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_events_across_two_nodes_are_each_delivered_once() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    // A small delay widens the window in which a second claim of one delivery would overlap.
+    let sink = Receiver::start().await;
+    sink.set_script(|_, _| Answer::Slow(Duration::from_millis(3), 200));
+    let body = config(&sink.url, "concurrency = 8");
+    let nodes = Arc::new([
+        Gateway::start_with(&body, on(&schema.url(), None)),
+        Gateway::start_with(&body, on(&schema.url(), None)),
+    ]);
+
+    let client = reqwest::Client::new();
+    let senders = Arc::new(Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for i in 0..1_000usize {
+        let (client, nodes, senders) = (client.clone(), Arc::clone(&nodes), Arc::clone(&senders));
+        tasks.push(tokio::spawn(async move {
+            let _permit = senders.acquire().await.expect("permit");
+            let delivery = format!("gh-delivery-{i}");
+            // First to one node, the provider's retry to the other.
+            let first = send(&client, &nodes[i % 2], &delivery).await;
+            assert_eq!(first.status, 202, "{delivery}: {}", first.json);
+            let repeat = send(&client, &nodes[(i + 1) % 2], &delivery).await;
+            assert_eq!(repeat.status, 200, "{delivery}: {}", repeat.json);
+            assert_eq!(event_id(&repeat), event_id(&first));
+            event_id(&first)
+        }));
+    }
+    let mut ids = HashSet::new();
+    for task in tasks {
+        ids.insert(task.await.expect("task"));
+    }
+    assert_eq!(ids.len(), 1_000);
+
+    schema
+        .wait_for_count(DELIVERED, 1_000, Duration::from_secs(90))
+        .await;
+    let delivered = delivered(&sink.received());
+    assert_eq!(
+        delivered.keys().cloned().collect::<HashSet<_>>(),
+        ids,
+        "every event reached the destination"
+    );
+    let twice: Vec<_> = delivered.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_eq!(
+        sink.overlapping_attempts(),
+        0,
+        "a delivery was in flight twice at once"
+    );
+    assert_eq!(schema.count("SELECT COUNT(*) FROM events").await, 1_000);
+    assert_eq!(
+        schema
+            .count("SELECT COUNT(*) FROM deliveries WHERE attempts <> 1")
+            .await,
+        0,
+        "every delivery took exactly one attempt"
+    );
+    let (a, b) = (delivered_by(&nodes[0]).await, delivered_by(&nodes[1]).await);
+    assert_eq!(a + b, 1_000.0);
+    assert!(a > 0.0 && b > 0.0, "both nodes delivered ({a} and {b})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_worker_node_s_deliveries_are_taken_over_after_the_lease() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    // First attempts hang at the destination (longer than anyone waits); the lease is
+    // timeout + 5 s = 10 s. The node is killed well within its 5 s timeout.
+    let sink = Receiver::start().await;
+    sink.set_script(|_, previous| match previous {
+        0 => Answer::Slow(Duration::from_secs(120), 200),
+        _ => Answer::Status(200),
+    });
+    let body = config(
+        &sink.url,
+        "timeout = \"5s\"\nbackoff = { base = \"100ms\", max = \"1s\" }",
+    );
+    let mut doomed = Gateway::start_with(&body, on(&schema.url(), None));
+    let client = reqwest::Client::new();
+    let mut ids = HashSet::new();
+    for i in 0..5 {
+        let delivery = format!("gh-delivery-{i}");
+        let first = send(&client, &doomed, &delivery).await;
+        assert_eq!(first.status, 202, "{}", first.json);
+        let repeat = send(&client, &doomed, &delivery).await;
+        assert_eq!(repeat.status, 200, "{}", repeat.json);
+        ids.insert(event_id(&first));
+    }
+    // Every delivery is claimed and its attempt is in flight at the destination: kill the node.
+    sink.wait_for(Duration::from_secs(4), "five attempts in flight", |r| {
+        r.len() >= 5
+    })
+    .await;
+    doomed.kill();
+
+    let survivor = Gateway::start_with(&body, on(&schema.url(), Some("worker")));
+    schema
+        .wait_for_count(DELIVERED, 5, Duration::from_secs(30))
+        .await;
+    for id in &ids {
+        let attempts = sink.for_event(id);
+        assert_eq!(
+            attempts.iter().map(Received::attempt).collect::<Vec<_>>(),
+            vec![1, 2],
+            "{id}: the killed node's attempt, then the survivor's"
+        );
+        // Not before the lease ran out: never two live claims of one delivery.
+        let waited = attempts[1].at.duration_since(attempts[0].at);
+        assert!(
+            waited >= Duration::from_secs(9),
+            "{id}: taken over after {waited:?}"
+        );
+    }
+    assert_eq!(
+        schema
+            .count("SELECT COUNT(*) FROM deliveries WHERE attempts <> 2")
+            .await,
+        0
+    );
+
+    // A worker node has no intake listener, and its admin listener still answers.
+    assert_admin_serves(&survivor).await;
+    assert!(
+        reqwest::get(survivor.webhook_url("gh")).await.is_err(),
+        "a worker node must not listen for webhooks"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_database_gets_503_and_service_resumes() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    let proxy = TcpProxy::start(schema.server_addr()).await;
+    let sink = Receiver::start().await;
+    let body = config(&sink.url, "");
+    let gateway = Gateway::start_with(&body, on(&schema.url_through(&proxy), None));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+
+    let mut acknowledged = HashMap::new();
+    for i in 0..10 {
+        let delivery = format!("gh-before-{i}");
+        let first = send(&client, &gateway, &delivery).await;
+        assert_eq!(first.status, 202, "{}", first.json);
+        assert_eq!(send(&client, &gateway, &delivery).await.status, 200);
+        acknowledged.insert(delivery, event_id(&first));
+    }
+    // Nothing in flight when the database goes away, so each delivery is attempted once.
+    schema
+        .wait_for_count(DELIVERED, 10, Duration::from_secs(20))
+        .await;
+
+    proxy.cut();
+    let mut refused = Vec::new();
+    for i in 0..10 {
+        let delivery = format!("gh-during-{i}");
+        for _ in 0..2 {
+            let started = Instant::now();
+            let reply = send(&client, &gateway, &delivery).await;
+            assert_eq!(reply.status, 503, "{delivery}: {}", reply.json);
+            assert!(
+                reply.headers.contains_key("retry-after"),
+                "503 without Retry-After"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(6),
+                "503 took {:?}",
+                started.elapsed()
+            );
+        }
+        refused.push(delivery);
+    }
+    let ready = reqwest::get(format!("{}/readyz", gateway.admin))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+    assert!(gateway.healthy().await, "the process itself stays healthy");
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = reqwest::get(format!("{}/readyz", gateway.admin))
+            .await
+            .expect("readyz");
+        if ready.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ready again after 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The provider retries what was refused: now accepted, once.
+    for delivery in &refused {
+        let first = send(&client, &gateway, delivery).await;
+        assert_eq!(first.status, 202, "{delivery}: {}", first.json);
+        assert_eq!(send(&client, &gateway, delivery).await.status, 200);
+        acknowledged.insert(delivery.clone(), event_id(&first));
+    }
+    // What was acknowledged before the outage is still there.
+    for (delivery, id) in acknowledged
+        .iter()
+        .filter(|(d, _)| d.starts_with("gh-before"))
+    {
+        let again = send(&client, &gateway, delivery).await;
+        assert_eq!((again.status, event_id(&again)), (200, id.clone()));
+    }
+    schema
+        .wait_for_count(DELIVERED, 20, Duration::from_secs(30))
+        .await;
+    assert_eq!(schema.count("SELECT COUNT(*) FROM events").await, 20);
+    let delivered = delivered(&sink.received());
+    assert_eq!(
+        delivered.keys().cloned().collect::<HashSet<_>>(),
+        acknowledged.values().cloned().collect::<HashSet<_>>()
+    );
+    assert!(delivered.values().all(|n| *n == 1), "{delivered:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_that_stops_answering_gets_503_within_the_deadline_and_service_resumes() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    let proxy = TcpProxy::start(schema.server_addr()).await;
+    let sink = Receiver::start().await;
+    let body = config(&sink.url, "");
+    let gateway = Gateway::start_with(&body, on(&schema.url_through(&proxy), None));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let before = send(&client, &gateway, "gh-before").await;
+    assert_eq!(before.status, 202, "{}", before.json);
+    assert_eq!(send(&client, &gateway, "gh-before").await.status, 200);
+    schema
+        .wait_for_count(DELIVERED, 1, Duration::from_secs(20))
+        .await;
+
+    // Packets vanish: no error arrives, only the store's deadline (5 s) notices.
+    proxy.stall();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let reply = send(&client, &gateway, "gh-stalled").await;
+        assert_eq!(reply.status, 503, "{}", reply.json);
+        assert!(reply.headers.contains_key("retry-after"));
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "503 took {:?}",
+            started.elapsed()
+        );
+    }
+    let ready = reqwest::get(format!("{}/readyz", gateway.admin))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+
+    // The path heals; connections stuck on the old one must not keep the node down.
+    proxy.restore();
+    let healed = Instant::now();
+    loop {
+        let ready = reqwest::get(format!("{}/readyz", gateway.admin))
+            .await
+            .expect("readyz");
+        if ready.status() == 200 {
+            break;
+        }
+        assert!(
+            healed.elapsed() < Duration::from_secs(20),
+            "not ready again after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let retried = send(&client, &gateway, "gh-stalled").await;
+    assert_eq!(retried.status, 202, "{}", retried.json);
+    assert_eq!(send(&client, &gateway, "gh-stalled").await.status, 200);
+    schema
+        .wait_for_count(DELIVERED, 2, Duration::from_secs(30))
+        .await;
+    let delivered = delivered(&sink.received());
+    assert_eq!(
+        delivered.keys().cloned().collect::<HashSet<_>>(),
+        HashSet::from([event_id(&before), event_id(&retried)])
+    );
+    assert!(delivered.values().all(|n| *n == 1), "{delivered:?}");
+}

@@ -261,7 +261,10 @@ mod tests {
         let clipped = clip_middle(error, 60);
         assert!(clipped.chars().count() <= 60, "{clipped}");
         assert!(clipped.starts_with("error sending"), "{clipped}");
-        assert!(clipped.ends_with("Connection refused (os error 111)"), "{clipped}");
+        assert!(
+            clipped.ends_with("Connection refused (os error 111)"),
+            "{clipped}"
+        );
         assert!(clipped.contains(" … "), "{clipped}");
         assert_eq!(clip_middle("HTTP 400\n", 60), "HTTP 400");
         assert_eq!(clip_middle("a\nb", 60), "a b");

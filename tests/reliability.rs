@@ -322,6 +322,11 @@ async fn a_full_sqlite_volume_answers_503_acknowledges_nothing_unstored_and_reco
                 .is_some()
         })
         .await;
+        let ready_again = eventually(Duration::from_secs(30), async || {
+            readyz(&gateway).await == 200
+        })
+        .await;
+        let ready_after = freed.elapsed();
         let after = load
             .ledger
             .lock()
@@ -333,10 +338,16 @@ async fn a_full_sqlite_volume_answers_503_acknowledges_nothing_unstored_and_reco
             "answered_2xx_while_full": successes_while_full,
             "readyz_while_full": ready,
             "recovered_after_secs": after.map(|d| d.as_secs_f64()),
+            "ready_again_after_secs": ready_again.then_some(ready_after.as_secs_f64()),
         }));
         assert!(
             recovered,
             "episode {n}: intake did not recover within 30 s of freeing space"
+        );
+        assert_eq!(ready, 503, "episode {n}: /readyz while the volume was full");
+        assert!(
+            ready_again,
+            "episode {n}: /readyz did not answer 200 within 30 s of freeing space"
         );
     }
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -182,6 +182,7 @@ conformance!(
     replays_leave_in_flight_deliveries_alone,
     replays_match_by_event_ids_destination_and_event_status,
     dead_letters_are_listed_newest_first_and_grouped,
+    a_working_store_is_writable,
 );
 
 const T0: UnixMillis = 1_800_000_000_000;
@@ -1782,4 +1783,16 @@ async fn postgres_batch_neighbours_survive_a_rejected_request() {
             );
         }
     }
+}
+
+async fn a_working_store_is_writable(store: Arc<dyn Store>) {
+    store.writable().await.expect("writable");
+    // The probe leaves nothing behind that intake would see, and can be repeated at will.
+    store.writable().await.expect("writable again");
+    assert!(store.queue_depths().await.expect("depths").is_empty());
+    assert_eq!(
+        store.accept(event(key(1), 1, T0)).await.expect("accept"),
+        AcceptOutcome::Accepted
+    );
+    store.writable().await.expect("writable beside real writes");
 }

@@ -28,6 +28,7 @@ mod deliveries;
 mod migrate;
 mod pool;
 mod queries;
+mod readiness;
 mod replay;
 mod tls;
 mod words;
@@ -201,6 +202,47 @@ mod tests {
             !store_connection_is_encrypted(&plain).await,
             "the check tells plain connections apart"
         );
+    }
+
+    #[tokio::test]
+    async fn a_read_only_database_answers_but_is_not_writable() {
+        let Some(schema) = TestSchema::create().await else {
+            return;
+        };
+        // One connection, so the session setting below holds for every operation.
+        let store = PostgresStore::open(PostgresOptions {
+            url: schema.url_with_search_path(),
+            pool_size: 1,
+            batch_max: 8,
+            queue_max: 64,
+        })
+        .await
+        .expect("open");
+        let set_read_only = |on: bool| {
+            pool::run(&store.pool, "set", move |client| {
+                Box::pin(async move {
+                    let value = if on { "on" } else { "off" };
+                    client
+                        .batch_execute(&format!(
+                            "SET SESSION default_transaction_read_only = {value}"
+                        ))
+                        .await?;
+                    Ok(())
+                })
+            })
+        };
+        store.writable().await.expect("writable");
+        // Read-only, as on a standby or a primary during a failover.
+        set_read_only(true).await.expect("read-only");
+        store.ping().await.expect("reads still work");
+        let error = store.writable().await.expect_err("read-only");
+        assert_eq!(error.kind(), StoreErrorKind::Unavailable, "{error}");
+        assert!(error.to_string().contains("read-only"), "{error}");
+        set_read_only(false).await.expect("writable again");
+        store
+            .writable()
+            .await
+            .expect("writable again, without a restart");
     }
 
     #[tokio::test]

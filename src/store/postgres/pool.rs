@@ -72,8 +72,12 @@ pub(super) fn classify(error: tokio_postgres::Error, op: &str) -> StoreError {
     }
     let kind = match error.code() {
         // 08 connection, 40 rollback (deadlock, serialization), 53 resources, 57 operator
-        // intervention (statement timeout, shutdown), 58 system error.
+        // intervention (statement timeout, shutdown), 58 system error; 25006: the database is
+        // read-only for now (a standby, or a primary during a failover).
         Some(code) if matches!(&code.code()[..2], "08" | "40" | "53" | "57" | "58") => {
+            StoreErrorKind::Unavailable
+        }
+        Some(code) if *code == tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION => {
             StoreErrorKind::Unavailable
         }
         Some(_) => StoreErrorKind::Internal,

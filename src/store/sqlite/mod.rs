@@ -15,12 +15,14 @@ mod connection;
 mod deliveries;
 mod migrate;
 mod queries;
+mod readiness;
 mod replay;
 mod wal;
 mod words;
 mod writer;
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -47,6 +49,10 @@ pub struct SqliteOptions {
 pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn WriteJob>>,
     readers: Arc<ReadPool>,
+    /// The database file: readiness probes its volume.
+    path: PathBuf,
+    /// The writer's last commit failed for want of the store (see `run_writer`).
+    commit_failed: Arc<AtomicBool>,
 }
 
 const READ_CONNECTIONS: usize = 4;
@@ -82,9 +88,19 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(options.queue_max.max(1));
         let batch_max = options.batch_max.max(1);
         let writer_wal = Arc::clone(&wal);
+        let commit_failed = Arc::new(AtomicBool::new(false));
+        let writer_commit_failed = Arc::clone(&commit_failed);
         thread::Builder::new()
             .name("oncehook-writer".into())
-            .spawn(move || run_writer(writer_conn, rx, batch_max, &writer_wal))
+            .spawn(move || {
+                run_writer(
+                    writer_conn,
+                    rx,
+                    batch_max,
+                    &writer_wal,
+                    &writer_commit_failed,
+                )
+            })
             .map_err(|e| {
                 StoreError::internal(format!("cannot start the writer thread: {e}")).caused_by(e)
             })?;
@@ -98,6 +114,8 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: tx,
             readers: Arc::new(ReadPool::new(readers)),
+            path: options.path,
+            commit_failed,
         })
     }
 

@@ -380,6 +380,53 @@ async fn a_full_sqlite_volume_answers_503_acknowledges_nothing_unstored_and_reco
     drop(volume);
 }
 
+/// Honest readiness without traffic to notice it: an idle node whose volume fills answers 503 on
+/// `/readyz` (its own probe finds it out), and 200 again by itself once space is freed, with every
+/// acknowledged event still stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_node_on_a_full_sqlite_volume_is_not_ready_until_space_is_freed() {
+    let Some(volume) = Tmpfs::mount("24m") else {
+        return;
+    };
+    let db_path = volume.path().join("oncehook.db");
+    let sink = CountingSink::start(Duration::ZERO).await;
+    let options = GatewayOptions {
+        store_url: Some(format!("sqlite://{}", db_path.display())),
+        ..GatewayOptions::default()
+    };
+    let mut gateway =
+        block_in_place(|| Gateway::start_with(&github_to_sink(&sink.url, PATIENT), options));
+    let sent = send_events_twice(&gateway, "idle", 50).await;
+    assert_eq!(readyz(&gateway).await, 200);
+    let filler = volume.path().join("filler");
+    block_in_place(|| fill_volume(&filler));
+    let not_ready = eventually(Duration::from_secs(10), async || {
+        readyz(&gateway).await == 503
+    })
+    .await;
+    std::fs::remove_file(&filler).expect("remove filler");
+    let freed = Instant::now();
+    let ready_again = eventually(Duration::from_secs(30), async || {
+        readyz(&gateway).await == 200
+    })
+    .await;
+    eprintln!("ready again {:?} after space was freed", freed.elapsed());
+    assert!(not_ready, "/readyz never answered 503 on the full volume");
+    assert!(
+        ready_again,
+        "/readyz did not answer 200 within 30 s of freeing space"
+    );
+    let stored = Probe::Sqlite(db_path.clone()).stored().await;
+    for id in &sent {
+        assert!(
+            stored.iter().any(|event| &event.event_id == id),
+            "acknowledged event {id} is missing"
+        );
+    }
+    gateway.kill();
+    drop(volume);
+}
+
 /// Sends every event twice from 8 concurrent senders; returns the event ids.
 async fn send_events_twice(gateway: &Gateway, prefix: &str, events: usize) -> HashSet<String> {
     let client = reqwest::Client::new();

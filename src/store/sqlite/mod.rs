@@ -22,7 +22,6 @@ mod words;
 mod writer;
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -51,8 +50,6 @@ pub struct SqliteStore {
     readers: Arc<ReadPool>,
     /// The database file: readiness probes its volume.
     path: PathBuf,
-    /// The writer's last commit failed for want of the store (see `run_writer`).
-    commit_failed: Arc<AtomicBool>,
 }
 
 const READ_CONNECTIONS: usize = 4;
@@ -88,19 +85,9 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(options.queue_max.max(1));
         let batch_max = options.batch_max.max(1);
         let writer_wal = Arc::clone(&wal);
-        let commit_failed = Arc::new(AtomicBool::new(false));
-        let writer_commit_failed = Arc::clone(&commit_failed);
         thread::Builder::new()
             .name("oncehook-writer".into())
-            .spawn(move || {
-                run_writer(
-                    writer_conn,
-                    rx,
-                    batch_max,
-                    &writer_wal,
-                    &writer_commit_failed,
-                )
-            })
+            .spawn(move || run_writer(writer_conn, rx, batch_max, &writer_wal))
             .map_err(|e| {
                 StoreError::internal(format!("cannot start the writer thread: {e}")).caused_by(e)
             })?;
@@ -115,7 +102,6 @@ impl SqliteStore {
             writer: tx,
             readers: Arc::new(ReadPool::new(readers)),
             path: options.path,
-            commit_failed,
         })
     }
 

@@ -1,7 +1,7 @@
 //! The single writer thread: group commit of every waiting write in one transaction, with a
 //! savepoint per job only when one of them fails.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
@@ -49,14 +49,11 @@ where
     }
 }
 
-/// `commit_failed` is set when a batch cannot be committed for want of the store (a full disk,
-/// an I/O error) and cleared by the next batch that commits: readiness reads it.
 pub(super) fn run_writer(
     mut conn: Connection,
     mut queue: mpsc::Receiver<Box<dyn WriteJob>>,
     batch_max: usize,
     wal: &Wal,
-    commit_failed: &AtomicBool,
 ) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(batch_max);
     while let Some(first) = queue.blocking_recv() {
@@ -70,14 +67,8 @@ pub(super) fn run_writer(
         let started = std::time::Instant::now();
         let committed = run_batch(&mut conn, &mut batch);
         crate::metrics::store_op("commit_batch", started.elapsed());
-        match &committed {
-            Err(e) => {
-                tracing::error!(error = %e, jobs = batch.len(), "store commit failed; the batch was not acknowledged");
-                if e.is_transient() {
-                    commit_failed.store(true, Ordering::Relaxed);
-                }
-            }
-            Ok(()) => commit_failed.store(false, Ordering::Relaxed),
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, jobs = batch.len(), "store commit failed; the batch was not acknowledged");
         }
         for job in batch.drain(..) {
             job.complete(committed.as_ref().map(|_| ()));

@@ -455,3 +455,41 @@ async fn a_database_that_stops_answering_gets_503_within_the_deadline_and_servic
     );
     assert!(delivered.values().all(|n| *n == 1), "{delivered:?}");
 }
+
+/// A node that cannot get the TLS its `store.url` asks for does not start, and says why: here the
+/// server's certificate is not signed by the CA named in `sslrootcert`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_to_start_when_the_server_certificate_is_not_signed_by_sslrootcert() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    let sink = Receiver::start().await;
+    let ca = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/unrelated-ca.pem"
+    );
+    let url = format!("{}&sslmode=verify-full&sslrootcert={ca}", schema.url());
+    let started = Instant::now();
+    let mut node = Gateway::start_with(
+        &config(&sink.url, ""),
+        GatewayOptions {
+            no_wait: true,
+            ..on(&url, None)
+        },
+    );
+    let status = tokio::task::block_in_place(|| node.wait_exit(Duration::from_secs(10)));
+    let took = started.elapsed();
+    let logs = node.logs().join("\n");
+    node.kill();
+    let status = status.unwrap_or_else(|| panic!("the node kept running:\n{logs}"));
+    assert!(!status.success(), "{status}");
+    assert!(
+        took < Duration::from_secs(5),
+        "refused after {took:?}, not at once"
+    );
+    assert!(
+        logs.contains("cannot open the store")
+            && logs.contains("the server's certificate is not signed by sslrootcert"),
+        "{logs}"
+    );
+}

@@ -493,3 +493,30 @@ async fn a_node_refuses_to_start_when_the_server_certificate_is_not_signed_by_ss
         "{logs}"
     );
 }
+
+/// With `sslmode=require`, every connection the node holds is encrypted, as the server sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sslmode_require_every_connection_of_the_node_is_encrypted() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    let sink = Receiver::start().await;
+    // A name of its own, to find this node's connections among the other tests'.
+    let name = format!("oncehook-{}", schema.name);
+    let url = format!("{}&sslmode=require&application_name={name}", schema.url());
+    let mut node = Gateway::start_with(&config(&sink.url, ""), on(&url, None));
+    let client = reqwest::Client::new();
+    assert_eq!(send(&client, &node, "gh-delivery-tls").await.status, 202);
+    let rows = schema
+        .text_rows(&format!(
+            "SELECT count(*)::text, bool_and(s.ssl)::text, min(s.version) FROM pg_stat_ssl s \
+             JOIN pg_stat_activity a USING (pid) WHERE a.application_name = '{name}'"
+        ))
+        .await;
+    node.kill();
+    let row = &rows[0];
+    let connections: u32 = row[0].as_deref().unwrap_or("0").parse().expect("count");
+    assert!(connections > 0, "the node holds no connection: {row:?}");
+    assert_eq!(row[1].as_deref(), Some("true"), "{row:?}");
+    eprintln!("{connections} connections, all over {:?}", row[2]);
+}

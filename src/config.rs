@@ -648,6 +648,20 @@ impl Config {
                 self.base_dir.join(path)
             }))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // The store reads the TLS parameters itself; a mistyped mode is caught here already,
+            // so `oncehook check` reports it.
+            let query = url.split_once('?').map_or("", |(_, query)| query);
+            for value in query.split('&').filter_map(|p| p.strip_prefix("sslmode=")) {
+                if !matches!(
+                    value,
+                    "disable" | "prefer" | "require" | "verify-ca" | "verify-full"
+                ) {
+                    return Err(format!(
+                        "sslmode={value} is not one of disable, prefer, require, verify-ca or \
+                         verify-full"
+                    ));
+                }
+            }
             Ok(StoreLocation::Postgres(url.to_owned()))
         } else {
             Err(format!(
@@ -1282,6 +1296,22 @@ mod tests {
         ] {
             assert!(warnings(quiet).is_empty(), "{quiet}");
         }
+    }
+
+    #[test]
+    fn store_url_sslmode_must_be_one_of_libpq_s() {
+        for mode in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
+            let text = format!(
+                "{MINIMAL}\n[store]\nurl = \"postgres://u@db/x?sslmode={mode}&sslrootcert=/ca.pem\"\n"
+            );
+            assert!(load(&text).is_ok(), "{mode}");
+        }
+        let text = format!(
+            "{MINIMAL}\n[store]\nurl = \"postgres://u:secret@db/x?application_name=a&sslmode=verify\"\n"
+        );
+        check_error(&text, "store.url", "sslmode=verify is not one of");
+        let error = load(&text).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(!error.contains("secret"), "{error}");
     }
 
     #[test]

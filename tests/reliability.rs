@@ -322,6 +322,11 @@ async fn a_full_sqlite_volume_answers_503_acknowledges_nothing_unstored_and_reco
                 .is_some()
         })
         .await;
+        let ready_again = eventually(Duration::from_secs(30), async || {
+            readyz(&gateway).await == 200
+        })
+        .await;
+        let ready_after = freed.elapsed();
         let after = load
             .ledger
             .lock()
@@ -333,10 +338,16 @@ async fn a_full_sqlite_volume_answers_503_acknowledges_nothing_unstored_and_reco
             "answered_2xx_while_full": successes_while_full,
             "readyz_while_full": ready,
             "recovered_after_secs": after.map(|d| d.as_secs_f64()),
+            "ready_again_after_secs": ready_again.then_some(ready_after.as_secs_f64()),
         }));
         assert!(
             recovered,
             "episode {n}: intake did not recover within 30 s of freeing space"
+        );
+        assert_eq!(ready, 503, "episode {n}: /readyz while the volume was full");
+        assert!(
+            ready_again,
+            "episode {n}: /readyz did not answer 200 within 30 s of freeing space"
         );
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -366,6 +377,53 @@ async fn a_full_sqlite_volume_answers_503_acknowledges_nothing_unstored_and_reco
     assert!(ledger.other.is_empty(), "{:?}", ledger.other);
     assert_eq!(counts.lost, 0, "{:?}", counts.problems);
     assert_eq!(counts.double_accepts, 0, "{:?}", counts.problems);
+    drop(volume);
+}
+
+/// Honest readiness without traffic to notice it: an idle node whose volume fills answers 503 on
+/// `/readyz` (its own probe finds it out), and 200 again by itself once space is freed, with every
+/// acknowledged event still stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_node_on_a_full_sqlite_volume_is_not_ready_until_space_is_freed() {
+    let Some(volume) = Tmpfs::mount("24m") else {
+        return;
+    };
+    let db_path = volume.path().join("oncehook.db");
+    let sink = CountingSink::start(Duration::ZERO).await;
+    let options = GatewayOptions {
+        store_url: Some(format!("sqlite://{}", db_path.display())),
+        ..GatewayOptions::default()
+    };
+    let mut gateway =
+        block_in_place(|| Gateway::start_with(&github_to_sink(&sink.url, PATIENT), options));
+    let sent = send_events_twice(&gateway, "idle", 50).await;
+    assert_eq!(readyz(&gateway).await, 200);
+    let filler = volume.path().join("filler");
+    block_in_place(|| fill_volume(&filler));
+    let not_ready = eventually(Duration::from_secs(10), async || {
+        readyz(&gateway).await == 503
+    })
+    .await;
+    std::fs::remove_file(&filler).expect("remove filler");
+    let freed = Instant::now();
+    let ready_again = eventually(Duration::from_secs(30), async || {
+        readyz(&gateway).await == 200
+    })
+    .await;
+    eprintln!("ready again {:?} after space was freed", freed.elapsed());
+    assert!(not_ready, "/readyz never answered 503 on the full volume");
+    assert!(
+        ready_again,
+        "/readyz did not answer 200 within 30 s of freeing space"
+    );
+    let stored = Probe::Sqlite(db_path.clone()).stored().await;
+    for id in &sent {
+        assert!(
+            stored.iter().any(|event| &event.event_id == id),
+            "acknowledged event {id} is missing"
+        );
+    }
+    gateway.kill();
     drop(volume);
 }
 

@@ -157,13 +157,19 @@ async fn healthz() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
 
-/// Ready when the store answers; a load balancer should stop sending webhooks otherwise.
+/// Ready when the store answers and can take writes (not on a full disk, not read-only); a load
+/// balancer should stop sending webhooks otherwise. Each check asks the store again, so the node
+/// is ready again by itself once the store is.
 async fn readyz(State(state): State<AdminState>) -> Response {
-    match state.store.ping().await {
+    if let Err(e) = state.store.ping().await {
+        tracing::warn!(error = %e, "readiness check failed");
+        return ApiError::unavailable("the store is unreachable", 1).into_response();
+    }
+    match state.store.writable().await {
         Ok(()) => axum::Json(json!({ "status": "ready" })).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            ApiError::unavailable("the store is unreachable", 1).into_response()
+            ApiError::unavailable("the store cannot take writes", 1).into_response()
         }
     }
 }

@@ -457,6 +457,11 @@ pub trait AdminQueries: Send + Sync + 'static {
 
     /// Succeeds when the store answers queries.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Succeeds when the store can take writes now: a write as small as can be, taken where
+    /// intake's writes go (a full disk, a read-only database fail it). Behind `/readyz`, so it
+    /// is called every few seconds, never on the hot path.
+    async fn writable(&self) -> Result<(), StoreError>;
 }
 
 /// Replays: re-queueing deliveries on purpose, with the record of who did it and why, and

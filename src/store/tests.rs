@@ -61,13 +61,14 @@ impl PostgresFixture {
 
 /// A new, empty schema in the `ONCEHOOK_TEST_PG` database, dropped with this value (also when a
 /// store failed to open on it).
-struct TestSchema {
-    url: String,
+pub(super) struct TestSchema {
+    /// The database's URL, as `ONCEHOOK_TEST_PG` gives it.
+    pub(super) url: String,
     name: String,
 }
 
 impl TestSchema {
-    async fn create() -> Option<TestSchema> {
+    pub(super) async fn create() -> Option<TestSchema> {
         let Ok(url) = std::env::var("ONCEHOOK_TEST_PG") else {
             eprintln!(
                 "skipped on PostgreSQL: set ONCEHOOK_TEST_PG=postgres://user@host/db to run it"
@@ -75,17 +76,21 @@ impl TestSchema {
             return None;
         };
         let name = format!("t_{:016x}", rand::random::<u64>());
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        let client = super::postgres::connect(&url)
             .await
             .expect("connect to ONCEHOOK_TEST_PG");
-        let connection = tokio::spawn(connection);
         client
             .batch_execute(&format!("CREATE SCHEMA {name}"))
             .await
             .expect("create schema");
-        drop(client);
-        let _ = connection.await;
         Some(TestSchema { url, name })
+    }
+
+    /// The URL of a store whose tables live in this schema.
+    pub(super) fn url_with_search_path(&self) -> String {
+        let url = &self.url;
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}options=-c%20search_path%3D{}", self.name)
     }
 }
 
@@ -100,10 +105,7 @@ impl Drop for TestSchema {
                 .build()
                 .expect("runtime");
             runtime.block_on(async move {
-                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                    .await
-                    .expect("connect");
-                tokio::spawn(connection);
+                let client = super::postgres::connect(&url).await.expect("connect");
                 client
                     .batch_execute(&format!("DROP SCHEMA {name} CASCADE"))
                     .await
@@ -115,10 +117,8 @@ impl Drop for TestSchema {
 }
 
 async fn open_postgres(schema: &TestSchema, pool_size: usize) -> Arc<dyn Store> {
-    let url = &schema.url;
-    let separator = if url.contains('?') { '&' } else { '?' };
     let store = PostgresStore::open(PostgresOptions {
-        url: format!("{url}{separator}options=-c%20search_path%3D{}", schema.name),
+        url: schema.url_with_search_path(),
         pool_size,
         batch_max: 64,
         queue_max: 4096,
@@ -182,6 +182,7 @@ conformance!(
     replays_leave_in_flight_deliveries_alone,
     replays_match_by_event_ids_destination_and_event_status,
     dead_letters_are_listed_newest_first_and_grouped,
+    a_working_store_is_writable,
 );
 
 const T0: UnixMillis = 1_800_000_000_000;
@@ -1782,4 +1783,16 @@ async fn postgres_batch_neighbours_survive_a_rejected_request() {
             );
         }
     }
+}
+
+async fn a_working_store_is_writable(store: Arc<dyn Store>) {
+    store.writable().await.expect("writable");
+    // The probe leaves nothing behind that intake would see, and can be repeated at will.
+    store.writable().await.expect("writable again");
+    assert!(store.queue_depths().await.expect("depths").is_empty());
+    assert_eq!(
+        store.accept(event(key(1), 1, T0)).await.expect("accept"),
+        AcceptOutcome::Accepted
+    );
+    store.writable().await.expect("writable beside real writes");
 }

@@ -23,10 +23,10 @@ impl PgSchema {
             return None;
         };
         let name = format!("e2e_{:016x}", rand::random::<u64>());
-        let (client, connection) = tokio_postgres::connect(&base_url, tokio_postgres::NoTls)
+        // The gateway's own way in, so `sslmode` and `sslrootcert` in ONCEHOOK_TEST_PG hold here too.
+        let client = oncehook::store::postgres::connect(&base_url)
             .await
             .expect("connect to ONCEHOOK_TEST_PG");
-        tokio::spawn(connection);
         client
             .batch_execute(&format!("CREATE SCHEMA {name}"))
             .await
@@ -125,10 +125,7 @@ impl Drop for PgSchema {
                 .build()
                 .expect("runtime");
             runtime.block_on(async move {
-                if let Ok((client, connection)) =
-                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(connection);
+                if let Ok(client) = oncehook::store::postgres::connect(&url).await {
                     let _ = client
                         .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
                         .await;

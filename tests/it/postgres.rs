@@ -455,3 +455,68 @@ async fn a_database_that_stops_answering_gets_503_within_the_deadline_and_servic
     );
     assert!(delivered.values().all(|n| *n == 1), "{delivered:?}");
 }
+
+/// A node that cannot get the TLS its `store.url` asks for does not start, and says why: here the
+/// server's certificate is not signed by the CA named in `sslrootcert`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_to_start_when_the_server_certificate_is_not_signed_by_sslrootcert() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    let sink = Receiver::start().await;
+    let ca = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/unrelated-ca.pem"
+    );
+    let url = format!("{}&sslmode=verify-full&sslrootcert={ca}", schema.url());
+    let started = Instant::now();
+    let mut node = Gateway::start_with(
+        &config(&sink.url, ""),
+        GatewayOptions {
+            no_wait: true,
+            ..on(&url, None)
+        },
+    );
+    let status = tokio::task::block_in_place(|| node.wait_exit(Duration::from_secs(10)));
+    let took = started.elapsed();
+    let logs = node.logs().join("\n");
+    node.kill();
+    let status = status.unwrap_or_else(|| panic!("the node kept running:\n{logs}"));
+    assert!(!status.success(), "{status}");
+    assert!(
+        took < Duration::from_secs(5),
+        "refused after {took:?}, not at once"
+    );
+    assert!(
+        logs.contains("cannot open the store")
+            && logs.contains("the server's certificate is not signed by sslrootcert"),
+        "{logs}"
+    );
+}
+
+/// With `sslmode=require`, every connection the node holds is encrypted, as the server sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sslmode_require_every_connection_of_the_node_is_encrypted() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    let sink = Receiver::start().await;
+    // A name of its own, to find this node's connections among the other tests'.
+    let name = format!("oncehook-{}", schema.name);
+    let url = format!("{}&sslmode=require&application_name={name}", schema.url());
+    let mut node = Gateway::start_with(&config(&sink.url, ""), on(&url, None));
+    let client = reqwest::Client::new();
+    assert_eq!(send(&client, &node, "gh-delivery-tls").await.status, 202);
+    let rows = schema
+        .text_rows(&format!(
+            "SELECT count(*)::text, bool_and(s.ssl)::text, min(s.version) FROM pg_stat_ssl s \
+             JOIN pg_stat_activity a USING (pid) WHERE a.application_name = '{name}'"
+        ))
+        .await;
+    node.kill();
+    let row = &rows[0];
+    let connections: u32 = row[0].as_deref().unwrap_or("0").parse().expect("count");
+    assert!(connections > 0, "the node holds no connection: {row:?}");
+    assert_eq!(row[1].as_deref(), Some("true"), "{row:?}");
+    eprintln!("{connections} connections, all over {:?}", row[2]);
+}

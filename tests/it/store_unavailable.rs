@@ -107,6 +107,10 @@ impl AdminQueries for Switchable {
         self.check()?;
         self.inner.ping().await
     }
+    async fn writable(&self) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.writable().await
+    }
 }
 
 #[async_trait]

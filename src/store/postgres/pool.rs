@@ -8,9 +8,9 @@ use deadpool_postgres::{ClientWrapper, Object, Pool, PoolError};
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 use tokio_postgres::Row;
-use tokio_postgres::config::SslMode;
 use tokio_postgres::types::FromSql;
 
+use super::tls::{TlsSettings, split_tls_parameters};
 use crate::store::{StoreError, StoreErrorKind};
 
 /// How long opening a connection may take before the operation fails as unavailable.
@@ -57,9 +57,12 @@ impl DbError {
 
 /// Connection trouble, timeouts, lost races, a server shutting down or out of resources are
 /// `Unavailable` (try again later); anything else the server rejected is a bug (`Internal`).
-fn classify(error: tokio_postgres::Error, op: &str) -> StoreError {
+pub(super) fn classify(error: tokio_postgres::Error, op: &str) -> StoreError {
     // The error's own text is terse ("db error", "error connecting to server"); the server's
     // message or the I/O error is in its sources.
+    if let Some(tls) = super::tls::explain(&error) {
+        return StoreError::unavailable(format!("{op}: {tls}")).caused_by(error);
+    }
     let mut message = format!("{op}: {error}");
     let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
@@ -69,8 +72,12 @@ fn classify(error: tokio_postgres::Error, op: &str) -> StoreError {
     }
     let kind = match error.code() {
         // 08 connection, 40 rollback (deadlock, serialization), 53 resources, 57 operator
-        // intervention (statement timeout, shutdown), 58 system error.
+        // intervention (statement timeout, shutdown), 58 system error; 25006: the database is
+        // read-only for now (a standby, or a primary during a failover).
         Some(code) if matches!(&code.code()[..2], "08" | "40" | "53" | "57" | "58") => {
+            StoreErrorKind::Unavailable
+        }
+        Some(code) if *code == tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION => {
             StoreErrorKind::Unavailable
         }
         Some(_) => StoreErrorKind::Internal,
@@ -152,17 +159,17 @@ where
 }
 
 /// Parses `store.url` and adds what a gateway needs: timeouts on connect, on statements and on
-/// dead TCP paths, and an application name operators can see in `pg_stat_activity`.
-pub(super) fn connection_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+/// dead TCP paths, and an application name operators can see in `pg_stat_activity`. The TLS
+/// parameters (`sslmode`, `sslrootcert`) come back apart, for `tls::connector`.
+pub(super) fn connection_config(
+    url: &str,
+) -> Result<(tokio_postgres::Config, TlsSettings), StoreError> {
+    let (url, tls) = split_tls_parameters(url)?;
     // The URL may hold a password: errors describe the problem, never echo the URL.
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
         StoreError::internal(format!("store.url: not a PostgreSQL URL: {e}")).caused_by(e)
     })?;
-    if config.get_ssl_mode() == SslMode::Require {
-        return Err(StoreError::internal(
-            "store.url: sslmode=require, but this build connects without TLS",
-        ));
-    }
+    config.ssl_mode(tls.mode.driver_mode());
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
@@ -177,18 +184,19 @@ pub(super) fn connection_config(url: &str) -> Result<tokio_postgres::Config, Sto
         _ => statement_timeout,
     };
     config.options(options);
-    Ok(config)
+    Ok((config, tls))
 }
 
 #[cfg(test)]
 mod tests {
     use tokio_postgres::NoTls;
+    use tokio_postgres::config::SslMode;
 
     use super::*;
 
     #[test]
     fn connection_config_adds_timeouts_and_keeps_the_url_s_options() {
-        let config =
+        let (config, _) =
             connection_config("postgres://u@db:5433/x?options=-c%20search_path%3Dt_1").expect("ok");
         assert_eq!(
             config.get_options(),
@@ -197,8 +205,9 @@ mod tests {
         assert_eq!(config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
         assert_eq!(config.get_application_name(), Some("oncehook"));
 
-        let config = connection_config("postgresql://u@db/x?connect_timeout=1&application_name=a")
-            .expect("ok");
+        let (config, _) =
+            connection_config("postgresql://u@db/x?connect_timeout=1&application_name=a")
+                .expect("ok");
         assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(1)));
         assert_eq!(config.get_application_name(), Some("a"));
         assert_eq!(config.get_options(), Some("-c statement_timeout=5000"));
@@ -228,10 +237,16 @@ mod tests {
 
     #[test]
     fn connection_config_errors_name_the_problem_not_the_password() {
-        let Err(error) = connection_config("postgres://u:hunter2@db/x?sslmode=require") else {
-            panic!("sslmode=require must be refused");
+        let (config, tls) =
+            connection_config("postgres://u:hunter2@db/x?sslmode=verify-ca&sslrootcert=/ca.pem")
+                .expect("libpq's TLS parameters are understood");
+        assert_eq!(config.get_ssl_mode(), SslMode::Require);
+        assert_eq!(tls.mode, super::super::tls::SslMode::VerifyCa);
+        let Err(error) = connection_config("postgres://u:hunter2@db/x?sslmode=on") else {
+            panic!("an unknown sslmode must be refused");
         };
-        assert!(error.to_string().contains("TLS"), "{error}");
+        assert!(error.to_string().contains("sslmode=on"), "{error}");
+        assert!(!error.to_string().contains("hunter2"), "{error}");
         let Err(error) = connection_config("postgres://u:hunter2@db/x?bogus=1") else {
             panic!("an unknown parameter must be refused");
         };

@@ -1,5 +1,5 @@
 //! `AdminQueries`: one event with its deliveries and attempts, event listings and the
-//! dead-letter queue, built from optional criteria, and the ping behind `/readyz`.
+//! dead-letter queue, built from optional criteria, and the checks behind `/readyz`.
 
 use std::sync::Arc;
 
@@ -112,6 +112,10 @@ impl AdminQueries for PostgresStore {
             })
         })
         .await
+    }
+
+    async fn writable(&self) -> Result<(), StoreError> {
+        self.probe_writable().await
     }
 }
 

@@ -15,6 +15,7 @@ mod connection;
 mod deliveries;
 mod migrate;
 mod queries;
+mod readiness;
 mod replay;
 mod wal;
 mod words;
@@ -47,6 +48,8 @@ pub struct SqliteOptions {
 pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn WriteJob>>,
     readers: Arc<ReadPool>,
+    /// The database file: readiness probes its volume.
+    path: PathBuf,
 }
 
 const READ_CONNECTIONS: usize = 4;
@@ -98,6 +101,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: tx,
             readers: Arc::new(ReadPool::new(readers)),
+            path: options.path,
         })
     }
 

@@ -1,5 +1,5 @@
 //! `AdminQueries`: one event with its deliveries and attempts, event listings and the
-//! dead-letter queue, built from optional criteria, and the ping behind `/readyz`.
+//! dead-letter queue, built from optional criteria, and the checks behind `/readyz`.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -118,6 +118,10 @@ impl AdminQueries for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
             .await
+    }
+
+    async fn writable(&self) -> Result<(), StoreError> {
+        self.probe_writable().await
     }
 }
 

@@ -137,6 +137,13 @@ fn source_parts(
         }
         None => None,
     };
+    let mut dedupe_ttl_when = Vec::new();
+    for (rule_index, rule) in source.dedupe_ttl_when.iter().enumerate() {
+        let condition = rule.condition().map_err(|(key, m)| {
+            config.error(at(&format!("dedupe_ttl_when[{rule_index}].{key}")), m)
+        })?;
+        dedupe_ttl_when.push((condition, rule.ttl));
+    }
     let mut routes = Vec::new();
     for (route_index, route) in config.routes.iter().enumerate() {
         if route.source != source.name {
@@ -150,10 +157,12 @@ fn source_parts(
         };
         routes.push(RouteRuntime {
             destinations: route.to.iter().map(|d| Arc::from(d.as_str())).collect(),
-            when: route
-                .when
-                .as_ref()
-                .map(|w| (w.pointer.clone(), w.one_of.clone())),
+            when: match &route.when {
+                Some(when) => Some(when.condition().map_err(|(key, m)| {
+                    config.error(format!("routes[{route_index}].when.{key}"), m)
+                })?),
+                None => None,
+            },
             ordering_key,
         });
     }
@@ -163,6 +172,7 @@ fn source_parts(
         key,
         fingerprint_ignore: source.fingerprint_ignore.clone(),
         dedupe_ttl: source.dedupe_ttl,
+        dedupe_ttl_when,
         near_duplicate_window: source.near_duplicate.as_ref().map(|n| n.window),
         max_body: usize::try_from(source.max_body.as_u64()).unwrap_or(usize::MAX),
         schema,

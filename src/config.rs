@@ -208,6 +208,10 @@ pub struct SourceConfig {
     /// TTL; none matching, `dedupe_ttl`.
     #[serde(default)]
     pub dedupe_ttl_when: Vec<DedupeTtlRuleConfig>,
+    /// How long finished events are kept (by `received_at`); read it through
+    /// [`SourceConfig::retention`], which applies the default.
+    #[serde(default, with = "humantime_serde::option")]
+    pub retention: Option<Duration>,
     pub rate_limit: Option<RateLimitConfig>,
     #[serde(default = "default_max_body")]
     pub max_body: bytesize::ByteSize,
@@ -565,6 +569,9 @@ fn default_queue_max() -> usize {
 fn default_pool_size() -> usize {
     16
 }
+/// How long finished events are kept when the source does not say (unless a TTL is longer).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 fn default_dedupe_ttl() -> Duration {
     Duration::from_secs(72 * 3600)
 }
@@ -826,6 +833,19 @@ impl Config {
                     ));
                 }
             }
+            // Retention shorter than a TTL would delete events whose keys still answer with them.
+            if let Some(retention) = source.retention
+                && retention < source.longest_ttl()
+            {
+                return Err((
+                    at("retention"),
+                    format!(
+                        "must be at least the longest TTL of the source's keys ({}), but is {}",
+                        humantime::format_duration(source.longest_ttl()),
+                        humantime::format_duration(retention),
+                    ),
+                ));
+            }
             // A signed request stays valid for `tolerance`; if its key expired sooner, a copy
             // sent after the expiry would be accepted again (SPEC §4.3). Every TTL a key may get
             // counts, so the shortest one decides.
@@ -980,6 +1000,13 @@ impl SourceConfig {
             .iter()
             .map(|rule| rule.ttl)
             .fold(self.dedupe_ttl, Duration::max)
+    }
+
+    /// How long finished events are kept: `retention`, else 30 days or the longest TTL when
+    /// that is longer.
+    pub fn retention(&self) -> Duration {
+        self.retention
+            .unwrap_or_else(|| DEFAULT_RETENTION.max(self.longest_ttl()))
     }
 
     /// `replay_guard` with the scheme's default (SPEC §4.3).
@@ -1314,6 +1341,39 @@ mod tests {
             &route(r#"{ pointer = "/type" }"#),
             "routes[0].when.in",
             "required",
+        );
+    }
+
+    #[test]
+    fn retention_defaults_to_30_days_or_the_longest_ttl_and_is_never_shorter() {
+        let source = |extra: &str| {
+            format!(
+                "[[sources]]\nname = \"x\"\nverify = {{ scheme = \"github\", secrets = [\"s\"] }}\n{extra}"
+            )
+        };
+        let day = Duration::from_secs(86400);
+        let retention = |extra: &str| load(&source(extra)).expect("valid").sources[0].retention();
+        assert_eq!(retention(""), 30 * day);
+        assert_eq!(retention("dedupe_ttl = \"40d\""), 40 * day);
+        assert_eq!(
+            retention(
+                "dedupe_ttl_when = [{ pointer = \"/type\", prefix = \"invoice.\", ttl = \"60d\" }]"
+            ),
+            60 * day
+        );
+        assert_eq!(retention("retention = \"72h\""), 3 * day);
+        check_error(
+            &source("retention = \"1h\""),
+            "sources[0].retention",
+            "must be at least the longest TTL of the source's keys (3days), but is 1h",
+        );
+        check_error(
+            &source(
+                "retention = \"7d\"\n\
+                 dedupe_ttl_when = [{ pointer = \"/type\", prefix = \"invoice.\", ttl = \"30d\" }]",
+            ),
+            "sources[0].retention",
+            "(30days)",
         );
     }
 

@@ -39,6 +39,8 @@ pub struct Runtime {
     pub http_limits: HttpLimits,
     /// How long shutdown waits for in-flight requests and delivery attempts.
     pub shutdown_grace: Duration,
+    /// How long each source's finished events are kept.
+    pub retention: Vec<(Arc<str>, Duration)>,
 }
 
 impl Runtime {
@@ -106,6 +108,11 @@ impl Runtime {
                 max_connections_per_ip: config.server.max_connections_per_ip,
             },
             shutdown_grace: config.server.shutdown_grace,
+            retention: config
+                .sources
+                .iter()
+                .map(|source| (Arc::from(source.name.as_str()), source.retention()))
+                .collect(),
         })
     }
 }

@@ -234,6 +234,7 @@ fn effective(key: &str, config: &Config) -> Option<String> {
         "sources[].fingerprint_ignore" => source.fingerprint_ignore.len().to_string(),
         "sources[].dedupe_ttl" => format!("{:?}", source.dedupe_ttl),
         "sources[].dedupe_ttl_when" => source.dedupe_ttl_when.len().to_string(),
+        "sources[].retention" => format!("{:?}", source.retention()),
         "sources[].max_body" => source.max_body.as_u64().to_string(),
         "sources[].drop_fields" => source.drop_fields.len().to_string(),
         "sources[].mask_fields" => source.mask_fields.len().to_string(),

@@ -16,5 +16,6 @@ mod intake;
 mod openapi;
 mod postgres;
 mod providers;
+mod retention;
 mod security;
 mod store_unavailable;

@@ -28,6 +28,7 @@ mod migrate;
 mod pool;
 mod queries;
 mod replay;
+mod retention;
 mod words;
 mod writer;
 

@@ -16,6 +16,7 @@ mod deliveries;
 mod migrate;
 mod queries;
 mod replay;
+mod retention;
 mod wal;
 mod words;
 mod writer;

@@ -21,6 +21,7 @@ use crate::intake::{self, Intake};
 use crate::store::{self, Store, StoreLocation, StoreOptions};
 use crate::wakeups::Wakeups;
 
+mod import;
 mod runtime;
 mod upkeep;
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use super::import::SourceImporter;
 use crate::admin::AdminParts;
 use crate::config::{Config, ConfigError, DestinationConfig, SourceConfig};
 use crate::delivery::{DeliveryParts, Destination, signing_verifier};
@@ -58,11 +59,16 @@ impl Runtime {
         let email = EmailHasher::new(encryption_key);
 
         let mut sources = Vec::with_capacity(config.sources.len());
+        let mut import_sources = Vec::with_capacity(config.sources.len());
         let mut hidden_fields = HiddenFields::new();
         for (index, source) in config.sources.iter().enumerate() {
             let parts = source_parts(config, index, source, &email)?;
             hidden_fields.insert(source.name.clone(), parts.hidden_fields.clone());
             sources.push(SourceRuntime::new(parts));
+            // Imports get their own copy: they share no rate limit with live intake.
+            import_sources.push(SourceRuntime::new(source_parts(
+                config, index, source, &email,
+            )?));
         }
         let hidden_fields = Arc::new(hidden_fields);
         let destinations = config
@@ -83,6 +89,11 @@ impl Runtime {
                 .flat_map(|source| source.search_fields.keys().cloned())
                 .collect::<BTreeSet<_>>(),
             destinations: config.destinations.iter().map(|d| d.name.clone()).collect(),
+            importer: Arc::new(SourceImporter {
+                sources: import_sources,
+                cipher: cipher.clone(),
+                search_key: search_key.clone(),
+            }),
         };
         Ok(Runtime {
             intake: IntakeParts {

@@ -19,3 +19,4 @@ mod providers;
 mod retention;
 mod security;
 mod store_unavailable;
+mod transfer;

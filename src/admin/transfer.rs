@@ -92,7 +92,7 @@ pub struct RejectedLine {
     tag = "events",
     params(EventsParams),
     responses(
-        (status = 200, description = "Every matching event, newest first, one JSON object per line", body = ExportedEvent, content_type = "application/x-ndjson"),
+        (status = 200, description = "Every matching event, oldest first, one JSON object per line", body = ExportedEvent, content_type = "application/x-ndjson"),
         (status = 400, description = "A parameter is invalid", body = ErrorBody),
         (status = 401, description = "Missing or invalid admin token", body = ErrorBody),
     )
@@ -104,6 +104,8 @@ pub async fn export(
     let Query(pairs) = query?;
     let (mut wanted, _) = event_query(&context, &pairs, false)?;
     wanted.limit = EXPORT_PAGE;
+    // Oldest first: an import then accepts the events in the order intake did.
+    wanted.oldest_first = true;
     let state = ExportState {
         context,
         query: wanted,

@@ -226,6 +226,9 @@ pub struct EventQuery {
     /// Continue after this position (the last item of the previous page).
     pub after: Option<Cursor<Uuid>>,
     pub limit: usize,
+    /// Oldest first (ascending, `after` then continues upwards), as an export lists events so
+    /// that an import accepts them in intake order; newest first otherwise.
+    pub oldest_first: bool,
 }
 
 /// An event in a listing: what it is and how far it got, without its payload.
@@ -459,8 +462,9 @@ pub trait AdminQueries: Send + Sync + 'static {
     /// One event with its deliveries (None: no such event).
     async fn event(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError>;
 
-    /// Events matching `query`, newest first: ordered by `(received_at, id)` descending, at
-    /// most `query.limit`, starting strictly after `query.after` when given.
+    /// Events matching `query`, newest first: ordered by `(received_at, id)` descending (or
+    /// ascending with `query.oldest_first`), at most `query.limit`, starting strictly after
+    /// `query.after` when given.
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError>;
 
     /// Every attempt of one delivery, oldest first.

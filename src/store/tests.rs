@@ -1100,6 +1100,22 @@ async fn events_are_listed_newest_first_with_filters(store: Arc<dyn Store>) {
     };
     let listed = store.list_events(&all).await.expect("list");
     assert_eq!(ids(&listed), vec![made[3], made[2], made[1], made[0]]);
+    // Oldest first, continuing upwards from a cursor (the export's order).
+    let oldest_first = EventQuery {
+        oldest_first: true,
+        limit: 2,
+        ..EventQuery::default()
+    };
+    let first_page = store.list_events(&oldest_first).await.expect("list");
+    assert_eq!(ids(&first_page), vec![made[0], made[1]]);
+    let second_page = store
+        .list_events(&EventQuery {
+            after: first_page.last().map(EventSummary::cursor),
+            ..oldest_first.clone()
+        })
+        .await
+        .expect("list");
+    assert_eq!(ids(&second_page), vec![made[2], made[3]]);
     assert_eq!(listed[0].source, "src");
     assert_eq!(listed[0].idempotency_key, "key-3");
     assert_eq!(listed[0].received_at, T0 + 3_000);

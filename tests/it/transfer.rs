@@ -87,6 +87,15 @@ async fn events_exported_from_one_gateway_are_imported_once_into_another() {
         .map(|e| e["event_id"].as_str().expect("id"))
         .collect();
     assert_eq!(ids, sent.iter().map(String::as_str).collect());
+    // Oldest first, so that an import accepts them in the order intake did.
+    let in_order: Vec<&str> = exported
+        .iter()
+        .map(|e| e["event_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(
+        in_order,
+        sent.iter().map(String::as_str).collect::<Vec<_>>()
+    );
     for event in &exported {
         assert_eq!(event["source"], "hooks");
         assert!(

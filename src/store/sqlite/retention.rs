@@ -141,4 +141,76 @@ mod tests {
             "the file kept growing: {sizes:?}"
         );
     }
+
+    /// Accepts `count` events 64 at a time from `first`, received at `at`; their latencies.
+    async fn accept_latencies(
+        store: &Arc<SqliteStore>,
+        first: u64,
+        count: u64,
+        at: i64,
+    ) -> Vec<std::time::Duration> {
+        let mut latencies = Vec::with_capacity(count as usize);
+        let mut next = first;
+        while next < first + count {
+            let wave = (next..(next + 64).min(first + count)).map(|n| {
+                let store = Arc::clone(store);
+                async move {
+                    let started = std::time::Instant::now();
+                    store.accept(event(n, at)).await.expect("accept");
+                    started.elapsed()
+                }
+            });
+            latencies.extend(futures_util::future::join_all(wave).await);
+            next += 64;
+        }
+        latencies
+    }
+
+    fn p99(mut latencies: Vec<std::time::Duration>) -> std::time::Duration {
+        latencies.sort();
+        latencies[latencies.len() * 99 / 100]
+    }
+
+    /// The ack latency of intake with and without retention deleting beside it (a measurement,
+    /// run by hand: `cargo nextest run --lib --run-ignored only retention_beside_intake`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement, not a check"]
+    async fn retention_beside_intake() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(
+            SqliteStore::open(SqliteOptions {
+                path: dir.path().join("store.db"),
+                batch_max: 1024,
+                queue_max: 16384,
+            })
+            .expect("open"),
+        );
+        let per_run = 20_000u64;
+        // Old events for retention to delete, then intake alone.
+        accept_latencies(&store, 0, per_run, 1_000).await;
+        let alone = p99(accept_latencies(&store, per_run, per_run, 2_000_000).await);
+        // Intake again while retention deletes the old events in batches of 500.
+        let deleter = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut deleted = 0;
+                loop {
+                    let batch = store
+                        .delete_finished_events("src", 1_000_000, 500)
+                        .await
+                        .expect("retention");
+                    deleted += batch;
+                    if batch < 500 {
+                        return deleted;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let beside = p99(accept_latencies(&store, 2 * per_run, per_run, 3_000_000).await);
+        let deleted = deleter.await.expect("join");
+        eprintln!(
+            "ack p99 alone: {alone:?}; beside retention ({deleted} events deleted): {beside:?}"
+        );
+    }
 }

@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::common::pg::PgSchema;
 use crate::common::receiver::{Receiver, Reply};
-use crate::common::{Gateway, post, sign, unix_now};
+use crate::common::{Gateway, GatewayOptions, post, sign, unix_now};
 use serde_json::{Value, json};
 
 const VERIFY: &str = "scheme = \"github\"\nsecrets = [\"retention-secret\"]";
@@ -29,12 +30,37 @@ async fn send_twice(client: &reqwest::Client, gateway: &Gateway, id: &str, body:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivered_events_go_after_retention_and_retrying_ones_stay() {
+    retention_run(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_events_go_after_retention_and_retrying_ones_stay_on_postgres() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    retention_run(Some(&schema)).await;
+}
+
+/// Counts rows of the gateway's store, SQLite or PostgreSQL.
+async fn count(gateway: &Gateway, schema: Option<&PgSchema>, sql: &str) -> i64 {
+    match schema {
+        Some(schema) => schema.count(sql).await,
+        None => gateway.count(sql),
+    }
+}
+
+async fn retention_run(schema: Option<&PgSchema>) {
     let crm = Receiver::start().await;
     let flaky = Receiver::start().await;
     flaky.set_script(|_, _| Reply::Status(503));
     // Retention may not be shorter than the longest key TTL, so both are 3 s here.
-    let gateway = Gateway::start(&format!(
-        "[[sources]]\nname = \"hooks\"\n\
+    let options = GatewayOptions {
+        store_url: schema.map(PgSchema::url),
+        ..GatewayOptions::default()
+    };
+    let gateway = Gateway::start_with(
+        &format!(
+            "[[sources]]\nname = \"hooks\"\n\
          verify = {{ scheme = \"github\", secrets = [\"retention-secret\"] }}\n\
          dedupe_ttl = \"3s\"\nretention = \"3s\"\n\
          [[destinations]]\nname = \"crm\"\nurl = \"{}\"\n\
@@ -42,8 +68,10 @@ async fn delivered_events_go_after_retention_and_retrying_ones_stay() {
          backoff = {{ base = \"200ms\", max = \"500ms\" }}\n\
          [[routes]]\nsource = \"hooks\"\nto = [\"crm\"]\nwhen = {{ pointer = \"/type\", prefix = \"ok.\" }}\n\
          [[routes]]\nsource = \"hooks\"\nto = [\"flaky\"]\nwhen = {{ pointer = \"/type\", in = [\"stuck\"] }}\n",
-        crm.url, flaky.url
-    ));
+            crm.url, flaky.url
+        ),
+        options,
+    );
     let client = reqwest::Client::new();
     let delivered = send_twice(&client, &gateway, "d-ok", &json!({"type": "ok.done"})).await;
     let retrying = send_twice(&client, &gateway, "d-stuck", &json!({"type": "stuck"})).await;
@@ -77,8 +105,12 @@ async fn delivered_events_go_after_retention_and_retrying_ones_stay() {
         .await;
     assert_eq!(status, 200, "an unfinished event stays: {event}");
     assert_eq!(event["deliveries"][0]["state"], "retrying", "{event}");
-    assert_eq!(gateway.event_count(), 1);
-    assert_eq!(gateway.count("SELECT COUNT(*) FROM delivery_attempts d JOIN deliveries l ON l.id = d.delivery_id WHERE l.destination = 'crm'"), 0);
+    assert_eq!(
+        count(&gateway, schema, "SELECT COUNT(*) FROM events").await,
+        1
+    );
+    let crm_rows = "SELECT COUNT(*) FROM deliveries WHERE destination = 'crm'";
+    assert_eq!(count(&gateway, schema, crm_rows).await, 0);
 
     let metrics = reqwest::get(format!("{}/metrics", gateway.admin))
         .await

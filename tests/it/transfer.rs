@@ -4,8 +4,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::common::pg::PgSchema;
 use crate::common::receiver::Receiver;
-use crate::common::{ADMIN_TOKEN, Gateway, post, sign, unix_now};
+use crate::common::{ADMIN_TOKEN, Gateway, GatewayOptions, post, sign, unix_now};
 use serde_json::{Value, json};
 
 const VERIFY: &str = "scheme = \"github\"\nsecrets = [\"transfer-secret\"]";
@@ -65,10 +66,35 @@ async fn import(client: &reqwest::Client, gateway: &Gateway, lines: &[String]) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_exported_from_one_gateway_are_imported_once_into_another() {
+    transfer_run(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_exported_from_sqlite_are_imported_once_into_postgres() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    transfer_run(Some(&schema)).await;
+}
+
+/// Exports from a gateway on SQLite into one on `schema` (SQLite too when None).
+async fn transfer_run(schema: Option<&PgSchema>) {
     let first_crm = Receiver::start().await;
     let second_crm = Receiver::start().await;
     let first = Gateway::start(&config(&first_crm.url));
-    let second = Gateway::start(&config(&second_crm.url));
+    let second = Gateway::start_with(
+        &config(&second_crm.url),
+        GatewayOptions {
+            store_url: schema.map(PgSchema::url),
+            ..GatewayOptions::default()
+        },
+    );
+    let events_in_second = || async {
+        match schema {
+            Some(schema) => schema.count("SELECT COUNT(*) FROM events").await,
+            None => second.event_count(),
+        }
+    };
     let client = reqwest::Client::new();
     let mut sent = Vec::new();
     for n in 0..3 {
@@ -121,7 +147,7 @@ async fn events_exported_from_one_gateway_are_imported_once_into_another() {
         twice,
         json!({"accepted": 0, "duplicates": 3, "rejected": []})
     );
-    assert_eq!(second.event_count(), 3);
+    assert_eq!(events_in_second().await, 3);
     // Same ids, same times, same bodies: the second gateway's export is the first's.
     let mut again = export(&client, &second, "").await;
     let mut original = lines.clone();
@@ -193,5 +219,5 @@ async fn events_exported_from_one_gateway_are_imported_once_into_another() {
             .is_some_and(|e| e.contains("no source")),
         "{result}"
     );
-    assert_eq!(second.event_count(), 4);
+    assert_eq!(events_in_second().await, 4);
 }

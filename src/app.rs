@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -22,9 +21,12 @@ use crate::intake::{self, Intake};
 use crate::store::{self, Store, StoreLocation, StoreOptions};
 use crate::wakeups::Wakeups;
 
+mod import;
 mod runtime;
+mod upkeep;
 
 pub use runtime::Runtime;
+use upkeep::Upkeep;
 
 /// Which parts of the work this node does when several nodes share one database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,9 +57,6 @@ fn store_options(config: &Config) -> anyhow::Result<StoreOptions> {
         pool_size: config.store.pool_size,
     })
 }
-
-/// How often expired dedupe keys are purged.
-const PURGE_INTERVAL: Duration = Duration::from_secs(30);
 
 impl App {
     pub async fn build(config: Config, role: Role) -> anyhow::Result<App> {
@@ -100,11 +99,10 @@ impl App {
         crate::metrics::install();
         let tasks = TaskTracker::new();
 
-        let purge_store = Arc::clone(&self.store);
-        let purge_stop = shutdown.clone();
-        tasks.spawn(async move { purge_expired_keys(purge_store, purge_stop).await });
-
         let runtime = self.runtime;
+        let upkeep = Upkeep::new(runtime.retention.clone());
+        tasks.spawn(upkeep.run(Arc::clone(&self.store), shutdown.clone()));
+
         let limits = runtime.http_limits;
         let grace = runtime.shutdown_grace;
         let wakeups = Arc::new(Wakeups::new(
@@ -164,19 +162,4 @@ async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("{key}: cannot listen on {addr}"))
-}
-
-async fn purge_expired_keys(store: Arc<dyn Store>, stop: CancellationToken) {
-    let mut ticker = tokio::time::interval(PURGE_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        match store.purge_expired(store::now_millis()).await {
-            Ok(0) => {}
-            Ok(purged) => tracing::debug!(purged, "purged expired dedupe keys"),
-            Err(e) => tracing::warn!(error = %e, "purging expired keys failed; will retry"),
-        }
-    }
 }

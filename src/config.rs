@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::domain::condition::{FieldCondition, ValueCondition};
 use crate::domain::key::{KeyPart, KeySpec};
 use crate::domain::pointer::JsonPointer;
 use crate::verify::{DEFAULT_TOLERANCE, SchemeName, VerifyConfig};
@@ -203,6 +204,14 @@ pub struct SourceConfig {
     /// How long a key blocks a repeat; longer than `verify.tolerance` where a timestamp is signed.
     #[serde(default = "default_dedupe_ttl", with = "humantime_serde")]
     pub dedupe_ttl: Duration,
+    /// TTLs per event type: the first rule whose condition matches the body gives the key's
+    /// TTL; none matching, `dedupe_ttl`.
+    #[serde(default)]
+    pub dedupe_ttl_when: Vec<DedupeTtlRuleConfig>,
+    /// How long finished events are kept (by `received_at`); read it through
+    /// [`SourceConfig::retention`], which applies the default.
+    #[serde(default, with = "humantime_serde::option")]
+    pub retention: Option<Duration>,
     pub rate_limit: Option<RateLimitConfig>,
     #[serde(default = "default_max_body")]
     pub max_body: bytesize::ByteSize,
@@ -461,12 +470,61 @@ pub struct RouteConfig {
     pub ordering_key: Option<String>,
 }
 
+/// A route's filter: the value at `pointer` is one of `in`, or a string starting with `prefix`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WhenConfig {
     pub pointer: JsonPointer,
-    #[serde(rename = "in")]
+    #[serde(rename = "in", default)]
     pub one_of: Vec<serde_json::Value>,
+    pub prefix: Option<String>,
+}
+
+impl WhenConfig {
+    /// The filter as a condition; `in` and `prefix` are exclusive and one of them is required.
+    pub fn condition(&self) -> Result<FieldCondition, (&'static str, String)> {
+        field_condition(&self.pointer, &self.one_of, self.prefix.as_deref())
+    }
+}
+
+/// One of `sources[].dedupe_ttl_when`: the TTL of keys whose body matches the condition.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupeTtlRuleConfig {
+    pub pointer: JsonPointer,
+    #[serde(rename = "in", default)]
+    pub one_of: Vec<serde_json::Value>,
+    pub prefix: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl DedupeTtlRuleConfig {
+    pub fn condition(&self) -> Result<FieldCondition, (&'static str, String)> {
+        field_condition(&self.pointer, &self.one_of, self.prefix.as_deref())
+    }
+}
+
+/// `pointer` with either `in` (a non-empty list) or `prefix`; on error, the key at fault.
+fn field_condition(
+    pointer: &JsonPointer,
+    one_of: &[serde_json::Value],
+    prefix: Option<&str>,
+) -> Result<FieldCondition, (&'static str, String)> {
+    let condition = match (one_of.is_empty(), prefix) {
+        (false, None) => ValueCondition::OneOf(one_of.to_vec()),
+        (true, Some(prefix)) => ValueCondition::Prefix(prefix.to_owned()),
+        (false, Some(_)) => {
+            return Err(("prefix", "cannot be combined with `in`: use one".into()));
+        }
+        (true, None) => {
+            return Err(("in", "required (a non-empty list), or `prefix`".into()));
+        }
+    };
+    Ok(FieldCondition {
+        pointer: pointer.clone(),
+        condition,
+    })
 }
 
 fn default_server_listen() -> SocketAddr {
@@ -511,6 +569,9 @@ fn default_queue_max() -> usize {
 fn default_pool_size() -> usize {
     16
 }
+/// How long finished events are kept when the source does not say (unless a TTL is longer).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 fn default_dedupe_ttl() -> Duration {
     Duration::from_secs(72 * 3600)
 }
@@ -780,20 +841,45 @@ impl Config {
             if source.dedupe_ttl.is_zero() {
                 return Err((at("dedupe_ttl"), "must be longer than zero".into()));
             }
+            for (j, rule) in source.dedupe_ttl_when.iter().enumerate() {
+                rule.condition()
+                    .map_err(|(key, m)| (at(&format!("dedupe_ttl_when[{j}].{key}")), m))?;
+                if rule.ttl.is_zero() {
+                    return Err((
+                        at(&format!("dedupe_ttl_when[{j}].ttl")),
+                        "must be longer than zero".into(),
+                    ));
+                }
+            }
+            // Retention shorter than a TTL would delete events whose keys still answer with them.
+            if let Some(retention) = source.retention
+                && retention < source.longest_ttl()
+            {
+                return Err((
+                    at("retention"),
+                    format!(
+                        "must be at least the longest TTL of the source's keys ({}), but is {}",
+                        humantime::format_duration(source.longest_ttl()),
+                        humantime::format_duration(retention),
+                    ),
+                ));
+            }
             // A signed request stays valid for `tolerance`; if its key expired sooner, a copy
-            // sent after the expiry would be accepted again (SPEC §4.3).
+            // sent after the expiry would be accepted again (SPEC §4.3). Every TTL a key may get
+            // counts, so the shortest one decides.
             if source.verify.scheme.signs_timestamp() {
                 let (tolerance, written) = match source.verify.tolerance {
                     Some(tolerance) => (tolerance, ""),
                     None => (DEFAULT_TOLERANCE, " (the default)"),
                 };
-                if tolerance >= source.dedupe_ttl {
+                let (shortest, name) = source.shortest_ttl();
+                if tolerance >= shortest {
                     return Err((
                         at("verify.tolerance"),
                         format!(
-                            "must be shorter than dedupe_ttl ({}), but is {}{written}: a signed \
+                            "must be shorter than {name} ({}), but is {}{written}: a signed \
                              request could be accepted again after its key expired",
-                            humantime::format_duration(source.dedupe_ttl),
+                            humantime::format_duration(shortest),
                             humantime::format_duration(tolerance),
                         ),
                     ));
@@ -896,6 +982,10 @@ impl Config {
                 KeySpec::parse(std::slice::from_ref(key))
                     .map_err(|e| (at("ordering_key"), e.message))?;
             }
+            if let Some(when) = &route.when {
+                when.condition()
+                    .map_err(|(key, m)| (at(&format!("when.{key}")), m))?;
+            }
         }
         Ok(())
     }
@@ -909,6 +999,32 @@ impl SourceConfig {
             Some(entries) => KeySpec::parse(entries).map_err(|e| e.to_string()),
             None => Ok(self.verify.scheme.default_key()),
         }
+    }
+
+    /// The shortest TTL a key of this source may get, and the key that sets it.
+    pub fn shortest_ttl(&self) -> (Duration, String) {
+        let mut shortest = (self.dedupe_ttl, "dedupe_ttl".to_owned());
+        for (j, rule) in self.dedupe_ttl_when.iter().enumerate() {
+            if rule.ttl < shortest.0 {
+                shortest = (rule.ttl, format!("dedupe_ttl_when[{j}].ttl"));
+            }
+        }
+        shortest
+    }
+
+    /// The longest TTL a key of this source may get.
+    pub fn longest_ttl(&self) -> Duration {
+        self.dedupe_ttl_when
+            .iter()
+            .map(|rule| rule.ttl)
+            .fold(self.dedupe_ttl, Duration::max)
+    }
+
+    /// How long finished events are kept: `retention`, else 30 days or the longest TTL when
+    /// that is longer.
+    pub fn retention(&self) -> Duration {
+        self.retention
+            .unwrap_or_else(|| DEFAULT_RETENTION.max(self.longest_ttl()))
     }
 
     /// `replay_guard` with the scheme's default (SPEC §4.3).
@@ -1187,6 +1303,15 @@ mod tests {
             let config = load(&source("dedupe_ttl = \"2s\"", ", tolerance = \"1s\""))
                 .unwrap_or_else(|e| panic!("{scheme}: {e}"));
             assert_eq!(config.sources[0].dedupe_ttl, Duration::from_secs(2));
+            // A TTL per event type shorter than the tolerance is caught like `dedupe_ttl`.
+            check_error(
+                &source(
+                    "dedupe_ttl_when = [{ pointer = \"/type\", in = [\"ping\"], ttl = \"1m\" }]",
+                    "",
+                ),
+                "sources[0].verify.tolerance",
+                "must be shorter than dedupe_ttl_when[0].ttl (1m), but is 5m (the default)",
+            );
         }
         // A scheme without a signed timestamp has no tolerance to compare.
         let config = load(
@@ -1197,6 +1322,102 @@ mod tests {
         )
         .expect("github has no tolerance");
         assert_eq!(config.sources[0].dedupe_ttl, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn dedupe_ttl_when_rules_and_route_filters_take_in_or_prefix() {
+        let source = |rules: &str| {
+            format!(
+                "[[sources]]\nname = \"x\"\nverify = {{ scheme = \"github\", secrets = [\"s\"] }}\n\
+                 dedupe_ttl_when = [{rules}]"
+            )
+        };
+        let config = load(&source(
+            r#"{ pointer = "/type", prefix = "invoice.", ttl = "30d" },
+               { pointer = "/type", in = ["ping"], ttl = "1h" }"#,
+        ))
+        .expect("valid");
+        let rules = &config.sources[0].dedupe_ttl_when;
+        assert_eq!(
+            rules[0].condition().expect("condition").condition,
+            ValueCondition::Prefix("invoice.".into())
+        );
+        assert_eq!(rules[1].ttl, Duration::from_secs(3600));
+        assert_eq!(
+            config.sources[0].longest_ttl(),
+            Duration::from_secs(30 * 86400)
+        );
+        check_error(
+            &source(r#"{ pointer = "/type", ttl = "1h" }"#),
+            "sources[0].dedupe_ttl_when[0].in",
+            "required",
+        );
+        check_error(
+            &source(r#"{ pointer = "/type", in = ["a"], prefix = "b", ttl = "1h" }"#),
+            "sources[0].dedupe_ttl_when[0].prefix",
+            "cannot be combined",
+        );
+        check_error(
+            &source(r#"{ pointer = "/type", in = ["a"], ttl = "0s" }"#),
+            "sources[0].dedupe_ttl_when[0].ttl",
+            "longer than zero",
+        );
+        check_error(
+            &source(r#"{ pointer = "type", in = ["a"], ttl = "1h" }"#),
+            "sources[0].dedupe_ttl_when[0].pointer",
+            "must start with",
+        );
+        let route = |when: &str| {
+            format!(
+                "[[sources]]\nname = \"x\"\nverify = {{ scheme = \"github\", secrets = [\"s\"] }}\n\
+                 [[destinations]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/\"\n\
+                 [[routes]]\nsource = \"x\"\nto = [\"crm\"]\nwhen = {when}"
+            )
+        };
+        let config = load(&route(r#"{ pointer = "/type", prefix = "lead." }"#)).expect("valid");
+        let when = config.routes[0].when.as_ref().expect("when");
+        assert_eq!(
+            when.condition().expect("condition").condition,
+            ValueCondition::Prefix("lead.".into())
+        );
+        check_error(
+            &route(r#"{ pointer = "/type" }"#),
+            "routes[0].when.in",
+            "required",
+        );
+    }
+
+    #[test]
+    fn retention_defaults_to_30_days_or_the_longest_ttl_and_is_never_shorter() {
+        let source = |extra: &str| {
+            format!(
+                "[[sources]]\nname = \"x\"\nverify = {{ scheme = \"github\", secrets = [\"s\"] }}\n{extra}"
+            )
+        };
+        let day = Duration::from_secs(86400);
+        let retention = |extra: &str| load(&source(extra)).expect("valid").sources[0].retention();
+        assert_eq!(retention(""), 30 * day);
+        assert_eq!(retention("dedupe_ttl = \"40d\""), 40 * day);
+        assert_eq!(
+            retention(
+                "dedupe_ttl_when = [{ pointer = \"/type\", prefix = \"invoice.\", ttl = \"60d\" }]"
+            ),
+            60 * day
+        );
+        assert_eq!(retention("retention = \"72h\""), 3 * day);
+        check_error(
+            &source("retention = \"1h\""),
+            "sources[0].retention",
+            "must be at least the longest TTL of the source's keys (3days), but is 1h",
+        );
+        check_error(
+            &source(
+                "retention = \"7d\"\n\
+                 dedupe_ttl_when = [{ pointer = \"/type\", prefix = \"invoice.\", ttl = \"30d\" }]",
+            ),
+            "sources[0].retention",
+            "(30days)",
+        );
     }
 
     #[test]

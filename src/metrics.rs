@@ -28,6 +28,8 @@ pub const QUEUE_DEPTH: &str = "oncehook_queue_depth";
 pub const DEAD_TOTAL: &str = "oncehook_dead_total";
 pub const STORE_OP_DURATION: &str = "oncehook_store_op_duration_seconds";
 pub const REPLAYS_TOTAL: &str = "oncehook_replays_total";
+pub const RETENTION_DELETED_TOTAL: &str = "oncehook_retention_deleted_total";
+pub const DEDUPE_KEYS: &str = "oncehook_dedupe_keys";
 /// Always 1; its labels say which build runs (`version`, `commit`).
 pub const BUILD_INFO: &str = "oncehook_build_info";
 
@@ -121,6 +123,14 @@ fn describe() {
         REPLAYS_TOTAL,
         "Replays requested through the admin API, by mode (replay or dry_run)."
     );
+    describe_counter!(
+        RETENTION_DELETED_TOTAL,
+        "Finished events deleted after their source's retention, by source."
+    );
+    describe_gauge!(
+        DEDUPE_KEYS,
+        "Dedupe keys still blocking repeats (counted at each purge pass)."
+    );
     describe_gauge!(
         BUILD_INFO,
         "Always 1: the version and git commit of the running binary."
@@ -168,4 +178,12 @@ pub fn dead(destination: &str, reason: DeadReason) {
 
 pub fn queue_depth(destination: &str, depth: u64) {
     gauge!(QUEUE_DEPTH, "destination" => destination.to_owned()).set(depth as f64);
+}
+
+pub fn retention_deleted(source: &str, events: u64) {
+    counter!(RETENTION_DELETED_TOTAL, "source" => source.to_owned()).increment(events);
+}
+
+pub fn dedupe_keys(live: u64) {
+    gauge!(DEDUPE_KEYS).set(live as f64);
 }

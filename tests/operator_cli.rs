@@ -653,3 +653,81 @@ async fn delivery_log_lines_name_the_delivery_key_the_destination_got() {
     assert_eq!(line["event_id"], ids[0].as_str(), "{line}");
     assert!(line.get("idempotency_key").is_none(), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_export_and_import_move_events_between_gateways() {
+    let config = "[[sources]]\nname = \"forms\"\n\
+         verify = { scheme = \"github\", secrets = [\"cli-secret\"] }\n";
+    let first = Gateway::start(config);
+    let second = Gateway::start(config);
+    let client = reqwest::Client::new();
+    for n in 0..2 {
+        let body = serde_json::to_vec(&json!({"n": n})).expect("json");
+        let signed = sign(VERIFY, &body, &format!("x-{n}"), unix_now());
+        let reply = post(
+            &client,
+            &first.webhook_url("forms"),
+            &signed,
+            "application/json",
+        )
+        .await;
+        assert_eq!(reply.status, 202);
+    }
+    let dir = first.dir.path();
+    let file = dir.join("events.jsonl");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let exported = oncehook(
+        dir,
+        Some(ADMIN_TOKEN),
+        &[
+            "events",
+            "export",
+            "--url",
+            &first.admin,
+            "--source",
+            "forms",
+            "--output",
+            file_arg,
+        ],
+    );
+    succeeded(&exported);
+    assert!(
+        stderr(&exported).contains("2 events exported"),
+        "{}",
+        stderr(&exported)
+    );
+    let lines = std::fs::read_to_string(&file).expect("export file");
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    // Without --output the lines go to stdout.
+    let to_stdout = oncehook(
+        dir,
+        Some(ADMIN_TOKEN),
+        &["events", "export", "--url", &first.admin],
+    );
+    assert_eq!(succeeded(&to_stdout).lines().count(), 2);
+
+    let import = |args: &[&str]| {
+        let mut all = vec![
+            "events",
+            "import",
+            "--url",
+            second.admin.as_str(),
+            "--file",
+            file_arg,
+        ];
+        all.extend_from_slice(args);
+        oncehook(dir, Some(ADMIN_TOKEN), &all)
+    };
+    assert!(succeeded(&import(&[])).contains("accepted 2, duplicates 0, rejected 0"));
+    let again: Value = serde_json::from_str(&succeeded(&import(&["--json"]))).expect("json");
+    assert_eq!(
+        again,
+        json!({"accepted": 0, "duplicates": 2, "rejected": []})
+    );
+    assert_eq!(second.event_count(), 2);
+    // A bad line fails the command and names the line.
+    std::fs::write(&file, format!("{lines}not json\n")).expect("write");
+    let bad = import(&[]);
+    assert!(!bad.status.success());
+    assert!(stdout(&bad).contains("line 3:"), "{}", stdout(&bad));
+}

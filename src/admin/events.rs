@@ -173,10 +173,33 @@ pub async fn list(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<EventList>, ApiError> {
     let Query(pairs) = query?;
+    let (mut wanted, limit) = event_query(&context, &pairs, true)?;
+    let limit = parse_limit(limit)?;
+    wanted.limit = limit + 1;
+    let events = context.store.list_events(&wanted).await?;
+    let (events, next_cursor) = paginate(events, limit, EventSummary::cursor);
+    Ok(Json(EventList {
+        events: events.into_iter().map(EventItem::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// The filters of `GET /api/v1/events` (and of the export, which takes no `limit` and no
+/// `cursor`: `paged` false), and the `limit` given.
+pub(super) fn event_query<'a>(
+    context: &ApiContext,
+    pairs: &'a [(String, String)],
+    paged: bool,
+) -> Result<(EventQuery, Option<&'a str>), ApiError> {
     let now = now_millis();
     let mut wanted = EventQuery::default();
     let mut limit = None;
-    for (name, value) in &pairs {
+    for (name, value) in pairs {
+        if !paged && matches!(name.as_str(), "limit" | "cursor") {
+            return Err(ApiError::bad_request(format!(
+                "{name}: the export has no pages; it streams every matching event"
+            )));
+        }
         // An empty text parameter is absent; `status` and `limit` are typed and must be valid.
         if given(Some(value)).is_none() && !matches!(name.as_str(), "status" | "limit") {
             continue;
@@ -210,14 +233,7 @@ pub async fn list(
             }
         }
     }
-    let limit = parse_limit(limit)?;
-    wanted.limit = limit + 1;
-    let events = context.store.list_events(&wanted).await?;
-    let (events, next_cursor) = paginate(events, limit, EventSummary::cursor);
-    Ok(Json(EventList {
-        events: events.into_iter().map(EventItem::from).collect(),
-        next_cursor,
-    }))
+    Ok((wanted, limit))
 }
 
 /// One event in detail.
@@ -266,24 +282,7 @@ pub async fn show(
     let scrub = |text: &str| sensitive.scrub(text).into_owned();
     // Stored texts are sealed like the payload; one that cannot be opened says why instead.
     let unseal = |stored: &str| open_text(cipher, stored).unwrap_or_else(|e| format!("[{e}]"));
-    let headers = match serde_json::from_str::<Value>(&unseal(&event.headers_json)) {
-        Ok(Value::Object(fields)) => fields
-            .into_iter()
-            .map(|(name, value)| {
-                let text = match value {
-                    Value::String(text) => text,
-                    other => other.to_string(),
-                };
-                let shown = if is_secret_header(&name) {
-                    MASK.to_owned()
-                } else {
-                    scrub(&text)
-                };
-                (name, shown)
-            })
-            .collect(),
-        _ => BTreeMap::new(),
-    };
+    let headers = shown_headers(&unseal(&event.headers_json), &sensitive);
     let mut deliveries = Vec::with_capacity(event.deliveries.len());
     for delivery in &event.deliveries {
         let attempts = context.store.delivery_attempts(delivery.id).await?;
@@ -338,4 +337,30 @@ pub async fn show(
         deliveries,
         replays,
     }))
+}
+
+/// Stored request headers as operators see them: credentials and signatures masked, hidden
+/// values scrubbed.
+pub(super) fn shown_headers(
+    headers_json: &str,
+    sensitive: &SensitiveValues,
+) -> BTreeMap<String, String> {
+    match serde_json::from_str::<Value>(headers_json) {
+        Ok(Value::Object(fields)) => fields
+            .into_iter()
+            .map(|(name, value)| {
+                let text = match value {
+                    Value::String(text) => text,
+                    other => other.to_string(),
+                };
+                let shown = if is_secret_header(&name) {
+                    MASK.to_owned()
+                } else {
+                    sensitive.scrub(&text).into_owned()
+                };
+                (name, shown)
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    }
 }

@@ -10,6 +10,7 @@
 //! | `GET /api/v1/events`, `GET /api/v1/events/{id}` | `events` |
 //! | `POST /api/v1/replays`, `GET /api/v1/replays`, `GET /api/v1/replays/{id}` | `replays` |
 //! | `GET /api/v1/dlq` | `dlq` |
+//! | `GET /api/v1/events/export`, `POST /api/v1/events/import` | `transfer` |
 //! | `GET /api/v1/stats` | `stats` |
 //! | `GET /api/v1/openapi.json` | `openapi` |
 //! | `GET /console` (the operator's page, static files only) | `crate::console` |
@@ -24,6 +25,7 @@ mod replays;
 mod stats;
 #[cfg(test)]
 mod tests;
+pub mod transfer;
 mod words;
 
 use std::collections::BTreeSet;
@@ -33,13 +35,14 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::privacy::{HiddenFields, PayloadCipher, SearchKey};
 use crate::store::Store;
 use crate::wakeups::Wakeups;
 use error::ApiError;
+pub use transfer::{EventImporter, ImportedEvent};
 
 /// Search field names always accepted by `GET /api/v1/events` (SPEC §6), even when no source
 /// declares them (the search then finds nothing).
@@ -56,6 +59,7 @@ pub struct ApiContext {
     search_fields: BTreeSet<String>,
     destinations: Vec<String>,
     wakeups: Arc<Wakeups>,
+    importer: Arc<dyn EventImporter>,
 }
 
 impl ApiContext {
@@ -81,6 +85,8 @@ pub struct AdminParts {
     pub search_fields: BTreeSet<String>,
     /// Every destination's name.
     pub destinations: Vec<String>,
+    /// Turns imported events into this gateway's events.
+    pub importer: Arc<dyn EventImporter>,
 }
 
 #[derive(Clone)]
@@ -104,6 +110,7 @@ impl AdminState {
             search_fields,
             destinations: parts.destinations,
             wakeups,
+            importer: parts.importer,
         };
         AdminState {
             store,
@@ -127,6 +134,8 @@ pub fn router(state: AdminState) -> Router {
 fn api_router(context: Arc<ApiContext>) -> Router {
     Router::new()
         .route("/events", get(events::list))
+        .route("/events/export", get(transfer::export))
+        .route("/events/import", post(transfer::import))
         .route("/events/{id}", get(events::show))
         .route("/replays", get(replays::list).post(replays::create))
         .route("/replays/{id}", get(replays::show))

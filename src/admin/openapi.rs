@@ -6,13 +6,15 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{dlq, error, events, replays, stats};
+use super::{dlq, error, events, replays, stats, transfer};
 
 /// Every route of the admin API, as (method, path template): the router serves exactly these and
 /// the OpenAPI document lists exactly these (a test holds both to it).
 pub const API_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/events"),
     ("GET", "/api/v1/events/{id}"),
+    ("GET", "/api/v1/events/export"),
+    ("POST", "/api/v1/events/import"),
     ("POST", "/api/v1/replays"),
     ("GET", "/api/v1/replays"),
     ("GET", "/api/v1/replays/{id}"),
@@ -31,6 +33,8 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     paths(
         events::list,
         events::show,
+        transfer::export,
+        transfer::import,
         replays::create,
         replays::list,
         replays::show,

@@ -16,6 +16,15 @@ use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
 const TOKEN: &str = "unit-test-token";
 
+/// An importer for a gateway without sources: every line is rejected.
+struct NoSources;
+
+impl super::EventImporter for NoSources {
+    fn prepare(&self, event: super::ImportedEvent) -> Result<crate::store::NewEvent, String> {
+        Err(format!("no source {:?} on this gateway", event.source))
+    }
+}
+
 fn router_with(token: Option<&str>) -> (tempfile::TempDir, Router) {
     let dir = tempfile::tempdir().expect("tempdir");
     // One source "forms" with a searchable "/phone", as the config would give it.
@@ -29,6 +38,7 @@ fn router_with(token: Option<&str>) -> (tempfile::TempDir, Router) {
         )])),
         search_fields: BTreeSet::from(["phone".to_owned()]),
         destinations: Vec::new(),
+        importer: Arc::new(NoSources),
     };
     let store = SqliteStore::open(SqliteOptions {
         path: dir.path().join("store.db"),

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use super::import::SourceImporter;
 use crate::admin::AdminParts;
 use crate::config::{Config, ConfigError, DestinationConfig, SourceConfig};
 use crate::delivery::{DeliveryParts, Destination, signing_verifier};
@@ -39,6 +40,8 @@ pub struct Runtime {
     pub http_limits: HttpLimits,
     /// How long shutdown waits for in-flight requests and delivery attempts.
     pub shutdown_grace: Duration,
+    /// How long each source's finished events are kept.
+    pub retention: Vec<(Arc<str>, Duration)>,
 }
 
 impl Runtime {
@@ -56,11 +59,16 @@ impl Runtime {
         let email = EmailHasher::new(encryption_key);
 
         let mut sources = Vec::with_capacity(config.sources.len());
+        let mut import_sources = Vec::with_capacity(config.sources.len());
         let mut hidden_fields = HiddenFields::new();
         for (index, source) in config.sources.iter().enumerate() {
             let parts = source_parts(config, index, source, &email)?;
             hidden_fields.insert(source.name.clone(), parts.hidden_fields.clone());
             sources.push(SourceRuntime::new(parts));
+            // Imports get their own copy: they share no rate limit with live intake.
+            import_sources.push(SourceRuntime::new(source_parts(
+                config, index, source, &email,
+            )?));
         }
         let hidden_fields = Arc::new(hidden_fields);
         let destinations = config
@@ -81,6 +89,11 @@ impl Runtime {
                 .flat_map(|source| source.search_fields.keys().cloned())
                 .collect::<BTreeSet<_>>(),
             destinations: config.destinations.iter().map(|d| d.name.clone()).collect(),
+            importer: Arc::new(SourceImporter {
+                sources: import_sources,
+                cipher: cipher.clone(),
+                search_key: search_key.clone(),
+            }),
         };
         Ok(Runtime {
             intake: IntakeParts {
@@ -106,6 +119,11 @@ impl Runtime {
                 max_connections_per_ip: config.server.max_connections_per_ip,
             },
             shutdown_grace: config.server.shutdown_grace,
+            retention: config
+                .sources
+                .iter()
+                .map(|source| (Arc::from(source.name.as_str()), source.retention()))
+                .collect(),
         })
     }
 }
@@ -137,6 +155,13 @@ fn source_parts(
         }
         None => None,
     };
+    let mut dedupe_ttl_when = Vec::new();
+    for (rule_index, rule) in source.dedupe_ttl_when.iter().enumerate() {
+        let condition = rule.condition().map_err(|(key, m)| {
+            config.error(at(&format!("dedupe_ttl_when[{rule_index}].{key}")), m)
+        })?;
+        dedupe_ttl_when.push((condition, rule.ttl));
+    }
     let mut routes = Vec::new();
     for (route_index, route) in config.routes.iter().enumerate() {
         if route.source != source.name {
@@ -150,10 +175,12 @@ fn source_parts(
         };
         routes.push(RouteRuntime {
             destinations: route.to.iter().map(|d| Arc::from(d.as_str())).collect(),
-            when: route
-                .when
-                .as_ref()
-                .map(|w| (w.pointer.clone(), w.one_of.clone())),
+            when: match &route.when {
+                Some(when) => Some(when.condition().map_err(|(key, m)| {
+                    config.error(format!("routes[{route_index}].when.{key}"), m)
+                })?),
+                None => None,
+            },
             ordering_key,
         });
     }
@@ -163,6 +190,7 @@ fn source_parts(
         key,
         fingerprint_ignore: source.fingerprint_ignore.clone(),
         dedupe_ttl: source.dedupe_ttl,
+        dedupe_ttl_when,
         near_duplicate_window: source.near_duplicate.as_ref().map(|n| n.window),
         max_body: usize::try_from(source.max_body.as_u64()).unwrap_or(usize::MAX),
         schema,

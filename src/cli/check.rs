@@ -96,9 +96,12 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         let filter = route
             .when
             .as_ref()
-            .map(|w| {
-                let values: Vec<String> = w.one_of.iter().map(|v| v.to_string()).collect();
-                format!("  when {} in [{}]", w.pointer, values.join(", "))
+            .map(|w| match &w.prefix {
+                Some(prefix) => format!("  when {} starts with {prefix:?}", w.pointer),
+                None => {
+                    let values: Vec<String> = w.one_of.iter().map(|v| v.to_string()).collect();
+                    format!("  when {} in [{}]", w.pointer, values.join(", "))
+                }
             })
             .unwrap_or_default();
         let ordering = route

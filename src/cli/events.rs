@@ -1,4 +1,5 @@
-//! `oncehook events search` and `oncehook events show ID`.
+//! `oncehook events search`, `oncehook events show ID`, and `oncehook events export|import`
+//! (JSON Lines out of one gateway and into another, SPEC §6.1).
 
 use std::process::ExitCode;
 
@@ -55,6 +56,36 @@ pub enum EventsCommand {
         /// The event id.
         id: String,
     },
+    /// Every matching event as JSON Lines (stdout unless --output).
+    Export {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        source: Option<String>,
+        /// received, processing, completed, failed_retryable or failed_terminal.
+        #[arg(long)]
+        status: Option<String>,
+        /// The idempotency key, exactly.
+        #[arg(long)]
+        key: Option<String>,
+        /// Received within this long ago (15m, 2h, 7d) or since an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Received before this long ago or this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Write the lines to this file instead of stdout.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Import an export through the gateway's atomic accept (importing twice stores once).
+    Import {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// A JSON Lines file written by `oncehook events export`.
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
 }
 
 pub async fn run(command: EventsCommand) -> anyhow::Result<ExitCode> {
@@ -99,6 +130,28 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<ExitCode> {
             }
             search(&client, &mut query, limit.max(1)).await
         }
+        EventsCommand::Export {
+            admin,
+            source,
+            status,
+            key,
+            since,
+            until,
+            output,
+        } => {
+            let query: Vec<(&str, String)> = [
+                ("source", source),
+                ("status", status),
+                ("key", key),
+                ("since", since),
+                ("until", until),
+            ]
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| (name, v)))
+            .collect();
+            export(&admin, &query, output.as_deref()).await
+        }
+        EventsCommand::Import { admin, file } => import(&admin, &file).await,
         EventsCommand::Show { admin, id } => {
             let client = AdminClient::new(&admin)?;
             let event = client
@@ -275,4 +328,149 @@ fn print_event(event: &Value) {
             );
         }
     }
+}
+
+/// The admin API's address and the token, as `AdminClient` finds them, with a client without
+/// an overall timeout: an export or an import takes as long as it has events.
+fn transfer_client(admin: &AdminArgs) -> anyhow::Result<(String, String, reqwest::Client)> {
+    let base = match &admin.url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let config = crate::config::Config::load(&admin.config).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}\n(pass --url http://HOST:PORT to reach the admin API without a config)"
+                )
+            })?;
+            let mut addr = config.admin.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+            }
+            format!("http://{addr}")
+        }
+    };
+    let variable = super::admin_client::TOKEN_VARIABLE;
+    let token = std::env::var(variable)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{variable} is not set: export the admin token (admin.token in the config)"
+            )
+        })?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .build()?;
+    Ok((base, token, http))
+}
+
+/// A counter of lines on stderr (hidden when stderr is not a terminal).
+fn line_counter(message: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_message(message);
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
+async fn export(
+    admin: &AdminArgs,
+    query: &[(&str, String)],
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let (base, token, http) = transfer_client(admin)?;
+    let mut response = http
+        .get(format!("{base}/api/v1/events/export"))
+        .query(query)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the admin API at {base}: {e}"))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        anyhow::bail!("the admin API answered {status}: {text}");
+    }
+    let mut out: Box<dyn Write> = match output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let bar = line_counter("events exported");
+    let mut lines = 0u64;
+    let mut last_byte = b'\n';
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| anyhow::anyhow!("the export was cut off after {lines} events: {e}"))?
+    {
+        lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        if let Some(last) = chunk.last() {
+            last_byte = *last;
+        }
+        out.write_all(&chunk)?;
+        bar.set_position(lines);
+    }
+    out.flush()?;
+    bar.finish_and_clear();
+    if last_byte != b'\n' {
+        anyhow::bail!("the export was cut off after {lines} events");
+    }
+    eprintln!("{lines} events exported");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import(admin: &AdminArgs, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let (base, token, http) = transfer_client(admin)?;
+    let body =
+        std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let bar = line_counter("importing");
+    let response = http
+        .post(format!("{base}/api/v1/events/import"))
+        .bearer_auth(&token)
+        .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the admin API at {base}: {e}"))?;
+    bar.finish_and_clear();
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("the admin API answered {status}: {text}");
+    }
+    let summary: Value = serde_json::from_str(&text)?;
+    if admin.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "accepted {}, duplicates {}, rejected {}",
+            summary["accepted"],
+            summary["duplicates"],
+            summary["rejected"].as_array().map_or(0, Vec::len)
+        );
+        for rejected in summary["rejected"].as_array().into_iter().flatten() {
+            println!(
+                "  line {}: {}",
+                rejected["line"],
+                text_of(&rejected["error"])
+            );
+        }
+    }
+    let clean = summary["rejected"].as_array().is_none_or(Vec::is_empty);
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn text_of(value: &Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_owned)
 }

@@ -1,7 +1,9 @@
-//! Pure types and rules, no I/O: JSON pointers, canonical JSON and fingerprints, idempotency
-//! keys, the retry policy, and the words a delivery's life is told in (states, statuses, dead
-//! reasons, outcomes) with the rules over them.
+//! Pure types and rules, no I/O: JSON pointers and conditions on the values they point at,
+//! canonical JSON and fingerprints, idempotency keys, the retry policy, and the words a
+//! delivery's life is told in (states, statuses, dead reasons, outcomes) with the rules over
+//! them.
 
+pub mod condition;
 pub mod dead_reason;
 pub mod delivery_outcome;
 pub mod delivery_state;

@@ -138,7 +138,8 @@ pub fn prepare(
     let headers_json = sensitive.scrub_headers_json(&source.headers_for_storage(headers));
 
     let received_at = now;
-    let dedupe_expires_at = received_at.saturating_add(source.dedupe_ttl_ms);
+    // The key's TTL follows the event type; the replay guard's window follows the key's TTL.
+    let dedupe_expires_at = received_at.saturating_add(source.dedupe_ttl_ms_for(json.as_ref()));
     let event = NewEvent {
         id,
         source: Arc::clone(&source.name),
@@ -199,6 +200,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::domain::condition::{FieldCondition, ValueCondition};
     use crate::domain::key::{EmailHasher, KeySpec};
     use crate::domain::pointer::JsonPointer;
     use crate::intake::source::{RouteRuntime, SourceParts};
@@ -225,6 +227,7 @@ mod tests {
             key: key(&["header:Idempotency-Key", "json:/id", "fingerprint"]),
             fingerprint_ignore: Vec::new(),
             dedupe_ttl: Duration::from_secs(72 * 3600),
+            dedupe_ttl_when: Vec::new(),
             near_duplicate_window: None,
             max_body: 1 << 20,
             schema: None,
@@ -412,5 +415,36 @@ mod tests {
             .expect_err("schema mismatch");
         assert_eq!(rejection.status(), StatusCode::BAD_REQUEST);
         assert!(rejection.error.message().contains("schema"));
+    }
+
+    #[test]
+    fn the_first_matching_ttl_rule_sets_the_key_and_replay_guard_expiry() {
+        let rule = |condition: ValueCondition, hours: u64| {
+            let field = FieldCondition {
+                pointer: "/type".parse().expect("pointer"),
+                condition,
+            };
+            (field, Duration::from_secs(hours * 3600))
+        };
+        let source = forms(|s| {
+            s.dedupe_ttl_when = vec![
+                rule(ValueCondition::Prefix("invoice.".into()), 30 * 24),
+                rule(ValueCondition::OneOf(vec![json!("invoice.paid")]), 1),
+                rule(ValueCondition::OneOf(vec![json!("ping")]), 24),
+            ];
+        });
+        let hour = 3_600_000;
+        let check = |body: Value, ttl: i64| {
+            let prepared = run(&source, None, &headers(&[]), &body).expect("prepared");
+            assert_eq!(prepared.event.dedupe_expires_at, NOW + ttl, "{body}");
+            let guard = prepared.event.replay_guard.expect("replay guard");
+            assert_eq!(guard.expires_at, NOW + ttl, "{body}");
+        };
+        // The prefix rule comes first, so the exact rule after it never applies.
+        check(json!({"id": "1", "type": "invoice.paid"}), 30 * 24 * hour);
+        check(json!({"id": "2", "type": "ping"}), 24 * hour);
+        // No rule matches: the source's dedupe_ttl.
+        check(json!({"id": "3", "type": "customer.created"}), 72 * hour);
+        check(json!({"id": "4"}), 72 * hour);
     }
 }

@@ -11,6 +11,7 @@ use http::HeaderMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::domain::condition::FieldCondition;
 use crate::domain::fingerprint::Fingerprint;
 use crate::domain::form::FormFields;
 use crate::domain::key::{DedupeKey, EmailHasher, KeyPart, KeySpec};
@@ -24,6 +25,8 @@ pub struct SourceRuntime {
     pub key: KeySpec,
     pub fingerprint_ignore: Vec<JsonPointer>,
     pub dedupe_ttl_ms: i64,
+    /// TTLs per event type in milliseconds: the first matching rule wins, else `dedupe_ttl_ms`.
+    pub dedupe_ttl_when: Vec<(FieldCondition, i64)>,
     pub near_duplicate_window_ms: Option<i64>,
     pub max_body: usize,
     pub schema: Option<jsonschema::Validator>,
@@ -41,11 +44,11 @@ pub struct SourceRuntime {
     routes: Vec<RouteRuntime>,
 }
 
-/// One of the source's routes: its destinations, its `when` (a pointer and the values it may
-/// hold) and its ordering key.
+/// One of the source's routes: its destinations, its `when` (a condition on a body value) and
+/// its ordering key.
 pub struct RouteRuntime {
     pub destinations: Vec<Arc<str>>,
-    pub when: Option<(JsonPointer, Vec<Value>)>,
+    pub when: Option<FieldCondition>,
     pub ordering_key: Option<KeySpec>,
 }
 
@@ -56,6 +59,8 @@ pub struct SourceParts {
     pub key: KeySpec,
     pub fingerprint_ignore: Vec<JsonPointer>,
     pub dedupe_ttl: Duration,
+    /// TTLs per event type, in order: the first whose condition matches wins.
+    pub dedupe_ttl_when: Vec<(FieldCondition, Duration)>,
     pub near_duplicate_window: Option<Duration>,
     pub max_body: usize,
     pub schema: Option<jsonschema::Validator>,
@@ -84,6 +89,7 @@ impl SourceRuntime {
             key,
             fingerprint_ignore,
             dedupe_ttl,
+            dedupe_ttl_when,
             near_duplicate_window,
             max_body,
             schema,
@@ -105,6 +111,10 @@ impl SourceRuntime {
             key,
             fingerprint_ignore,
             dedupe_ttl_ms: millis(dedupe_ttl),
+            dedupe_ttl_when: dedupe_ttl_when
+                .into_iter()
+                .map(|(condition, ttl)| (condition, millis(ttl)))
+                .collect(),
             near_duplicate_window_ms: near_duplicate_window.map(millis),
             max_body,
             schema,
@@ -123,6 +133,15 @@ impl SourceRuntime {
         self.routes
             .iter()
             .flat_map(|r| r.destinations.iter().map(|d| &**d))
+    }
+
+    /// How long the key of an event with this body blocks repeats, in milliseconds: the TTL of
+    /// the first `dedupe_ttl_when` rule that matches, else `dedupe_ttl`.
+    pub fn dedupe_ttl_ms_for(&self, json: Option<&Value>) -> i64 {
+        self.dedupe_ttl_when
+            .iter()
+            .find(|(condition, _)| condition.matches(json))
+            .map_or(self.dedupe_ttl_ms, |(_, ttl)| *ttl)
     }
 
     /// Takes one request from the source's budget; on refusal, the seconds to wait.
@@ -218,13 +237,10 @@ impl SourceRuntime {
     ) -> Vec<NewDelivery> {
         let mut deliveries: Vec<NewDelivery> = Vec::new();
         for route in &self.routes {
-            if let Some((pointer, allowed)) = &route.when {
-                let matches = json
-                    .and_then(|v| pointer.get(v))
-                    .is_some_and(|v| allowed.contains(v));
-                if !matches {
-                    continue;
-                }
+            if let Some(when) = &route.when
+                && !when.matches(json)
+            {
+                continue;
             }
             let ordering_key = route
                 .ordering_key

@@ -37,6 +37,11 @@ pub const SQLITE: &[Migration] = &[
         name: "edge_trust",
         sql: include_str!("../../migrations/sqlite/0005_edge_trust.sql"),
     },
+    Migration {
+        version: 6,
+        name: "retention",
+        sql: include_str!("../../migrations/sqlite/0006_retention.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -64,6 +69,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 5,
         name: "edge_trust",
         sql: include_str!("../../migrations/postgres/0005_edge_trust.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "retention",
+        sql: include_str!("../../migrations/postgres/0006_retention.sql"),
     },
 ];
 

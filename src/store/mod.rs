@@ -1,7 +1,7 @@
 //! The store: one contract (`Store`), one implementation per backend.
 //!
 //! The contract is four traits, one per concern: `IntakeStore` (the atomic accept, the purge of
-//! expired keys), `DeliveryQueue` (claims, outcomes, queue depth), `AdminQueries` (what
+//! expired keys, retention), `DeliveryQueue` (claims, outcomes, queue depth), `AdminQueries` (what
 //! operators read) and `ReplayStore` (replays and their records). `Store` is all four, for
 //! every type that implements them. Handlers and workers hold an `Arc<dyn Store>` and never see
 //! SQL. Each backend keeps its SQL to itself (`sqlite/`, `postgres/`, a file per concern);
@@ -226,6 +226,9 @@ pub struct EventQuery {
     /// Continue after this position (the last item of the previous page).
     pub after: Option<Cursor<Uuid>>,
     pub limit: usize,
+    /// Oldest first (ascending, `after` then continues upwards), as an export lists events so
+    /// that an import accepts them in intake order; newest first otherwise.
+    pub oldest_first: bool,
 }
 
 /// An event in a listing: what it is and how far it got, without its payload.
@@ -383,7 +386,9 @@ pub struct DeliveryReplay {
     pub reason: String,
 }
 
-/// What intake needs: the atomic accept, and the purge of expired dedupe windows.
+/// What intake needs: the atomic accept, and what keeps its storage bounded: the purge of
+/// expired dedupe windows, the deletion of finished events past their retention, and the count
+/// of live keys.
 #[async_trait]
 pub trait IntakeStore: Send + Sync + 'static {
     /// The atomic intake step: unless the key is live (a duplicate with reason `key`), or the
@@ -396,6 +401,22 @@ pub trait IntakeStore: Send + Sync + 'static {
     /// Deletes dedupe keys and near-duplicate fingerprints whose window ended before `now`.
     /// Returns how many rows went.
     async fn purge_expired(&self, now: UnixMillis) -> Result<u64, StoreError>;
+
+    /// Deletes at most `limit` finished events of `source` (every delivery `delivered` or
+    /// `dead`, or none) received before `received_before`, oldest first, with their deliveries,
+    /// attempts, search hashes and replay links, in one short transaction. Unfinished events are
+    /// kept whatever their age. Dedupe keys are left alone: a key whose event was deleted still
+    /// answers repeats with the original event id until it expires. Returns how many events
+    /// went; fewer than `limit` means none is left to delete.
+    async fn delete_finished_events(
+        &self,
+        source: &str,
+        received_before: UnixMillis,
+        limit: usize,
+    ) -> Result<u64, StoreError>;
+
+    /// Dedupe keys that still block repeats at `now`.
+    async fn live_dedupe_keys(&self, now: UnixMillis) -> Result<u64, StoreError>;
 }
 
 /// What delivery lanes need: due deliveries claimed under a lease, outcomes recorded, claims
@@ -441,8 +462,9 @@ pub trait AdminQueries: Send + Sync + 'static {
     /// One event with its deliveries (None: no such event).
     async fn event(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError>;
 
-    /// Events matching `query`, newest first: ordered by `(received_at, id)` descending, at
-    /// most `query.limit`, starting strictly after `query.after` when given.
+    /// Events matching `query`, newest first: ordered by `(received_at, id)` descending (or
+    /// ascending with `query.oldest_first`), at most `query.limit`, starting strictly after
+    /// `query.after` when given.
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError>;
 
     /// Every attempt of one delivery, oldest first.

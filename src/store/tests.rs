@@ -183,6 +183,8 @@ conformance!(
     replays_match_by_event_ids_destination_and_event_status,
     dead_letters_are_listed_newest_first_and_grouped,
     a_working_store_is_writable,
+    retention_deletes_finished_events_and_keeps_their_keys,
+    retention_deletes_in_batches_of_the_given_size,
 );
 
 const T0: UnixMillis = 1_800_000_000_000;
@@ -1099,6 +1101,22 @@ async fn events_are_listed_newest_first_with_filters(store: Arc<dyn Store>) {
     };
     let listed = store.list_events(&all).await.expect("list");
     assert_eq!(ids(&listed), vec![made[3], made[2], made[1], made[0]]);
+    // Oldest first, continuing upwards from a cursor (the export's order).
+    let oldest_first = EventQuery {
+        oldest_first: true,
+        limit: 2,
+        ..EventQuery::default()
+    };
+    let first_page = store.list_events(&oldest_first).await.expect("list");
+    assert_eq!(ids(&first_page), vec![made[0], made[1]]);
+    let second_page = store
+        .list_events(&EventQuery {
+            after: first_page.last().map(EventSummary::cursor),
+            ..oldest_first.clone()
+        })
+        .await
+        .expect("list");
+    assert_eq!(ids(&second_page), vec![made[2], made[3]]);
     assert_eq!(listed[0].source, "src");
     assert_eq!(listed[0].idempotency_key, "key-3");
     assert_eq!(listed[0].received_at, T0 + 3_000);
@@ -1795,4 +1813,174 @@ async fn a_working_store_is_writable(store: Arc<dyn Store>) {
         AcceptOutcome::Accepted
     );
     store.writable().await.expect("writable beside real writes");
+}
+
+/// Claims every due delivery to `destination` at `at` and records `outcome` for the one of
+/// `event_id`; the others are given back.
+async fn settle(
+    store: &Arc<dyn Store>,
+    destination: &str,
+    event_id: Uuid,
+    at: UnixMillis,
+    outcome: AttemptOutcome,
+) {
+    let claims = store
+        .claim_due_deliveries(destination, at, at + 10_000, 100)
+        .await
+        .expect("claim");
+    for claim in claims {
+        if claim.event_id == event_id {
+            let status = matches!(outcome, AttemptOutcome::Delivered).then_some(200);
+            assert!(
+                store
+                    .record_attempt(&claim, attempt(at, status.or(Some(503)), outcome.clone()))
+                    .await
+                    .expect("record")
+            );
+        } else {
+            store.release_claim(&claim).await.expect("release");
+        }
+    }
+}
+
+async fn retention_deletes_finished_events_and_keeps_their_keys(store: Arc<dyn Store>) {
+    // Finished: delivered, dead then replayed and delivered (a replay link), no deliveries.
+    let mut delivered = event(key(1), 1, T0);
+    delivered.search = vec![[9; 16]];
+    let delivered_id = delivered.id;
+    store.accept(delivered).await.expect("accept");
+    settle(
+        &store,
+        "crm",
+        delivered_id,
+        T0 + 1,
+        AttemptOutcome::Delivered,
+    )
+    .await;
+    let replayed_id = dead_event(&store, 2, "crm", T0 + 2).await;
+    let replay = replay_of(
+        ReplayFilter {
+            event_ids: vec![replayed_id],
+            ..ReplayFilter::default()
+        },
+        false,
+        T0 + 3,
+    );
+    assert_eq!(store.replay(&replay).await.expect("replay").matched, 1);
+    settle(
+        &store,
+        "crm",
+        replayed_id,
+        T0 + 4,
+        AttemptOutcome::Delivered,
+    )
+    .await;
+    let unrouted = with_deliveries(event(key(3), 3, T0 + 5), &[]);
+    let unrouted_id = unrouted.id;
+    store.accept(unrouted).await.expect("accept");
+    // Unfinished, as old: one delivery retrying while the other was delivered.
+    let retrying = with_deliveries(event(key(4), 4, T0 + 6), &[("crm", None), ("bus", None)]);
+    let retrying_id = retrying.id;
+    store.accept(retrying).await.expect("accept");
+    settle(
+        &store,
+        "bus",
+        retrying_id,
+        T0 + 7,
+        AttemptOutcome::Delivered,
+    )
+    .await;
+    let retry = AttemptOutcome::Retry {
+        next_attempt_at: T0 + 3_600_000,
+    };
+    settle(&store, "crm", retrying_id, T0 + 7, retry).await;
+    // Finished but young, and finished but of another source.
+    let young = with_deliveries(event(key(5), 5, T0 + 20_000), &[]);
+    let young_id = young.id;
+    store.accept(young).await.expect("accept");
+    let mut other = with_deliveries(event(key(6), 6, T0), &[]);
+    other.source = Arc::from("other");
+    let other_id = other.id;
+    store.accept(other).await.expect("accept");
+
+    let deleted = store
+        .delete_finished_events("src", T0 + 10_000, 100)
+        .await
+        .expect("retention");
+    assert_eq!(deleted, 3);
+    for gone in [delivered_id, replayed_id, unrouted_id] {
+        assert_eq!(store.event(gone).await.expect("read"), None);
+        assert!(store.event_replays(gone).await.expect("replays").is_empty());
+    }
+    for kept in [retrying_id, young_id, other_id] {
+        assert!(store.event(kept).await.expect("read").is_some(), "{kept}");
+    }
+    let by_search = store
+        .list_events(&EventQuery {
+            search: vec![[9; 16]],
+            limit: 10,
+            ..EventQuery::default()
+        })
+        .await
+        .expect("list");
+    assert!(by_search.is_empty(), "search rows go with the event");
+    // The replay's record stays: who replayed what, and when.
+    assert_eq!(store.replays(None, 10).await.expect("replays").len(), 1);
+    // The deleted event's key still answers repeats with the original id until it expires.
+    assert_eq!(
+        store
+            .accept(event(key(1), 1, T0 + 30_000))
+            .await
+            .expect("accept"),
+        AcceptOutcome::Duplicate(Duplicate {
+            event_id: delivered_id,
+            reason: DuplicateReason::Key,
+            conflict: false
+        })
+    );
+    assert_eq!(store.live_dedupe_keys(T0 + 30_000).await.expect("keys"), 6);
+    assert_eq!(store.live_dedupe_keys(T0 + 60_003).await.expect("keys"), 3);
+    // Nothing finished and old enough is left.
+    assert_eq!(
+        store
+            .delete_finished_events("src", T0 + 10_000, 100)
+            .await
+            .expect("retention"),
+        0
+    );
+    // Once its last delivery is finished, the retrying event goes too.
+    let delivered_late = AttemptOutcome::Delivered;
+    settle(&store, "crm", retrying_id, T0 + 3_600_000, delivered_late).await;
+    assert_eq!(
+        store
+            .delete_finished_events("src", T0 + 10_000, 100)
+            .await
+            .expect("retention"),
+        1
+    );
+    assert_eq!(store.event(retrying_id).await.expect("read"), None);
+}
+
+async fn retention_deletes_in_batches_of_the_given_size(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for n in 1..=5u8 {
+        let new = with_deliveries(event(key(n), n, T0 + i64::from(n)), &[]);
+        ids.push(new.id);
+        store.accept(new).await.expect("accept");
+    }
+    let mut batches = Vec::new();
+    loop {
+        let deleted = store
+            .delete_finished_events("src", T0 + 1_000, 2)
+            .await
+            .expect("retention");
+        batches.push(deleted);
+        if deleted < 2 {
+            break;
+        }
+    }
+    assert_eq!(batches, vec![2, 2, 1]);
+    for id in ids {
+        assert_eq!(store.event(id).await.expect("read"), None);
+    }
 }

@@ -188,7 +188,24 @@ fn context_for(key: &str) -> Vec<(&'static str, toml::Value)> {
             "routes[].when.in",
             toml::Value::Array(vec![text("lead.created")]),
         )],
-        "routes[].when.in" => vec![("routes[].when.pointer", text("/type"))],
+        "routes[].when.in" | "routes[].when.prefix" => {
+            vec![("routes[].when.pointer", text("/type"))]
+        }
+        "sources[].dedupe_ttl_when[].pointer" => vec![
+            (
+                "sources[].dedupe_ttl_when[].in",
+                toml::Value::Array(vec![text("ping")]),
+            ),
+            ("sources[].dedupe_ttl_when[].ttl", text("24h")),
+        ],
+        "sources[].dedupe_ttl_when[].in" | "sources[].dedupe_ttl_when[].prefix" => vec![
+            ("sources[].dedupe_ttl_when[].pointer", text("/type")),
+            ("sources[].dedupe_ttl_when[].ttl", text("24h")),
+        ],
+        "sources[].dedupe_ttl_when[].ttl" => vec![
+            ("sources[].dedupe_ttl_when[].pointer", text("/type")),
+            ("sources[].dedupe_ttl_when[].prefix", text("invoice.")),
+        ],
         _ => Vec::new(),
     }
 }
@@ -216,6 +233,8 @@ fn effective(key: &str, config: &Config) -> Option<String> {
         "store.previous_encryption_keys" => config.store.previous_encryption_keys.len().to_string(),
         "sources[].fingerprint_ignore" => source.fingerprint_ignore.len().to_string(),
         "sources[].dedupe_ttl" => format!("{:?}", source.dedupe_ttl),
+        "sources[].dedupe_ttl_when" => source.dedupe_ttl_when.len().to_string(),
+        "sources[].retention" => format!("{:?}", source.retention()),
         "sources[].max_body" => source.max_body.as_u64().to_string(),
         "sources[].drop_fields" => source.drop_fields.len().to_string(),
         "sources[].mask_fields" => source.mask_fields.len().to_string(),
@@ -439,10 +458,13 @@ fn every_key_the_loader_accepts_is_documented() {
         undocumented.is_empty(),
         "{DOC} does not document these keys the loader accepts: {undocumented:?}"
     );
-    // And nothing is documented that the loader does not know (a renamed key, a typo).
+    // And nothing is documented that the loader does not know (a renamed key, a typo). A row
+    // may describe a list of tables as a whole (`sources[].dedupe_ttl_when`).
     let unknown: Vec<&String> = documented
         .keys()
-        .filter(|k| !keys.contains(*k) && !tables.contains(*k))
+        .filter(|k| {
+            !keys.contains(*k) && !tables.contains(*k) && !tables.contains(&format!("{k}[]"))
+        })
         .collect();
     assert!(
         unknown.is_empty(),

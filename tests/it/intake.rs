@@ -217,6 +217,70 @@ async fn a_key_blocks_repeats_only_for_its_ttl() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_billing_key_outlives_a_ping_key_with_ttls_per_event_type() {
+    let gateway = Gateway::start(&format!(
+        "[[sources]]\nname = \"hooks\"\n\
+         verify = {{ scheme = \"standard\", secrets = [\"{STANDARD_SECRET}\"], tolerance = \"1s\" }}\n\
+         dedupe_ttl = \"2s\"\n\
+         dedupe_ttl_when = [{{ pointer = \"/type\", prefix = \"invoice.\", ttl = \"1h\" }},\n\
+                            {{ pointer = \"/type\", in = [\"ping\"], ttl = \"2s\" }}]\n"
+    ));
+    let client = reqwest::Client::new();
+    let url = gateway.webhook_url("hooks");
+    let events = [
+        ("msg_ping", json!({"type": "ping"})),
+        (
+            "msg_invoice",
+            json!({"type": "invoice.paid", "amount": 100}),
+        ),
+    ];
+    let mut first_ids = Vec::new();
+    for (message_id, body) in &events {
+        let first = post(
+            &client,
+            &url,
+            &standard_request(message_id, body),
+            "application/json",
+        )
+        .await;
+        let second = post(
+            &client,
+            &url,
+            &standard_request(message_id, body),
+            "application/json",
+        )
+        .await;
+        assert_eq!((first.status, second.status), (202, 200), "{body}");
+        assert_eq!(second.json["event_id"], first.json["event_id"]);
+        first_ids.push(first.json["event_id"].clone());
+    }
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let ping = post(
+        &client,
+        &url,
+        &standard_request(events[0].0, &events[0].1),
+        "application/json",
+    )
+    .await;
+    assert_eq!(ping.status, 202, "after the default TTL a ping is new");
+    assert_ne!(ping.json["event_id"], first_ids[0]);
+    let invoice = post(
+        &client,
+        &url,
+        &standard_request(events[1].0, &events[1].1),
+        "application/json",
+    )
+    .await;
+    assert_eq!(
+        invoice.status, 200,
+        "an invoice key lives for its own TTL: {}",
+        invoice.json
+    );
+    assert_eq!(invoice.json["event_id"], first_ids[1]);
+    assert_eq!(gateway.event_count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn near_duplicates_within_the_window_are_caught_by_fingerprint() {
     let gateway = Gateway::start(&standard_source(
         "hooks",

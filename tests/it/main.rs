@@ -16,5 +16,7 @@ mod intake;
 mod openapi;
 mod postgres;
 mod providers;
+mod retention;
 mod security;
 mod store_unavailable;
+mod transfer;

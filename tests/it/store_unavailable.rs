@@ -43,6 +43,21 @@ impl IntakeStore for Switchable {
         self.check()?;
         self.inner.purge_expired(now).await
     }
+    async fn delete_finished_events(
+        &self,
+        source: &str,
+        received_before: UnixMillis,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner
+            .delete_finished_events(source, received_before, limit)
+            .await
+    }
+    async fn live_dedupe_keys(&self, now: UnixMillis) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.live_dedupe_keys(now).await
+    }
 }
 
 #[async_trait]

@@ -1,5 +1,6 @@
 //! `IntakeStore`: accepts queued for the group-commit writers, one `oncehook_accept` call per
-//! event pipelined in the batch's transaction; and the purge of expired windows.
+//! event pipelined in the batch's transaction; the purge of expired windows; and retention's
+//! batches (`retention.rs`).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -11,9 +12,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::PostgresStore;
 use super::pool::{DbError, get, run, text};
 use super::writer::AcceptJob;
+use super::{PostgresStore, retention};
 use crate::store::{
     AcceptOutcome, Duplicate, DuplicateReason, IntakeStore, NewEvent, StoreError, UnixMillis,
 };
@@ -50,6 +51,30 @@ impl IntakeStore for PostgresStore {
                 return Ok(total);
             }
         }
+    }
+
+    async fn delete_finished_events(
+        &self,
+        source: &str,
+        received_before: UnixMillis,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let source: Arc<str> = Arc::from(source);
+        run(&self.pool, "retention", move |client| {
+            let source = Arc::clone(&source);
+            Box::pin(async move {
+                retention::delete_finished_events(client, &source, received_before, limit).await
+            })
+        })
+        .await
+    }
+
+    async fn live_dedupe_keys(&self, now: UnixMillis) -> Result<u64, StoreError> {
+        run(&self.pool, "live_dedupe_keys", move |client| {
+            Box::pin(retention::live_dedupe_keys(client, now))
+        })
+        .await
     }
 }
 

@@ -30,6 +30,7 @@ mod pool;
 mod queries;
 mod readiness;
 mod replay;
+mod retention;
 mod tls;
 mod words;
 mod writer;

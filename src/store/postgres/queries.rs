@@ -244,18 +244,26 @@ async fn list_events(
     if let Some(until) = query.until {
         filter.push("e.received_at < ?", vec![Box::new(until)]);
     }
-    if let Some(after) = query.after {
-        filter.push(
+    let (beyond, order) = if query.oldest_first {
+        (
+            "(e.received_at, e.id) > (?, ?)",
+            "ORDER BY e.received_at ASC, e.id ASC LIMIT ?",
+        )
+    } else {
+        (
             "(e.received_at, e.id) < (?, ?)",
-            vec![Box::new(after.at), Box::new(after.id)],
-        );
+            "ORDER BY e.received_at DESC, e.id DESC LIMIT ?",
+        )
+    };
+    if let Some(after) = query.after {
+        filter.push(beyond, vec![Box::new(after.at), Box::new(after.id)]);
     }
     filter.params.push(sql_limit(query.limit));
     let sql = filter.sql(
         "SELECT e.id, e.source, e.idempotency_key, e.received_at, e.status, e.content_type,
                 (SELECT COUNT(*) FROM deliveries d WHERE d.event_seq = e.seq)
          FROM events e",
-        "ORDER BY e.received_at DESC, e.id DESC LIMIT ?",
+        order,
     );
     let statement = client.prepare_cached(&sql).await?;
     let rows = client.query(&statement, &filter.refs()).await?;

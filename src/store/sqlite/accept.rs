@@ -1,11 +1,11 @@
 //! `IntakeStore`: the atomic intake step (the dedupe key, the content windows, the event, its
-//! search hashes and its deliveries, inside the writer's batch transaction) and the purge of
-//! expired windows.
+//! search hashes and its deliveries, inside the writer's batch transaction), the purge of
+//! expired windows, and retention's batches (`retention.rs`).
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{SqliteStore, uuid_from_blob};
+use super::{SqliteStore, retention, uuid_from_blob};
 use crate::domain::delivery_state::DeliveryState;
 use crate::domain::event_status::EventStatus;
 use crate::store::{
@@ -46,6 +46,25 @@ impl IntakeStore for SqliteStore {
                 return Ok(total);
             }
         }
+    }
+
+    async fn delete_finished_events(
+        &self,
+        source: &str,
+        received_before: UnixMillis,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let source = source.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.write(move |conn| {
+            retention::delete_finished_events(conn, &source, received_before, limit)
+        })
+        .await
+    }
+
+    async fn live_dedupe_keys(&self, now: UnixMillis) -> Result<u64, StoreError> {
+        self.read(move |conn| retention::live_dedupe_keys(conn, now))
+            .await
     }
 }
 

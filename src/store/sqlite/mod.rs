@@ -17,6 +17,7 @@ mod migrate;
 mod queries;
 mod readiness;
 mod replay;
+mod retention;
 mod wal;
 mod words;
 mod writer;

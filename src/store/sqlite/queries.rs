@@ -178,9 +178,14 @@ fn list_events(conn: &Connection, query: &EventQuery) -> rusqlite::Result<Vec<Ev
     if let Some(until) = query.until {
         filter.push("e.received_at < ?", [until.into()]);
     }
+    let (beyond, order) = if query.oldest_first {
+        ("(e.received_at, e.id) > (?, ?)", "ASC")
+    } else {
+        ("(e.received_at, e.id) < (?, ?)", "DESC")
+    };
     if let Some(after) = query.after {
         filter.push(
-            "(e.received_at, e.id) < (?, ?)",
+            beyond,
             [after.at.into(), after.id.as_bytes().to_vec().into()],
         );
     }
@@ -188,7 +193,7 @@ fn list_events(conn: &Connection, query: &EventQuery) -> rusqlite::Result<Vec<Ev
         "SELECT e.id, e.source, e.idempotency_key, e.received_at, e.status, e.content_type,
                 (SELECT COUNT(*) FROM deliveries d WHERE d.event_seq = e.seq)
          FROM events e{}
-         ORDER BY e.received_at DESC, e.id DESC LIMIT ?",
+         ORDER BY e.received_at {order}, e.id {order} LIMIT ?",
         filter.sql()
     );
     filter.params.push(sql_limit(query.limit));

@@ -1,0 +1,118 @@
+//! The node's storage upkeep, one pass at a time: expired dedupe windows purged, finished events
+//! past their source's retention deleted in small batches, and the live keys counted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics;
+use crate::store::{self, Store, UnixMillis, millis};
+
+/// The longest pause between passes.
+const MAX_INTERVAL: Duration = Duration::from_secs(30);
+/// The shortest pause between passes (a short retention makes passes frequent).
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Events deleted per store call: one short writer job on SQLite, one short transaction on
+/// PostgreSQL, so intake commits keep flowing between them.
+const RETENTION_BATCH: usize = 500;
+
+/// What the upkeep needs from the config: each source's retention.
+pub struct Upkeep {
+    retention: Vec<(Arc<str>, Duration)>,
+}
+
+impl Upkeep {
+    pub fn new(retention: Vec<(Arc<str>, Duration)>) -> Upkeep {
+        Upkeep { retention }
+    }
+
+    /// A pass every quarter of the shortest retention, between 1 and 30 seconds apart, so
+    /// events do not outstay a short retention by much.
+    pub fn interval(&self) -> Duration {
+        self.retention
+            .iter()
+            .map(|(_, retention)| *retention / 4)
+            .fold(MAX_INTERVAL, Duration::min)
+            .max(MIN_INTERVAL)
+    }
+
+    /// Runs passes until `stop` is cancelled.
+    pub async fn run(self, store: Arc<dyn Store>, stop: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.interval());
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            self.pass(&*store, &stop, store::now_millis()).await;
+        }
+    }
+
+    /// One pass at `now`. Failures are logged and retried at the next pass.
+    pub async fn pass(&self, store: &dyn Store, stop: &CancellationToken, now: UnixMillis) {
+        match store.purge_expired(now).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "purged expired dedupe keys"),
+            Err(e) => tracing::warn!(error = %e, "purging expired keys failed; will retry"),
+        }
+        for (source, retention) in &self.retention {
+            let received_before = now.saturating_sub(millis(*retention));
+            loop {
+                if stop.is_cancelled() {
+                    return;
+                }
+                match store
+                    .delete_finished_events(source, received_before, RETENTION_BATCH)
+                    .await
+                {
+                    Ok(deleted) => {
+                        if deleted > 0 {
+                            metrics::retention_deleted(source, deleted);
+                            tracing::debug!(%source, deleted, "deleted finished events past retention");
+                        }
+                        if deleted < RETENTION_BATCH as u64 {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%source, error = %e, "retention failed; will retry");
+                        break;
+                    }
+                }
+                // Let intake and delivery take their turn between batches.
+                tokio::task::yield_now().await;
+            }
+        }
+        match store.live_dedupe_keys(now).await {
+            Ok(live) => metrics::dedupe_keys(live),
+            Err(e) => tracing::warn!(error = %e, "counting dedupe keys failed; will retry"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upkeep(retentions: &[u64]) -> Upkeep {
+        Upkeep::new(
+            retentions
+                .iter()
+                .map(|secs| (Arc::from("s"), Duration::from_secs(*secs)))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn passes_follow_the_shortest_retention_within_bounds() {
+        assert_eq!(upkeep(&[]).interval(), Duration::from_secs(30));
+        assert_eq!(upkeep(&[30 * 86400]).interval(), Duration::from_secs(30));
+        assert_eq!(
+            upkeep(&[30 * 86400, 60]).interval(),
+            Duration::from_secs(15)
+        );
+        assert_eq!(upkeep(&[3]).interval(), Duration::from_secs(1));
+    }
+}

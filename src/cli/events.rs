@@ -57,6 +57,9 @@ pub enum EventsCommand {
         id: String,
     },
     /// Every matching event as JSON Lines (stdout unless --output).
+    #[command(after_help = "Examples:
+  oncehook events export --source stripe --since 7d --output stripe-week.jsonl
+  oncehook events export --status failed_terminal | head -3")]
     Export {
         #[command(flatten)]
         admin: AdminArgs,
@@ -79,6 +82,8 @@ pub enum EventsCommand {
         output: Option<std::path::PathBuf>,
     },
     /// Import an export through the gateway's atomic accept (importing twice stores once).
+    #[command(after_help = "Example:
+  oncehook events import --file stripe-week.jsonl --url http://staging:8081")]
     Import {
         #[command(flatten)]
         admin: AdminArgs,

@@ -21,6 +21,7 @@ mod standard;
 mod stripe;
 mod timestamp;
 mod twilio;
+mod v0;
 mod zoom;
 
 #[cfg(test)]

@@ -5,20 +5,15 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use super::config::{HmacAlgorithm, SignatureEncoding, VerifyConfigError};
-use super::mac::{self, KeyedMac, SignatureBytes};
-use super::timestamp::{parse_unix_seconds, within_tolerance};
-use super::{
-    ExpectedHeader, HandshakeError, HandshakeReply, VerifyError, contains, signed_header,
-    strip_prefix_ignore_ascii_case,
-};
+use super::config::VerifyConfigError;
+use super::v0::V0Signature;
+use super::{ExpectedHeader, HandshakeError, HandshakeReply, VerifyError, contains};
 
 static SLACK_SIGNATURE: ExpectedHeader =
     ExpectedHeader::provider("x-slack-signature", "X-Slack-Signature");
 static SLACK_REQUEST_TIMESTAMP: ExpectedHeader =
     ExpectedHeader::provider("x-slack-request-timestamp", "X-Slack-Request-Timestamp");
 
-const VERSION_PREFIX: &[u8] = b"v0=";
 const URL_VERIFICATION_TYPE: &str = "url_verification";
 
 /// The parts of a `url_verification` event the answer needs.
@@ -30,8 +25,7 @@ struct UrlVerification {
 }
 
 pub(crate) struct SlackSignature {
-    keys: Vec<KeyedMac>,
-    tolerance_seconds: u64,
+    signature: V0Signature,
 }
 
 impl SlackSignature {
@@ -40,10 +34,12 @@ impl SlackSignature {
         tolerance_seconds: u64,
     ) -> Result<SlackSignature, VerifyConfigError> {
         Ok(SlackSignature {
-            keys: mac::key_all(HmacAlgorithm::Sha256, secrets, |_, secret| {
-                Ok(secret.as_bytes().to_vec())
-            })?,
-            tolerance_seconds,
+            signature: V0Signature::new(
+                secrets,
+                tolerance_seconds,
+                &SLACK_SIGNATURE,
+                &SLACK_REQUEST_TIMESTAMP,
+            )?,
         })
     }
 
@@ -53,43 +49,11 @@ impl SlackSignature {
         body: &[u8],
         now_unix: i64,
     ) -> Result<(), VerifyError> {
-        let signature = SLACK_SIGNATURE.value(headers)?;
-        let timestamp_text = SLACK_REQUEST_TIMESTAMP.value(headers)?;
-
-        let signed_at = parse_unix_seconds(timestamp_text)
-            .ok_or_else(|| SLACK_REQUEST_TIMESTAMP.malformed("not a Unix timestamp in seconds"))?;
-        let encoded = strip_prefix_ignore_ascii_case(signature, VERSION_PREFIX)
-            .ok_or_else(|| SLACK_SIGNATURE.malformed("expected v0=<hex>"))?;
-        let candidate = SignatureBytes::decode_hex(encoded)
-            .ok_or_else(|| SLACK_SIGNATURE.malformed("expected v0=<hex>"))?;
-        if !within_tolerance(signed_at, now_unix, self.tolerance_seconds) {
-            return Err(VerifyError::TimestampOutOfTolerance);
-        }
-
-        let signed_content: [&[u8]; 4] = [b"v0:", timestamp_text, b":", body];
-        if mac::any_matches(&self.keys, &signed_content, std::iter::once(candidate)) {
-            Ok(())
-        } else {
-            Err(VerifyError::BadSignature)
-        }
+        self.signature.verify(headers, body, now_unix)
     }
 
     pub(crate) fn sign(&self, body: &[u8], now_unix: i64) -> Vec<(HeaderName, HeaderValue)> {
-        let Some(key) = self.keys.first() else {
-            return Vec::new();
-        };
-        let timestamp_text = now_unix.to_string();
-        let signature = key.digest(&[b"v0:", timestamp_text.as_bytes(), b":", body]);
-        [
-            signed_header(
-                SLACK_SIGNATURE.name(),
-                format!("v0={}", signature.encode(SignatureEncoding::Hex)),
-            ),
-            signed_header(SLACK_REQUEST_TIMESTAMP.name(), timestamp_text),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+        self.signature.sign(body, now_unix)
     }
 
     /// `None` unless the body is a `url_verification` event; then its signature decides.

@@ -6,25 +6,19 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use super::config::{HmacAlgorithm, SignatureEncoding, VerifyConfigError};
-use super::mac::{self, KeyedMac, SignatureBytes};
-use super::timestamp::{parse_unix_seconds, within_tolerance};
-use super::{
-    ExpectedHeader, HandshakeError, HandshakeReply, VerifyError, contains, signed_header,
-    strip_prefix_ignore_ascii_case,
-};
+use super::config::{SignatureEncoding, VerifyConfigError};
+use super::v0::V0Signature;
+use super::{ExpectedHeader, HandshakeError, HandshakeReply, VerifyError, contains};
 
 static ZOOM_SIGNATURE: ExpectedHeader =
     ExpectedHeader::provider("x-zm-signature", "x-zm-signature");
 static ZOOM_REQUEST_TIMESTAMP: ExpectedHeader =
     ExpectedHeader::provider("x-zm-request-timestamp", "x-zm-request-timestamp");
 
-const VERSION_PREFIX: &[u8] = b"v0=";
 const URL_VALIDATION_EVENT: &str = "endpoint.url_validation";
 
 pub(crate) struct ZoomSignature {
-    keys: Vec<KeyedMac>,
-    tolerance_seconds: u64,
+    signature: V0Signature,
 }
 
 /// The parts of an `endpoint.url_validation` event the answer needs.
@@ -46,10 +40,12 @@ impl ZoomSignature {
         tolerance_seconds: u64,
     ) -> Result<ZoomSignature, VerifyConfigError> {
         Ok(ZoomSignature {
-            keys: mac::key_all(HmacAlgorithm::Sha256, secrets, |_, secret| {
-                Ok(secret.as_bytes().to_vec())
-            })?,
-            tolerance_seconds,
+            signature: V0Signature::new(
+                secrets,
+                tolerance_seconds,
+                &ZOOM_SIGNATURE,
+                &ZOOM_REQUEST_TIMESTAMP,
+            )?,
         })
     }
 
@@ -59,43 +55,11 @@ impl ZoomSignature {
         body: &[u8],
         now_unix: i64,
     ) -> Result<(), VerifyError> {
-        let signature = ZOOM_SIGNATURE.value(headers)?;
-        let timestamp_text = ZOOM_REQUEST_TIMESTAMP.value(headers)?;
-
-        let signed_at = parse_unix_seconds(timestamp_text)
-            .ok_or_else(|| ZOOM_REQUEST_TIMESTAMP.malformed("not a Unix timestamp in seconds"))?;
-        let encoded = strip_prefix_ignore_ascii_case(signature, VERSION_PREFIX)
-            .ok_or_else(|| ZOOM_SIGNATURE.malformed("expected v0=<hex>"))?;
-        let candidate = SignatureBytes::decode_hex(encoded)
-            .ok_or_else(|| ZOOM_SIGNATURE.malformed("expected v0=<hex>"))?;
-        if !within_tolerance(signed_at, now_unix, self.tolerance_seconds) {
-            return Err(VerifyError::TimestampOutOfTolerance);
-        }
-
-        let signed_content: [&[u8]; 4] = [b"v0:", timestamp_text, b":", body];
-        if mac::any_matches(&self.keys, &signed_content, std::iter::once(candidate)) {
-            Ok(())
-        } else {
-            Err(VerifyError::BadSignature)
-        }
+        self.signature.verify(headers, body, now_unix)
     }
 
     pub(crate) fn sign(&self, body: &[u8], now_unix: i64) -> Vec<(HeaderName, HeaderValue)> {
-        let Some(key) = self.keys.first() else {
-            return Vec::new();
-        };
-        let timestamp_text = now_unix.to_string();
-        let signature = key.digest(&[b"v0:", timestamp_text.as_bytes(), b":", body]);
-        [
-            signed_header(
-                ZOOM_SIGNATURE.name(),
-                format!("v0={}", signature.encode(SignatureEncoding::Hex)),
-            ),
-            signed_header(ZOOM_REQUEST_TIMESTAMP.name(), timestamp_text),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+        self.signature.sign(body, now_unix)
     }
 
     /// `None` unless the body is an `endpoint.url_validation` event; then its signature decides.
@@ -142,7 +106,7 @@ impl ZoomSignature {
     /// `hex(HMAC-SHA256(first secret, plain_token))`, as Zoom documents: with the first secret,
     /// so during a rotation the new secret goes first once Zoom uses it.
     pub(crate) fn encrypted_token(&self, plain_token: &str) -> Option<String> {
-        let key = self.keys.first()?;
+        let key = self.signature.first_key()?;
         Some(
             key.digest(&[plain_token.as_bytes()])
                 .encode(SignatureEncoding::Hex),

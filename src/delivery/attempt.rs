@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, HeaderValue, header};
 
 use super::LaneShared;
+use crate::domain::circuit::Verdict;
 use crate::domain::retry::{AttemptResult, Decision};
 use crate::metrics;
 use crate::privacy::{SensitiveValues, decrypt_with, seal_text};
@@ -74,13 +75,31 @@ impl Attempt {
             };
         let elapsed = clock.elapsed();
         drop(self.sending.take());
-        let decision = self.lane.destination.policy.decide(
-            self.claim.attempt,
-            &result,
-            retry_after,
-            rand::random::<f64>(),
-        );
+        let policy = &self.lane.destination.policy;
+        let jitter = rand::random::<f64>();
+        let decision = policy.decide(self.claim.attempt, &result, retry_after, jitter);
         let name = &self.lane.destination.name;
+        let now = self.lane.clock.now_millis();
+        if let Some(circuit) = self.lane.health.record(&result, self.claim.probe, now)
+            && let Err(e) = self.lane.store.set_circuit(name, circuit).await
+        {
+            tracing::warn!(destination = %name, error = %e,
+                "cannot store the destination's circuit; other nodes learn it later");
+        }
+        // A failure that meets an open circuit is the outage's, not the delivery's: it waits
+        // for the circuit instead of going dead (and a probe's attempt does not count at all).
+        let decision = match decision {
+            Decision::Dead { reason }
+                if Verdict::of(&result) == Verdict::Failed
+                    && (self.claim.probe || self.lane.health.circuit_open()) =>
+            {
+                Decision::Retry {
+                    after: policy.backoff(self.claim.attempt, jitter),
+                    reason,
+                }
+            }
+            decision => decision,
+        };
         let outcome = match &decision {
             Decision::Delivered => {
                 metrics::end_to_end(

@@ -96,6 +96,8 @@ impl Harness {
                 concurrency,
                 signer: None,
                 headers: HeaderMap::new(),
+                pace: None,
+                breaker: None,
             }),
             store: Arc::clone(&store),
             client: reqwest::Client::new(),
@@ -103,6 +105,7 @@ impl Harness {
             wake: Arc::new(Notify::new()),
             hidden_fields: Arc::default(),
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
+            health: Health::new(Arc::from("crm"), None),
         };
         let lane = Lane::new(
             shared,

@@ -74,13 +74,18 @@ impl Attempt {
                 Err(e) => (AttemptResult::Undeliverable, None, Some(e.to_string())),
             };
         let elapsed = clock.elapsed();
-        drop(self.sending.take());
         let policy = &self.lane.destination.policy;
         let jitter = rand::random::<f64>();
         let decision = policy.decide(self.claim.attempt, &result, retry_after, jitter);
         let name = &self.lane.destination.name;
-        let now = self.lane.clock.now_millis();
-        if let Some(circuit) = self.lane.health.record(&result, self.claim.probe, now)
+        // The verdict is counted before the sending slot is given back, so a delivery waiting
+        // for the slot sees a circuit this attempt opened and goes back unsent.
+        let circuit =
+            self.lane
+                .health
+                .record(&result, self.claim.probe, self.lane.clock.now_millis());
+        drop(self.sending.take());
+        if let Some(circuit) = circuit
             && let Err(e) = self.lane.store.set_circuit(name, circuit).await
         {
             tracing::warn!(destination = %name, error = %e,

@@ -10,6 +10,7 @@ mod common;
 mod admin;
 mod console;
 mod delivery;
+mod destinations;
 mod edge_limits;
 mod edge_trust;
 mod intake;

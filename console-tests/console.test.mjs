@@ -257,6 +257,34 @@ test('dead letters: groups, selection and filter replays preview their counts', 
   assert.equal(await page.locator('#dead-table tbody tr').count(), left, 'dry runs replayed nothing');
 });
 
+test('destinations: pause with a reason holds deliveries, resume releases them', async () => {
+  await page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Destinations' }).click();
+  await heading('Destinations').waitFor();
+  const row = page.locator('#destinations-table tbody tr[data-destination="crm"]');
+  await row.getByText('active').waitFor();
+  await page.getByRole('button', { name: 'Pause crm…' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Pause crm' });
+  await dialog.getByRole('button', { name: 'Pause crm' }).click();
+  await dialog.getByText('Give a reason for the pause.').waitFor();
+  await dialog.getByRole('textbox', { name: 'Reason (required)' }).fill('CRM deploy, CHG-42');
+  await dialog.getByRole('textbox', { name: 'Requested by (required)' }).fill('console test');
+  await dialog.getByRole('button', { name: 'Pause crm' }).click();
+  await dialog.waitFor({ state: 'detached' });
+  await row.getByText('paused', { exact: true }).waitFor();
+  await row.getByText('Paused by console test: CRM deploy, CHG-42').waitFor();
+  const paused = await (await fetch(`${new URL(consoleUrl).origin}/api/v1/destinations`,
+    { headers: { Authorization: `Bearer ${token}` } })).json();
+  assert.equal(paused.destinations.find((d) => d.name === 'crm').state, 'paused');
+  await assertMasked('destinations-paused');
+  await shot('destinations-paused');
+  await page.getByRole('button', { name: 'Resume crm' }).click();
+  await row.getByText('active').waitFor();
+  const resumed = await (await fetch(`${new URL(consoleUrl).origin}/api/v1/destinations`,
+    { headers: { Authorization: `Bearer ${token}` } })).json();
+  assert.equal(resumed.destinations.find((d) => d.name === 'crm').state, 'active');
+  await assertMasked('destinations');
+});
+
 test('the pages are keyboard-usable and raised no browser errors', async () => {
   await page.goto(`${consoleUrl}#/overview`);
   await heading('Overview').waitFor();

@@ -87,7 +87,7 @@ pub struct PauseRequest {
     #[schema(required = true, value_type = String, min_length = 1, max_length = 1000, pattern = "\\S")]
     pub reason: Option<String>,
     /// Who (default "api").
-    #[schema(value_type = String, min_length = 1, max_length = 1000, pattern = "\\S")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 1000, pattern = "\\S")]
     pub requested_by: Option<String>,
 }
 
@@ -95,7 +95,7 @@ pub struct PauseRequest {
 #[serde(deny_unknown_fields)]
 pub struct ResumeRequest {
     /// Who (default "api").
-    #[schema(value_type = String, min_length = 1, max_length = 1000, pattern = "\\S")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 1000, pattern = "\\S")]
     pub requested_by: Option<String>,
 }
 

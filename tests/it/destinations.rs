@@ -322,6 +322,14 @@ async fn pausing_needs_a_reason_and_a_known_destination_and_changes_nothing_othe
     let id = send_twice(&client, &gateway, "s", "d-after", &json!({"n": 1})).await;
     crm.wait_for(WAIT, "the delivery", |r| r.len() == 1).await;
     assert_eq!(crm.received()[0].event_id(), id);
-    let (_, list) = gateway.admin_get("/api/v1/destinations").await;
-    assert_eq!(list["destinations"][0]["delivered_5m"], 1);
+    // The outcome is recorded just after the destination answered.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, list) = gateway.admin_get("/api/v1/destinations").await;
+        if list["destinations"][0]["delivered_5m"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

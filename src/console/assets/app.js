@@ -97,6 +97,7 @@ function badge(status) {
     failed_terminal: 'bad', dead: 'bad',
     failed_retryable: 'warn', retrying: 'warn',
     processing: 'info', in_flight: 'info', pending: 'info', received: 'info',
+    active: 'ok', paused: 'warn', open: 'bad', half_open: 'warn',
   }[status] || '';
   return h('span', { class: `badge ${tone}` }, String(status || 'unknown').replace(/_/g, ' '));
 }
@@ -268,6 +269,7 @@ function route() {
   if (parts[0] === 'events' && parts[1]) view = renderEvent(seq, parts[1]);
   else if (parts[0] === 'events') view = renderEvents(seq);
   else if (parts[0] === 'dead-letters') view = renderDeadLetters(seq);
+  else if (parts[0] === 'destinations') view = renderDestinations(seq);
   else view = renderOverview(seq);
   view.then(() => {
     if (current(seq)) focusHeading();
@@ -1027,6 +1029,111 @@ function openReplay({ title, description, filter, onDone }) {
     dialog.remove();
     if (done && onDone) onDone();
     else if (opener && document.body.contains(opener)) opener.focus();
+  });
+  document.body.append(dialog);
+  dialog.showModal();
+  reason.focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Destinations
+
+async function renderDestinations(seq) {
+  const answer = await api('/destinations');
+  if (!current(seq)) return;
+  const rows = answer.destinations.map((d) => {
+    const note = d.state === 'paused'
+      ? `Paused by ${d.paused_by || 'someone'}: ${d.paused_reason || 'no reason given'}`
+      : d.state === 'open' ? 'Circuit open: one probe per cooldown' : d.state === 'half_open' ? 'Probing' : '';
+    const action = d.state === 'paused'
+      ? h('button', { type: 'button', id: `resume-${d.name}`, onclick: () => resumeDestination(d.name) },
+        `Resume ${d.name}`)
+      : h('button', { type: 'button', class: 'quiet', id: `pause-${d.name}`, onclick: () => openPause(d.name) },
+        `Pause ${d.name}…`);
+    return h('tr', { 'data-destination': d.name },
+      h('th', { scope: 'row' }, d.name),
+      h('td', {}, badge(d.state), note ? h('div', { class: 'muted' }, note) : null),
+      h('td', { class: 'num' }, String(d.queue_depth)),
+      h('td', { class: 'num' }, d.oldest_pending_age_s === null ? '–' : formatSeconds(Math.round(d.oldest_pending_age_s))),
+      h('td', {}, d.rate_limit ? `${d.rate_limit.per_second}/s (burst ${d.rate_limit.burst})` : '–'),
+      h('td', { class: 'num' }, String(d.delivered_5m)),
+      h('td', { class: 'num' }, String(d.failed_5m)),
+      h('td', {}, action));
+  });
+  setView('Destinations', 'destinations',
+    h('div', { class: 'page-head' }, h('h1', {}, 'Destinations')),
+    h('p', { class: 'muted' }, 'A paused destination receives nothing and spends no attempts, on every node, ' +
+      'until it is resumed; its backlog then drains in order. An open circuit holds deliveries the same way ' +
+      'and lets one probe out per cooldown.'),
+    rows.length
+      ? table('Each destination, its queue and its last 5 minutes',
+        ['Destination', 'State', ['Queue', 'num'], ['Oldest pending', 'num'], 'Pace',
+          ['Delivered (5 min)', 'num'], ['Failed (5 min)', 'num'], 'Action'],
+        rows, { attrs: { id: 'destinations-table' } })
+      : h('p', { class: 'muted' }, 'No destinations are configured.'),
+    h('div', { id: 'destinations-message', 'aria-live': 'polite' }));
+  timers.push(window.setInterval(() => {
+    if (current(seq) && !document.querySelector('dialog[open]')) route();
+  }, OVERVIEW_REFRESH_MS));
+}
+
+async function resumeDestination(name) {
+  const message = document.getElementById('destinations-message');
+  try {
+    await api(`/destinations/${encodeURIComponent(name)}/resume`, {
+      method: 'POST', body: { requested_by: sessionStorage.getItem(REQUESTED_BY_KEY) || 'console' },
+    });
+    announce(`${name} resumed.`);
+    route();
+  } catch (error) {
+    if (message && error.status !== 401) fill(message, h('p', { class: 'error', role: 'alert' }, error.message));
+  }
+}
+
+function openPause(name) {
+  const reason = h('textarea', { id: 'pause-reason', name: 'reason', required: true, maxlength: 1000 });
+  const who = h('input', {
+    id: 'pause-requested-by', name: 'requested_by', required: true, maxlength: 1000, autocomplete: 'off',
+    value: sessionStorage.getItem(REQUESTED_BY_KEY) || '',
+  });
+  const message = h('div', { id: 'pause-message', 'aria-live': 'polite' });
+  const cancelButton = h('button', { type: 'button', class: 'quiet' }, 'Cancel');
+  const form = h('form', { novalidate: true },
+    h('p', {}, `Nothing is sent to ${name} until it is resumed; its deliveries wait without spending attempts.`),
+    field('Reason (required)', reason, 'Why, e.g. the deploy or incident; shown with the destination.'),
+    field('Requested by (required)', who),
+    message,
+    h('div', { class: 'form-actions' }, h('button', { type: 'submit', class: 'danger' }, `Pause ${name}`), cancelButton));
+  const dialog = h('dialog', { 'aria-labelledby': 'pause-title', id: 'pause-dialog' },
+    h('h2', { id: 'pause-title' }, `Pause ${name}`), form);
+  let done = false;
+  form.addEventListener('submit', async (submit) => {
+    submit.preventDefault();
+    const text = { reason: reason.value.trim(), requested_by: who.value.trim() };
+    if (!text.reason || !text.requested_by) {
+      fill(message, h('p', { class: 'error', role: 'alert' },
+        !text.reason ? 'Give a reason for the pause.' : 'Say who is pausing it.'));
+      (!text.reason ? reason : who).focus();
+      return;
+    }
+    sessionStorage.setItem(REQUESTED_BY_KEY, text.requested_by);
+    try {
+      await api(`/destinations/${encodeURIComponent(name)}/pause`, { method: 'POST', body: text });
+      done = true;
+      dialog.close();
+    } catch (error) {
+      if (error.status === 401) return dialog.close();
+      fill(message, h('p', { class: 'error', role: 'alert' }, error.message));
+    }
+  });
+  cancelButton.addEventListener('click', () => dialog.close());
+  const opener = document.activeElement;
+  dialog.addEventListener('close', () => {
+    dialog.remove();
+    if (done) {
+      announce(`${name} paused.`);
+      route();
+    } else if (opener && document.body.contains(opener)) opener.focus();
   });
   document.body.append(dialog);
   dialog.showModal();

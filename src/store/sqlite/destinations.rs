@@ -174,7 +174,7 @@ fn load_gate(conn: &Connection, destination: &str) -> rusqlite::Result<GateRow> 
             "SELECT name, paused, circuit, circuit_until, tokens, tokens_at
              FROM destination_states WHERE name = ?1",
         )?
-        .query_row([destination], |row| gate_row(row))
+        .query_row([destination], gate_row)
         .optional()?;
     Ok(row.unwrap_or_default())
 }

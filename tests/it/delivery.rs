@@ -578,7 +578,8 @@ async fn chaos_every_event_ends_delivered_or_dead_and_counts_reconcile() {
         destination(
             "chaos",
             &chaos.url,
-            "timeout = \"2s\"\nmax_attempts = 4\nconcurrency = 32\nbackoff = { base = \"10ms\", max = \"50ms\" }"
+            "timeout = \"2s\"\nmax_attempts = 4\nconcurrency = 32\nbackoff = { base = \"10ms\", max = \"50ms\" }\n\
+             circuit_breaker = { failures = 5, cooldown = \"500ms\" }"
         ),
         route("s", &["chaos"], ""),
     ));

@@ -22,6 +22,9 @@ const OUTCOME_COLORS = {
 };
 const PAGE_SIZE = 25;
 const OVERVIEW_REFRESH_MS = 15000;
+const RUNBOOK = 'https://github.com/oncehook/oncehook/blob/main/RUNBOOK.md';
+// The end-to-end objective the alert rules use: 95% within 2 s.
+const SLO_P95_MS = 2000;
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 // What the views remember while the tab is open (never written to the page or the URL).
@@ -523,12 +526,15 @@ async function renderOverview(seq) {
   async function refresh() {
     const wanted = state.window;
     body.setAttribute('aria-busy', 'true');
-    const [stats, dlq] = await Promise.all([
+    const [stats, dlq, destinations, recent, day] = await Promise.all([
       api(`/stats${query({ window: wanted })}`),
       api('/dlq?group_by=reason'),
+      api('/destinations'),
+      api('/stats?window=15m'),
+      api('/stats?window=24h'),
     ]);
     if (!current(seq) || wanted !== state.window) return;
-    fill(body, ...overviewContent(stats, dlq));
+    fill(body, attentionList(dlq, destinations, recent, day), ...overviewContent(stats, dlq));
     paintSwatches(body);
     body.setAttribute('aria-busy', 'false');
     updated.textContent = `Updated ${formatLocal(new Date()).slice(11)}`;
@@ -539,6 +545,44 @@ async function renderOverview(seq) {
   timers.push(window.setInterval(() => {
     if (!document.hidden) refresh().catch(() => {});
   }, OVERVIEW_REFRESH_MS));
+}
+
+// What needs someone now, each with its runbook section: the same conditions the alert rules
+// watch, read from this gateway's API.
+function attentionList(dlq, destinations, recent, day) {
+  const items = [];
+  const add = (id, text, anchor) => items.push(h('li', { 'data-attention': id }, text, ' ',
+    h('a', { href: `${RUNBOOK}#${anchor}`, target: '_blank', rel: 'noopener noreferrer' }, 'Runbook')));
+  const hourAgo = Date.now() - 3600 * 1000;
+  for (const group of dlq.groups || []) {
+    if (Date.parse(group.last_at) >= hourAgo) {
+      add(`dead-${group.destination}-${group.reason}`,
+        `Dead letters to ${group.destination} in the last hour (${String(group.reason || 'unknown').replace(/_/g, ' ')}, ${group.count} in all).`,
+        'dead-deliveries');
+    }
+  }
+  for (const d of destinations.destinations || []) {
+    if (d.state === 'open' || d.state === 'half_open') {
+      add(`circuit-${d.name}`, `The circuit of ${d.name} is open: ${plural(d.queue_depth, 'delivery waits', 'deliveries wait')}.`,
+        'circuit-open');
+    } else if (d.state === 'paused') {
+      add(`paused-${d.name}`, `${d.name} is paused (${d.paused_reason || 'no reason given'}): ${plural(d.queue_depth, 'delivery waits', 'deliveries wait')}.`,
+        'paused-destination');
+    }
+  }
+  const now = recent.intake.dedupe_hit_rate;
+  const usual = day.intake.dedupe_hit_rate;
+  if (now !== null && now > 0.1 && (usual === null || now > 3 * usual)) {
+    add('dedupe-jump', `Repeats are ${formatPercent(now)} of requests over 15 minutes (usually ${formatPercent(usual)}): a provider is retrying.`,
+      'dedupe-storm');
+  }
+  const p95 = recent.delivery.end_to_end_ms.p95;
+  if (p95 !== null && p95 > SLO_P95_MS) {
+    add('slo', `End-to-end p95 is ${formatMs(p95)} over 15 minutes (objective: 2 s).`, 'end-to-end-slow');
+  }
+  return h('section', { class: 'attention', 'aria-labelledby': 'attention-title', id: 'attention' },
+    h('h2', { id: 'attention-title' }, 'Needs attention'),
+    items.length ? h('ul', {}, items) : h('p', { class: 'muted' }, 'Nothing needs attention now.'));
 }
 
 function overviewContent(stats, dlq) {

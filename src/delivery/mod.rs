@@ -122,8 +122,42 @@ pub fn spawn_workers(
         let lane = Lane::new(shared, stop.clone(), grace, tasks.clone());
         tasks.spawn(lane.run());
     }
+    if let Some(announcements) = store.subscribe_to_new_work() {
+        tasks.spawn(wake_on_announcements(
+            announcements,
+            Arc::clone(&wakeups),
+            names.clone(),
+            stop.clone(),
+        ));
+    }
     tasks.spawn(report_queue_depths(store, names, stop));
     Ok(())
+}
+
+/// Wakes the lane of each destination another node announced new work for (all of them when
+/// the announcement names none, or when some were missed).
+async fn wake_on_announcements(
+    mut announcements: tokio::sync::broadcast::Receiver<Arc<str>>,
+    wakeups: Arc<Wakeups>,
+    destinations: Vec<String>,
+    stop: CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let announced = tokio::select! {
+            _ = stop.cancelled() => return,
+            announced = announcements.recv() => announced,
+        };
+        match announced {
+            Ok(destination) if !destination.is_empty() => wakeups.wake(&destination),
+            Ok(_) | Err(RecvError::Lagged(_)) => {
+                for name in &destinations {
+                    wakeups.wake(name);
+                }
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
 
 /// What a lane and each of its attempts share.

@@ -529,6 +529,13 @@ pub trait DeliveryQueue: Send + Sync + 'static {
 
     /// Open deliveries (pending, retrying, in flight) per destination.
     async fn queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// New work that other nodes sharing the store announce, by destination (empty: any
+    /// destination may have some), so a lane starts at once rather than at its next poll.
+    /// None when no other node can share the store (SQLite).
+    fn subscribe_to_new_work(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<str>>> {
+        None
+    }
 }
 
 /// Each destination's gate, shared by every node: pause, circuit and pace live in the store so

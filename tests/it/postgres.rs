@@ -608,3 +608,43 @@ async fn two_nodes_share_a_destination_s_pace_and_its_pause() {
         .wait_for_count(DELIVERED, 210, Duration::from_secs(30))
         .await;
 }
+
+/// A worker node starts on work another node accepted within milliseconds (the intake node
+/// announces it), not at its next poll (up to 500 ms later). Events go one at a time, at
+/// irregular gaps, so that a poll could not line up with them by chance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_node_starts_on_work_another_node_accepted_at_once() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    let sink = Receiver::start().await;
+    let body = config(&sink.url, "");
+    let intake = Gateway::start_with(&body, on(&schema.url(), Some("intake")));
+    let _worker = Gateway::start_with(&body, on(&schema.url(), Some("worker")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = reqwest::Client::new();
+    let mut latencies = Vec::new();
+    for i in 0..20usize {
+        tokio::time::sleep(Duration::from_millis(37 + (i as u64 * 71) % 300)).await;
+        let delivery = format!("woken-{i}");
+        let sent = Instant::now();
+        assert_eq!(send(&client, &intake, &delivery).await.status, 202);
+        assert_eq!(send(&client, &intake, &delivery).await.status, 200);
+        while sink.received().len() <= i {
+            assert!(
+                sent.elapsed() < Duration::from_secs(10),
+                "{delivery} was not delivered"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+    eprintln!("from the intake node's 202 to the worker node's delivery: {latencies:?}");
+    let median = latencies[latencies.len() / 2];
+    assert!(
+        median < Duration::from_millis(100),
+        "median {median:?}: the worker waited for its poll"
+    );
+    assert_eq!(delivered(&sink.received()).len(), 20);
+}

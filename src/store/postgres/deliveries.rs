@@ -122,6 +122,10 @@ impl DeliveryQueue for PostgresStore {
         })
         .await
     }
+
+    fn subscribe_to_new_work(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<str>>> {
+        Some(self.subscribe())
+    }
 }
 
 /// See `Store::claim_due_deliveries`, in the caller's transaction. Rows are locked with

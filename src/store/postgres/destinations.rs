@@ -68,8 +68,8 @@ impl DestinationControl for PostgresStore {
         .await
     }
 
-    async fn set_circuit(&self, destination: &str, circuit: Circuit) -> Result<(), StoreError> {
-        let destination: Arc<str> = Arc::from(destination);
+    async fn set_circuit(&self, name: &str, circuit: Circuit) -> Result<(), StoreError> {
+        let destination: Arc<str> = Arc::from(name);
         run(&self.pool, "set_circuit", move |client| {
             let destination = Arc::clone(&destination);
             Box::pin(async move {
@@ -90,11 +90,17 @@ impl DestinationControl for PostgresStore {
                 Ok(())
             })
         })
-        .await
+        .await?;
+        // Closed: its waiting deliveries go out now, from any node.
+        if circuit.phase == CircuitPhase::Closed {
+            super::notify::announce(&self.pool, &self.channel, vec![name.to_owned()]);
+        }
+        Ok(())
     }
 
-    async fn set_paused(&self, destination: &str, change: &PauseChange) -> Result<(), StoreError> {
-        let destination: Arc<str> = Arc::from(destination);
+    async fn set_paused(&self, name: &str, change: &PauseChange) -> Result<(), StoreError> {
+        let destination: Arc<str> = Arc::from(name);
+        let resumed = !change.paused;
         let change = Arc::new(change.clone());
         run(&self.pool, "set_paused", move |client| {
             let destination = Arc::clone(&destination);
@@ -150,7 +156,12 @@ impl DestinationControl for PostgresStore {
                 Ok(())
             })
         })
-        .await
+        .await?;
+        // Resumed: its backlog goes out now, from any node.
+        if resumed {
+            super::notify::announce(&self.pool, &self.channel, vec![name.to_owned()]);
+        }
+        Ok(())
     }
 
     async fn destination_overview(

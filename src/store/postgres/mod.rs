@@ -27,6 +27,7 @@ mod accept;
 mod deliveries;
 mod destinations;
 mod migrate;
+mod notify;
 mod pool;
 mod queries;
 mod readiness;
@@ -39,9 +40,11 @@ mod writer;
 use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, broadcast, mpsc};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use self::migrate::migrate;
+use self::notify::Channel;
 use self::pool::{CONNECT_TIMEOUT, OPERATION_TIMEOUT, connection_config};
 use self::writer::{AcceptJob, run_writer};
 use super::StoreError;
@@ -73,6 +76,12 @@ pub struct PostgresOptions {
 pub struct PostgresStore {
     pool: Pool,
     accepts: mpsc::Sender<AcceptJob>,
+    /// Where this store announces new work, and listens for other nodes' announcements.
+    channel: Channel,
+    /// For the listening connection, opened by the first subscriber.
+    url: String,
+    /// The announcements heard, and what stops the listener when the store is dropped.
+    listener: std::sync::Mutex<Option<(broadcast::Sender<Arc<str>>, DropGuard)>>,
 }
 
 impl PostgresStore {
@@ -101,6 +110,7 @@ impl PostgresStore {
                 StoreError::internal(format!("cannot build the connection pool: {e}")).caused_by(e)
             })?;
         migrate(&pool).await?;
+        let channel = Channel::of(&pool).await?;
 
         let (accepts, queue) = mpsc::channel(options.queue_max.max(1));
         let queue = Arc::new(Mutex::new(queue));
@@ -111,9 +121,38 @@ impl PostgresStore {
                 pool.clone(),
                 Arc::clone(&queue),
                 options.batch_max.max(1),
+                channel.clone(),
             ));
         }
-        Ok(PostgresStore { pool, accepts })
+        Ok(PostgresStore {
+            pool,
+            accepts,
+            channel,
+            url: options.url,
+            listener: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Other nodes' announcements of new work, by destination; the listening connection is
+    /// opened on the first call and closed with the store.
+    fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
+        let mut listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((sender, _)) = listener.as_ref() {
+            return sender.subscribe();
+        }
+        let (sender, receiver) = broadcast::channel(notify::BACKLOG);
+        let stop = CancellationToken::new();
+        tokio::spawn(notify::listen(
+            self.url.clone(),
+            self.channel.clone(),
+            sender.clone(),
+            stop.clone(),
+        ));
+        *listener = Some((sender, stop.drop_guard()));
+        receiver
     }
 }
 

@@ -22,11 +22,16 @@ use crate::store::{
 #[async_trait]
 impl ReplayStore for PostgresStore {
     async fn replay(&self, replay: &NewReplay) -> Result<ReplayOutcome, StoreError> {
+        let dry_run = replay.dry_run;
         let replay = Arc::new(replay.clone());
-        run(&self.pool, "replay", move |client| {
+        let outcome = run(&self.pool, "replay", move |client| {
             Box::pin(run_replay(client, Arc::clone(&replay)))
         })
-        .await
+        .await?;
+        if !dry_run {
+            super::notify::announce(&self.pool, &self.channel, outcome.destinations.clone());
+        }
+        Ok(outcome)
     }
 
     async fn replays(

@@ -7,6 +7,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::accept::accept_batch;
+use super::notify::{Channel, announce};
 use super::pool::run;
 use crate::store::{AcceptOutcome, NewEvent, StoreError, StoreErrorKind};
 
@@ -21,6 +22,7 @@ pub(super) async fn run_writer(
     pool: Pool,
     queue: Arc<Mutex<mpsc::Receiver<AcceptJob>>>,
     batch_max: usize,
+    channel: Channel,
 ) {
     loop {
         let mut batch = Vec::new();
@@ -37,11 +39,11 @@ pub(super) async fn run_writer(
                 }
             }
         }
-        commit_batch(&pool, batch).await;
+        commit_batch(&pool, batch, &channel).await;
     }
 }
 
-async fn commit_batch(pool: &Pool, batch: Vec<AcceptJob>) {
+async fn commit_batch(pool: &Pool, batch: Vec<AcceptJob>, channel: &Channel) {
     let (events, replies): (Vec<NewEvent>, Vec<_>) =
         batch.into_iter().map(|job| (job.event, job.reply)).unzip();
     let events: Arc<[NewEvent]> = events.into();
@@ -64,6 +66,15 @@ async fn commit_batch(pool: &Pool, batch: Vec<AcceptJob>) {
     match result {
         Ok(outcomes) => {
             let mut replies: Vec<_> = replies.into_iter().map(Some).collect();
+            let mut destinations: Vec<String> = outcomes
+                .iter()
+                .filter(|(_, outcome)| *outcome == AcceptOutcome::Accepted)
+                .filter_map(|(index, _)| events.get(*index))
+                .flat_map(|event| event.deliveries.iter().map(|d| d.destination.to_string()))
+                .collect();
+            destinations.sort();
+            destinations.dedup();
+            announce(pool, channel, destinations);
             for (index, outcome) in outcomes {
                 if let Some(reply) = replies.get_mut(index).and_then(Option::take) {
                     // The caller may have gone away; the event is committed regardless.

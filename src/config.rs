@@ -430,7 +430,17 @@ pub struct DestinationConfig {
     pub signing_secret: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Values kept from a 2xx JSON answer, by name: `{ crm_id = "/id" }`. Each is stored with
+    /// the delivery (encrypted at rest with `store.encryption_key`), shown in the event's detail,
+    /// and searchable by keyed hash like `search_fields` (`GET /api/v1/events?crm_id=…`).
+    #[serde(default)]
+    pub response_capture: BTreeMap<String, JsonPointer>,
 }
+
+/// Names the events search takes for itself: a search or capture field cannot be called so.
+pub const RESERVED_SEARCH_NAMES: [&str; 7] = [
+    "source", "status", "key", "since", "until", "limit", "cursor",
+];
 
 impl fmt::Debug for DestinationConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -947,6 +957,18 @@ impl Config {
                     "base must be > 0 and max must be >= base".into(),
                 ));
             }
+            for name in destination.response_capture.keys() {
+                let key = at(&format!("response_capture.{name}"));
+                validate_name(name).map_err(|m| (key.clone(), m))?;
+                if RESERVED_SEARCH_NAMES.contains(&name.as_str()) {
+                    return Err((
+                        key,
+                        format!(
+                            "{name:?} is a parameter of the events search; choose another name"
+                        ),
+                    ));
+                }
+            }
             for (name, value) in &destination.headers {
                 http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                     (
@@ -1253,6 +1275,24 @@ mod tests {
             "#,
             "destinations[0].url",
             "http",
+        );
+        check_error(
+            r#"[[destinations]]
+               name = "crm"
+               url = "http://127.0.0.1:9/"
+               response_capture = { status = "/status" }
+            "#,
+            "destinations[0].response_capture.status",
+            "parameter of the events search",
+        );
+        check_error(
+            r#"[[destinations]]
+               name = "crm"
+               url = "http://127.0.0.1:9/"
+               response_capture = { crm_id = "id" }
+            "#,
+            "destinations[0].response_capture.crm_id",
+            "",
         );
         check_error(
             r#"[store]

@@ -29,6 +29,10 @@ const DEFAULT_WINDOW: Duration = Duration::from_secs(15 * 60);
 pub struct StatsParams {
     /// How far back: a duration from 10s to 24h (default 15m).
     window: Option<String>,
+    /// A percentile to report besides p50, p95 and p99: a number above 0 and at most 100
+    /// (`95`, `99.9`). Each latency then carries it as `percentile`.
+    #[param(value_type = Option<f64>, minimum = 0, maximum = 100)]
+    percentile: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -97,6 +101,17 @@ pub struct LatencyStats {
     pub p99: Option<f64>,
     /// p95 per `intake.series.step_seconds`, oldest first; null where there were no samples.
     pub p95_series: Vec<Option<f64>>,
+    /// The latency at the percentile asked for with `?percentile=`; null when none was asked.
+    pub percentile: Option<RequestedPercentile>,
+}
+
+/// A latency at a percentile the client chose.
+#[derive(Serialize, ToSchema)]
+pub struct RequestedPercentile {
+    /// The percentile, as asked (`99.9`).
+    pub p: f64,
+    /// The latency in milliseconds below which that share of samples fall; null without samples.
+    pub value: Option<f64>,
 }
 
 fn round_ms(value: Option<f64>) -> Option<f64> {
@@ -111,6 +126,10 @@ impl LatencyStats {
             p95: round_ms(p.p95_ms),
             p99: round_ms(p.p99_ms),
             p95_series: p95_series.iter().map(|v| round_ms(*v)).collect(),
+            percentile: p.requested.map(|(p, value)| RequestedPercentile {
+                p,
+                value: round_ms(value),
+            }),
         }
     }
 }
@@ -145,6 +164,18 @@ fn parse_window(text: Option<&str>) -> Result<Duration, ApiError> {
     }
 }
 
+fn parse_percentile(text: Option<&str>) -> Result<Option<f64>, ApiError> {
+    let Some(text) = super::params::given(text) else {
+        return Ok(None);
+    };
+    match text.parse::<f64>() {
+        Ok(p) if p.is_finite() && p > 0.0 && p <= 100.0 => Ok(Some(p)),
+        _ => Err(ApiError::bad_request(
+            "percentile: expected a number above 0 and at most 100 (e.g. 95, 99.9)",
+        )),
+    }
+}
+
 /// Intake rate and outcomes, dedupe hit rate, latency percentiles, queue depth, dead letters.
 #[utoipa::path(
     get,
@@ -153,7 +184,7 @@ fn parse_window(text: Option<&str>) -> Result<Duration, ApiError> {
     params(StatsParams),
     responses(
         (status = 200, description = "Figures over the window", body = StatsResponse),
-        (status = 400, description = "The window is invalid", body = ErrorBody),
+        (status = 400, description = "The window or the percentile is invalid", body = ErrorBody),
         (status = 401, description = "Missing or invalid admin token", body = ErrorBody),
     )
 )]
@@ -163,7 +194,8 @@ pub async fn show(
 ) -> Result<Json<StatsResponse>, ApiError> {
     let Query(params) = query?;
     let window = parse_window(params.window.as_deref())?;
-    let snapshot = crate::stats::global().snapshot(now_millis(), window);
+    let percentile = parse_percentile(params.percentile.as_deref())?;
+    let snapshot = crate::stats::global().snapshot(now_millis(), window, percentile);
     let mut queue_depth: BTreeMap<String, u64> = context
         .destinations
         .iter()
@@ -172,7 +204,7 @@ pub async fn show(
     queue_depth.extend(context.store.queue_depths().await?);
     let dead_by_reason = context
         .store
-        .dead_letter_groups()
+        .dead_letter_groups(None)
         .await?
         .into_iter()
         .map(|group| DeadByReason {

@@ -18,7 +18,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use super::import::SourceImporter;
 use crate::admin::AdminParts;
 use crate::config::{Config, ConfigError, DestinationConfig, SourceConfig};
-use crate::delivery::{DeliveryParts, Destination, signing_verifier};
+use crate::delivery::{DeliveryParts, Destination, ResponseCapture, signing_verifier};
 use crate::domain::key::{EmailHasher, KeySpec};
 use crate::domain::pointer::JsonPointer;
 use crate::domain::retry::RetryPolicy;
@@ -75,7 +75,7 @@ impl Runtime {
             .destinations
             .iter()
             .enumerate()
-            .map(|(index, destination)| build_destination(config, index, destination))
+            .map(|(index, destination)| build_destination(config, index, destination, &search_key))
             .collect::<Result<Vec<_>, _>>()?;
 
         let admin = AdminParts {
@@ -83,10 +83,17 @@ impl Runtime {
             cipher: cipher.clone(),
             search_key: search_key.clone(),
             hidden_fields: Arc::clone(&hidden_fields),
+            // What `response_capture` keeps is searched like `search_fields`.
             search_fields: config
                 .sources
                 .iter()
                 .flat_map(|source| source.search_fields.keys().cloned())
+                .chain(
+                    config
+                        .destinations
+                        .iter()
+                        .flat_map(|destination| destination.response_capture.keys().cloned()),
+                )
                 .collect::<BTreeSet<_>>(),
             destinations: config.destinations.iter().map(|d| d.name.clone()).collect(),
             importer: Arc::new(SourceImporter {
@@ -232,6 +239,7 @@ fn build_destination(
     config: &Config,
     index: usize,
     destination: &DestinationConfig,
+    search_key: &SearchKey,
 ) -> Result<Destination, ConfigError> {
     let at = |key: &str| format!("destinations[{index}].{key}");
     let url = reqwest::Url::parse(&destination.url)
@@ -264,6 +272,14 @@ fn build_destination(
         concurrency: destination.concurrency,
         signer,
         headers,
+        response_capture: (!destination.response_capture.is_empty()).then(|| ResponseCapture {
+            fields: destination
+                .response_capture
+                .iter()
+                .map(|(name, pointer)| (name.clone(), pointer.clone()))
+                .collect(),
+            search_key: search_key.clone(),
+        }),
     })
 }
 

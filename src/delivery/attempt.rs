@@ -9,7 +9,7 @@ use super::LaneShared;
 use crate::domain::retry::{AttemptResult, Decision};
 use crate::metrics;
 use crate::privacy::{SensitiveValues, decrypt_with, seal_text};
-use crate::store::{AttemptOutcome, ClaimedDelivery, DeliveryAttempt, millis};
+use crate::store::{AttemptOutcome, CapturedValue, ClaimedDelivery, DeliveryAttempt, millis};
 
 /// How much of a destination's response is read: enough for any error message or captured
 /// value, and a destination that streams gigabytes cannot make the node hold them.
@@ -61,16 +61,21 @@ impl Attempt {
     pub async fn run(mut self) {
         let started_at = self.lane.clock.now_millis();
         let clock = Instant::now();
-        let (result, retry_after, error) =
+        let (result, retry_after, error, captured) =
             match decrypt_with(self.lane.cipher.as_deref(), &self.claim.body) {
                 Ok(body) => {
-                    let (result, retry_after, error) = self.send(body.clone()).await;
+                    let (result, retry_after, error, captured) = self.send(body.clone()).await;
                     let error =
                         error.map(|e| truncate_utf8(self.scrub(&body, e), ERROR_TEXT_LIMIT));
-                    (result, retry_after, error)
+                    (result, retry_after, error, captured)
                 }
                 // Without the key the payload cannot be sent; sending ciphertext would be worse.
-                Err(e) => (AttemptResult::Undeliverable, None, Some(e.to_string())),
+                Err(e) => (
+                    AttemptResult::Undeliverable,
+                    None,
+                    Some(e.to_string()),
+                    Vec::new(),
+                ),
             };
         let elapsed = clock.elapsed();
         drop(self.sending.take());
@@ -128,6 +133,12 @@ impl Attempt {
             status_code,
             // Encrypted at rest with the payload's key: an error may quote the payload.
             error: error.map(|e| seal_text(self.lane.cipher.as_deref(), &e)),
+            // Only what delivered it is kept: a 2xx that still counts as a failure keeps nothing.
+            captured: if matches!(outcome, AttemptOutcome::Delivered) {
+                captured
+            } else {
+                Vec::new()
+            },
             outcome,
         };
         for tries in 1..=RECORD_TRIES {
@@ -168,7 +179,17 @@ impl Attempt {
             .into_owned()
     }
 
-    async fn send(&self, body: bytes::Bytes) -> (AttemptResult, Option<Duration>, Option<String>) {
+    /// Sends the delivery: what happened, the `Retry-After` asked for, the error text, and the
+    /// values `response_capture` keeps from a 2xx answer.
+    async fn send(
+        &self,
+        body: bytes::Bytes,
+    ) -> (
+        AttemptResult,
+        Option<Duration>,
+        Option<String>,
+        Vec<CapturedValue>,
+    ) {
         let request = self
             .lane
             .client
@@ -186,7 +207,7 @@ impl Attempt {
                 } else {
                     AttemptResult::Network
                 };
-                return (result, None, Some(describe(&e)));
+                return (result, None, Some(describe(&e)), Vec::new());
             }
         };
         let status = response.status().as_u16();
@@ -201,10 +222,15 @@ impl Attempt {
                     .and_then(|v| v.to_str().ok());
                 parse_retry_after(value, date, SystemTime::now())
             });
+        let mut captured = Vec::new();
         let error = if response.status().is_success() {
-            // Read the body so the connection can be reused; its content does not matter.
-            let _ =
+            // Read the body so the connection can be reused, and keep what `response_capture`
+            // names from it.
+            let answer =
                 read_limited(response, RESPONSE_READ_LIMIT, self.lane.destination.timeout).await;
+            if let Some(capture) = &self.lane.destination.response_capture {
+                captured = capture.capture(&answer, self.lane.cipher.as_deref());
+            }
             None
         } else {
             // The whole (limited) answer is kept until it is scrubbed: cutting it first could
@@ -217,7 +243,7 @@ impl Attempt {
                 format!("HTTP {status}: {}", snippet.trim())
             })
         };
-        (AttemptResult::Status(status), retry_after, error)
+        (AttemptResult::Status(status), retry_after, error, captured)
     }
 
     /// The same identifying headers on every attempt, retry and replay (SPEC §5).

@@ -7,6 +7,7 @@
 //! again when the lease runs out (at least once, with the same `Idempotency-Key`).
 
 mod attempt;
+mod capture;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use self::capture::ResponseCapture;
 use crate::clock::{Clock, SystemClock};
 use crate::domain::retry::RetryPolicy;
 use crate::privacy::{HiddenFields, PayloadCipher};
@@ -45,6 +47,8 @@ pub struct Destination {
     /// Signs deliveries the Standard Webhooks way when `signing_secret` is set.
     pub signer: Option<Verifier>,
     pub headers: HeaderMap,
+    /// `response_capture`: values kept from a 2xx JSON answer (None: nothing is kept).
+    pub response_capture: Option<ResponseCapture>,
 }
 
 impl Destination {

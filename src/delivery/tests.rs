@@ -96,6 +96,7 @@ impl Harness {
                 concurrency,
                 signer: None,
                 headers: HeaderMap::new(),
+                response_capture: None,
             }),
             store: Arc::clone(&store),
             client: reqwest::Client::new(),

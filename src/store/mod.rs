@@ -138,6 +138,8 @@ pub struct DeliveryRecord {
     pub last_error: Option<String>,
     pub dead_reason: Option<DeadReason>,
     pub delivered_at: Option<UnixMillis>,
+    /// Values kept from the answer that delivered it (`response_capture`), by name.
+    pub captured: Vec<CapturedRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,6 +182,28 @@ pub struct DeliveryAttempt {
     pub status_code: Option<u16>,
     pub error: Option<String>,
     pub outcome: AttemptOutcome,
+    /// Values kept from the answer (`response_capture`); only a delivered attempt has any.
+    pub captured: Vec<CapturedValue>,
+}
+
+/// A value kept from a destination's answer, as the store takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedValue {
+    pub name: String,
+    /// The value as stored (`privacy::seal_text`: encrypted when the store has a key).
+    pub value: String,
+    /// Keyed hash of the name and value (`SearchKey::hash`): the event is found by it, like by
+    /// a `search_fields` value.
+    pub search: [u8; 16],
+}
+
+/// A value kept from a delivery's answer, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedRecord {
+    pub name: String,
+    /// Sealed like error texts.
+    pub value: String,
+    pub captured_at: UnixMillis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,6 +281,8 @@ impl EventSummary {
 pub struct DeadQuery {
     pub destination: Option<String>,
     pub source: Option<String>,
+    /// Went dead at or after.
+    pub since: Option<UnixMillis>,
     /// Continue after this position (`Cursor { at: died_at, id: delivery_id }`).
     pub after: Option<Cursor<i64>>,
     pub limit: usize,
@@ -276,6 +302,9 @@ pub struct DeadDelivery {
     pub reason: Option<DeadReason>,
     pub last_error: Option<String>,
     pub attempts: u32,
+    /// The event's body as stored (encrypted when the store has an encryption key), for the
+    /// masked preview operators see.
+    pub body: Bytes,
 }
 
 impl DeadDelivery {
@@ -437,8 +466,10 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
 
     /// Records an attempt and moves the delivery on (delivered, retrying or dead), and the
-    /// event's status with it. Returns false, changing nothing but the attempt log, when the
-    /// lease was lost to another worker in the meantime.
+    /// event's status with it; keeps the attempt's captured values with the delivery (a value
+    /// captured again under the same name replaces the old one) and their search hashes with
+    /// the event. Returns false, changing nothing but the attempt log, when the lease was lost
+    /// to another worker in the meantime.
     async fn record_attempt(
         &self,
         claim: &ClaimedDelivery,
@@ -474,8 +505,12 @@ pub trait AdminQueries: Send + Sync + 'static {
     /// descending), after `query.after`.
     async fn dead_deliveries(&self, query: &DeadQuery) -> Result<Vec<DeadDelivery>, StoreError>;
 
-    /// Dead deliveries counted per destination and reason, largest group first.
-    async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError>;
+    /// Dead deliveries counted per destination and reason, largest group first; with `since`,
+    /// only those that went dead at or after it.
+    async fn dead_letter_groups(
+        &self,
+        since: Option<UnixMillis>,
+    ) -> Result<Vec<DeadLetterGroup>, StoreError>;
 
     /// Succeeds when the store answers queries.
     async fn ping(&self) -> Result<(), StoreError>;

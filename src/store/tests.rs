@@ -185,6 +185,7 @@ conformance!(
     a_working_store_is_writable,
     retention_deletes_finished_events_and_keeps_their_keys,
     retention_deletes_in_batches_of_the_given_size,
+    captured_values_are_kept_with_the_delivery_and_found_by_hash,
 );
 
 const T0: UnixMillis = 1_800_000_000_000;
@@ -520,7 +521,116 @@ fn attempt(at: UnixMillis, status: Option<u16>, outcome: AttemptOutcome) -> Deli
         status_code: status,
         error: status.filter(|s| *s >= 300).map(|s| format!("HTTP {s}")),
         outcome,
+        captured: Vec::new(),
     }
+}
+
+async fn captured_values_are_kept_with_the_delivery_and_found_by_hash(store: Arc<dyn Store>) {
+    let new = with_deliveries(event(key(1), 1, T0), &[("crm", None), ("analytics", None)]);
+    let event_id = new.id;
+    store.accept(new).await.expect("accept");
+    let second = with_deliveries(event(key(2), 2, T0 + 1), &[("crm", None)]);
+    let second_id = second.id;
+    store.accept(second).await.expect("accept");
+    let claim = store
+        .claim_due_deliveries("crm", T0 + 10, T0 + 10_000, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    assert_eq!(claim.event_id, event_id);
+    let capture = |name: &str, value: &str, hash: u8| CapturedValue {
+        name: name.into(),
+        value: value.into(),
+        search: [hash; 16],
+    };
+    let mut delivered = attempt(T0 + 10, Some(200), AttemptOutcome::Delivered);
+    delivered.captured = vec![capture("crm_id", "c-1", 41), capture("owner", "7", 42)];
+    assert!(
+        store
+            .record_attempt(&claim, delivered)
+            .await
+            .expect("record")
+    );
+    let found = |hash: u8| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .list_events(&EventQuery {
+                    search: vec![[hash; 16]],
+                    limit: 10,
+                    ..EventQuery::default()
+                })
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found(41).await, vec![event_id]);
+    assert_eq!(found(42).await, vec![event_id]);
+    assert!(found(43).await.is_empty());
+    let stored = store.event(event_id).await.expect("read").expect("event");
+    let crm = stored
+        .deliveries
+        .iter()
+        .find(|d| d.destination == "crm")
+        .expect("crm");
+    assert_eq!(
+        crm.captured
+            .iter()
+            .map(|c| (c.name.as_str(), c.value.as_str(), c.captured_at))
+            .collect::<Vec<_>>(),
+        vec![("crm_id", "c-1", T0 + 15), ("owner", "7", T0 + 15)]
+    );
+    let analytics = stored
+        .deliveries
+        .iter()
+        .find(|d| d.destination == "analytics")
+        .expect("analytics");
+    assert!(analytics.captured.is_empty());
+
+    // A late report of a lost lease keeps nothing: the attempt log only.
+    let stale = store
+        .claim_due_deliveries("crm", T0 + 20, T0 + 30, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    assert_eq!(stale.event_id, second_id);
+    let late = ClaimedDelivery {
+        lease_token: stale.lease_token.wrapping_add(1),
+        ..stale.clone()
+    };
+    let mut lost = attempt(T0 + 21, Some(200), AttemptOutcome::Delivered);
+    lost.captured = vec![capture("crm_id", "c-2", 44)];
+    assert!(!store.record_attempt(&late, lost).await.expect("record"));
+    assert!(found(44).await.is_empty());
+
+    // Retention takes the captured values with the delivery.
+    let mut done = attempt(T0 + 22, Some(200), AttemptOutcome::Delivered);
+    done.captured = vec![capture("crm_id", "c-3", 45)];
+    assert!(store.record_attempt(&stale, done).await.expect("record"));
+    let analytics_claim = store
+        .claim_due_deliveries("analytics", T0 + 23, T0 + 10_000, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    store
+        .record_attempt(
+            &analytics_claim,
+            attempt(T0 + 23, Some(200), AttemptOutcome::Delivered),
+        )
+        .await
+        .expect("record");
+    assert_eq!(
+        store
+            .delete_finished_events("src", T0 + 1, 10)
+            .await
+            .expect("delete"),
+        1
+    );
+    assert!(found(41).await.is_empty());
+    assert_eq!(found(45).await, vec![second_id]);
 }
 
 async fn claims_hold_a_lease_until_it_expires(store: Arc<dyn Store>) {
@@ -1607,6 +1717,19 @@ async fn dead_letters_are_listed_newest_first_and_grouped(store: Arc<dyn Store>)
             "key-3"
         )
     );
+    assert_eq!(&newest.body[..], b"{\"a\":1}", "the body, for the preview");
+    let recent = store
+        .dead_deliveries(&DeadQuery {
+            since: Some(T0 + 1_005),
+            ..all.clone()
+        })
+        .await
+        .expect("dlq");
+    assert_eq!(
+        recent.iter().map(|d| d.event_id).collect::<Vec<_>>(),
+        vec![third, second],
+        "since: died at or after"
+    );
     let crm = store
         .dead_deliveries(&DeadQuery {
             destination: Some("crm".into()),
@@ -1631,7 +1754,7 @@ async fn dead_letters_are_listed_newest_first_and_grouped(store: Arc<dyn Store>)
         vec![second]
     );
 
-    let groups = store.dead_letter_groups().await.expect("groups");
+    let groups = store.dead_letter_groups(None).await.expect("groups");
     assert_eq!(
         groups,
         vec![
@@ -1650,6 +1773,18 @@ async fn dead_letters_are_listed_newest_first_and_grouped(store: Arc<dyn Store>)
                 last_at: T0 + 2_005,
             },
         ]
+    );
+    let recent = store
+        .dead_letter_groups(Some(T0 + 1_006))
+        .await
+        .expect("groups");
+    assert_eq!(
+        recent
+            .iter()
+            .map(|g| (g.destination.as_str(), g.count))
+            .collect::<Vec<_>>(),
+        vec![("analytics", 1)],
+        "since: only deaths at or after it are counted"
     );
 }
 

@@ -283,6 +283,29 @@ async fn record_attempt(
         return Ok(false);
     };
     let event_seq: i64 = get(&row, 0)?;
+    if !attempt.captured.is_empty() {
+        let keep = tx
+            .prepare_cached(
+                "INSERT INTO delivery_captures (delivery_id, name, value, captured_at)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (delivery_id, name) DO UPDATE
+                 SET value = excluded.value, captured_at = excluded.captured_at",
+            )
+            .await?;
+        let search = tx
+            .prepare_cached(
+                "INSERT INTO event_search (hash, event_seq) VALUES ($1, $2)
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        for captured in &attempt.captured {
+            let name = text(&captured.name);
+            let value = text(&captured.value);
+            tx.execute(&keep, &[&claim.id, &name, &value, &now]).await?;
+            tx.execute(&search, &[&&captured.search[..], &event_seq])
+                .await?;
+        }
+    }
     // Outcomes of the event's other deliveries may be committing on other nodes right now.
     // Locking the event first makes them take turns, and the count below (a new statement, so
     // a new snapshot) then sees every outcome committed before ours.

@@ -254,6 +254,19 @@ fn record_attempt(
     let event_seq: i64 = conn
         .prepare_cached("SELECT event_seq FROM deliveries WHERE id = ?1")?
         .query_row([delivery_id], |row| row.get(0))?;
+    for captured in &attempt.captured {
+        conn.prepare_cached(
+            "INSERT INTO delivery_captures (delivery_id, name, value, captured_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (delivery_id, name) DO UPDATE
+             SET value = excluded.value, captured_at = excluded.captured_at",
+        )?
+        .execute(params![delivery_id, captured.name, captured.value, now])?;
+        conn.prepare_cached(
+            "INSERT INTO event_search (hash, event_seq) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![&captured.search[..], event_seq])?;
+    }
     refresh_event_status(conn, event_seq)?;
     Ok(true)
 }

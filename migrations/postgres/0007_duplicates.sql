@@ -1,0 +1,10 @@
+-- Values kept from destinations' answers (`response_capture`), by delivery and name; each value
+-- is sealed like an error text (encrypted when the store has a key). Their search hashes go to
+-- event_search with the event's `search_fields` hashes.
+CREATE TABLE delivery_captures (
+    delivery_id BIGINT NOT NULL,
+    name        TEXT   NOT NULL,
+    value       TEXT   NOT NULL,
+    captured_at BIGINT NOT NULL,
+    PRIMARY KEY (delivery_id, name)
+);

@@ -215,10 +215,15 @@ pub struct SourceConfig {
     pub rate_limit: Option<RateLimitConfig>,
     #[serde(default = "default_max_body")]
     pub max_body: bytesize::ByteSize,
-    /// A JSON Schema file (relative to the config file); bodies that do not match are rejected.
-    pub schema: Option<PathBuf>,
+    /// A JSON Schema file (relative to the config file), or one file per version chosen by the
+    /// value at a pointer; bodies that do not match are rejected.
+    pub schema: Option<SchemaConfig>,
     #[serde(default)]
     pub drop_fields: Vec<JsonPointer>,
+    /// An allow-list, applied after `drop_fields`: only these values of a JSON body are stored,
+    /// fingerprinted, keyed and delivered (empty: all of them).
+    #[serde(default)]
+    pub keep_fields: Vec<JsonPointer>,
     #[serde(default)]
     pub mask_fields: Vec<JsonPointer>,
     #[serde(default)]
@@ -230,6 +235,27 @@ pub struct SourceConfig {
     /// key within the TTL (SPEC §4.3). Read it through [`SourceConfig::replay_guard`], which
     /// applies the scheme's default.
     pub replay_guard: Option<bool>,
+}
+
+/// `sources[].schema`: one JSON Schema file, or a file per version of the payload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a JSON Schema file, or { pointer = \"/version\", versions = { \"1\" = \"FILE\" } }"
+)]
+pub enum SchemaConfig {
+    File(PathBuf),
+    Versioned(VersionedSchemaConfig),
+}
+
+/// `schema = { pointer = "/version", versions = { "1" = "lead.v1.json" } }`: the value at
+/// `pointer` (a string, or a number written as JSON writes it) chooses the schema; a body whose
+/// version is missing or not listed is rejected.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionedSchemaConfig {
+    pub pointer: JsonPointer,
+    pub versions: BTreeMap<String, PathBuf>,
 }
 
 // Keys and tokens stay out of any debug output.
@@ -914,6 +940,44 @@ impl Config {
             if source.max_body.as_u64() == 0 {
                 return Err((at("max_body"), "must be larger than zero".into()));
             }
+            if let Some(SchemaConfig::Versioned(versioned)) = &source.schema
+                && versioned.versions.is_empty()
+            {
+                return Err((at("schema.versions"), "lists no version".into()));
+            }
+            // The key and the search fields are read from the kept body: what they point at
+            // must be kept.
+            if !source.keep_fields.is_empty() {
+                let kept = |pointer: &JsonPointer| {
+                    source.keep_fields.iter().any(|keep| keep.covers(pointer))
+                };
+                let key = source.key_spec().unwrap_or_else(|_| KeySpec {
+                    alternatives: Vec::new(),
+                });
+                for part in key.alternatives.iter().flat_map(|a| &a.parts) {
+                    if let KeyPart::Json(pointer) | KeyPart::Email(pointer) = part
+                        && !kept(pointer)
+                    {
+                        return Err((
+                            at("keep_fields"),
+                            format!(
+                                "does not keep {pointer}, which the key reads: add it to keep_fields"
+                            ),
+                        ));
+                    }
+                }
+                for (name, pointer) in &source.search_fields {
+                    if !kept(pointer) {
+                        return Err((
+                            at("keep_fields"),
+                            format!(
+                                "does not keep {pointer}, which search_fields.{name} reads: add \
+                                 it to keep_fields"
+                            ),
+                        ));
+                    }
+                }
+            }
         }
         let mut destinations = HashSet::new();
         for (i, destination) in self.destinations.iter().enumerate() {
@@ -1275,6 +1339,41 @@ mod tests {
             "#,
             "destinations[0].url",
             "http",
+        );
+        check_error(
+            r#"[[sources]]
+               name = "x"
+               verify = { scheme = "github", secrets = ["a"] }
+               key = ["json:/submission_id"]
+               keep_fields = ["/email"]"#,
+            "sources[0].keep_fields",
+            "/submission_id",
+        );
+        check_error(
+            r#"[[sources]]
+               name = "x"
+               verify = { scheme = "github", secrets = ["a"] }
+               key = ["json:/data/id"]
+               keep_fields = ["/data"]
+               search_fields = { phone = "/phone" }"#,
+            "sources[0].keep_fields",
+            "search_fields.phone",
+        );
+        check_error(
+            r#"[[sources]]
+               name = "x"
+               verify = { scheme = "github", secrets = ["a"] }
+               schema = { pointer = "/version", versions = {} }"#,
+            "sources[0].schema.versions",
+            "no version",
+        );
+        check_error(
+            r#"[[sources]]
+               name = "x"
+               verify = { scheme = "github", secrets = ["a"] }
+               schema = { pointer = "/version", files = {} }"#,
+            "sources[0].schema",
+            "versions = {",
         );
         check_error(
             r#"[[destinations]]

@@ -17,12 +17,14 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::import::SourceImporter;
 use crate::admin::AdminParts;
-use crate::config::{Config, ConfigError, DestinationConfig, SourceConfig};
+use crate::config::{Config, ConfigError, DestinationConfig, SchemaConfig, SourceConfig};
 use crate::delivery::{DeliveryParts, Destination, ResponseCapture, signing_verifier};
 use crate::domain::key::{EmailHasher, KeySpec};
 use crate::domain::pointer::JsonPointer;
 use crate::domain::retry::RetryPolicy;
-use crate::intake::{IntakeParts, RateLimit, RouteRuntime, SourceParts, SourceRuntime};
+use crate::intake::{
+    IntakeParts, RateLimit, RouteRuntime, SourceParts, SourceRuntime, SourceSchema,
+};
 use crate::privacy::{HiddenFields, PayloadCipher, SearchKey};
 use crate::server::HttpLimits;
 use crate::verify::Verifier;
@@ -147,9 +149,22 @@ fn source_parts(
         .map_err(|e| config.error(at(&format!("verify.{}", e.key)), e.message))?;
     let key = source.key_spec().map_err(|m| config.error(at("key"), m))?;
     let schema = match &source.schema {
-        Some(path) => Some(
+        Some(SchemaConfig::File(path)) => Some(SourceSchema::Single(
             load_schema(&config.resolve_path(path)).map_err(|m| config.error(at("schema"), m))?,
-        ),
+        )),
+        // Every version's schema is compiled now: a bad file stops the start, not a request.
+        Some(SchemaConfig::Versioned(versioned)) => {
+            let mut versions = std::collections::BTreeMap::new();
+            for (version, path) in &versioned.versions {
+                let schema = load_schema(&config.resolve_path(path))
+                    .map_err(|m| config.error(at(&format!("schema.versions.{version}")), m))?;
+                versions.insert(version.clone(), schema);
+            }
+            Some(SourceSchema::Versioned {
+                pointer: versioned.pointer.clone(),
+                versions,
+            })
+        }
         None => None,
     };
     let rate_limit = match &source.rate_limit {
@@ -206,6 +221,7 @@ fn source_parts(
         email: email.clone(),
         replay_guard: source.replay_guard(),
         drop_fields: source.drop_fields.clone(),
+        keep_fields: source.keep_fields.clone(),
         rate_limit,
         routes,
     })
@@ -310,6 +326,11 @@ mod tests {
                 "[[sources]]\nname = \"a\"\nverify = { scheme = \"github\", secrets = [\"x\"] }\n\
                  schema = \"missing.json\"\n",
                 "sources[0].schema",
+            ),
+            (
+                "[[sources]]\nname = \"a\"\nverify = { scheme = \"github\", secrets = [\"x\"] }\n\
+                 schema = { pointer = \"/version\", versions = { \"1\" = \"lead.v1.json\" } }\n",
+                "sources[0].schema.versions.1",
             ),
             (
                 "[[destinations]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/\"\n\

@@ -43,7 +43,7 @@ use crate::wakeups::Wakeups;
 use edge::{AuthFailureLimiter, BodyBudget, BodyReservation};
 pub use prepare::{Prepared, Sealing, prepare};
 pub use rejection::Rejection;
-pub use source::{RateLimit, RouteRuntime, SourceParts, SourceRuntime};
+pub use source::{RateLimit, RouteRuntime, SourceParts, SourceRuntime, SourceSchema};
 
 /// Everything intake needs, built once from the config.
 pub struct Intake {

@@ -28,6 +28,7 @@ pub const QUEUE_DEPTH: &str = "oncehook_queue_depth";
 pub const DEAD_TOTAL: &str = "oncehook_dead_total";
 pub const STORE_OP_DURATION: &str = "oncehook_store_op_duration_seconds";
 pub const REPLAYS_TOTAL: &str = "oncehook_replays_total";
+pub const REPLAY_DELIVERIES_TOTAL: &str = "oncehook_replay_deliveries_total";
 pub const RETENTION_DELETED_TOTAL: &str = "oncehook_retention_deleted_total";
 pub const DEDUPE_KEYS: &str = "oncehook_dedupe_keys";
 /// Always 1; its labels say which build runs (`version`, `commit`).
@@ -124,6 +125,10 @@ fn describe() {
         "Replays requested through the admin API, by mode (replay or dry_run)."
     );
     describe_counter!(
+        REPLAY_DELIVERIES_TOTAL,
+        "Replayed deliveries that ended, by destination and outcome (delivered or dead)."
+    );
+    describe_counter!(
         RETENTION_DELETED_TOTAL,
         "Finished events deleted after their source's retention, by source."
     );
@@ -160,6 +165,8 @@ pub fn delivery_attempt(destination: &str, outcome: DeliveryOutcome, elapsed: Du
     stats::global().record_delivery(now_millis(), outcome);
 }
 
+/// Time from intake to a successful delivery; never for a replayed delivery, whose age says how
+/// long ago the event came, not how fast delivery is.
 pub fn end_to_end(destination: &str, elapsed: Duration) {
     histogram!(END_TO_END, "destination" => destination.to_owned()).record(elapsed.as_secs_f64());
     stats::global().record_end_to_end(now_millis(), elapsed);
@@ -169,6 +176,17 @@ pub fn end_to_end(destination: &str, elapsed: Duration) {
 pub fn replay(dry_run: bool) {
     let mode = if dry_run { "dry_run" } else { "replay" };
     counter!(REPLAYS_TOTAL, "mode" => mode).increment(1);
+}
+
+/// A replayed delivery ended (`Delivered` or `Dead`); replays' success rate in `stats`.
+pub fn replay_delivery(destination: &str, outcome: DeliveryOutcome) {
+    counter!(
+        REPLAY_DELIVERIES_TOTAL,
+        "destination" => destination.to_owned(),
+        "outcome" => outcome.as_str()
+    )
+    .increment(1);
+    stats::global().record_replay_delivery(now_millis(), outcome);
 }
 
 pub fn dead(destination: &str, reason: DeadReason) {

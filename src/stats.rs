@@ -189,6 +189,8 @@ struct Slot {
     /// Attempts per `DeliveryOutcome`, by its index.
     deliveries: [u64; DeliveryOutcome::ALL.len()],
     end_to_end: Histogram,
+    /// Replayed deliveries that ended, per `DeliveryOutcome` (delivered or dead).
+    replays: [u64; DeliveryOutcome::ALL.len()],
 }
 
 impl Slot {
@@ -200,6 +202,7 @@ impl Slot {
             ack: Histogram::new(),
             deliveries: [0; DeliveryOutcome::ALL.len()],
             end_to_end: Histogram::new(),
+            replays: [0; DeliveryOutcome::ALL.len()],
         }
     }
 }
@@ -229,6 +232,9 @@ pub struct StatsSnapshot {
     pub retried: u64,
     pub dead: u64,
     pub end_to_end: Percentiles,
+    /// Replayed deliveries that ended delivered, and dead.
+    pub replays_delivered: u64,
+    pub replays_dead: u64,
     /// Intake requests per `series_step`, oldest first, covering the window.
     pub intake_series: Vec<u64>,
     /// The same per intake outcome, in `IntakeOutcome::ALL` order.
@@ -293,6 +299,10 @@ impl StatsRecorder {
         self.with_slot(now, |slot| slot.deliveries[outcome.index()] += 1);
     }
 
+    pub fn record_replay_delivery(&self, now: UnixMillis, outcome: DeliveryOutcome) {
+        self.with_slot(now, |slot| slot.replays[outcome.index()] += 1);
+    }
+
     pub fn record_end_to_end(&self, now: UnixMillis, latency: Duration) {
         self.with_slot(now, |slot| slot.end_to_end.record(latency));
     }
@@ -352,6 +362,7 @@ impl StatsRecorder {
         let mut ack = Histogram::new();
         let mut deliveries = [0u64; DeliveryOutcome::ALL.len()];
         let mut end_to_end = Histogram::new();
+        let mut replays = [0u64; DeliveryOutcome::ALL.len()];
         let points = usize::try_from(points).unwrap_or(0);
         let mut series = vec![IntakeCounts::default(); points];
         let mut ack_series = vec![Histogram::new(); points];
@@ -368,6 +379,9 @@ impl StatsRecorder {
                     *total += count;
                 }
                 end_to_end.add(&slot.end_to_end);
+                for (total, count) in replays.iter_mut().zip(slot.replays.iter()) {
+                    *total += count;
+                }
                 let point = usize::try_from((slot.index - first) / step).unwrap_or(0);
                 if point < points {
                     series[point].add(&slot.intake);
@@ -388,6 +402,8 @@ impl StatsRecorder {
             retried: deliveries[DeliveryOutcome::Retry.index()],
             dead: deliveries[DeliveryOutcome::Dead.index()],
             end_to_end: end_to_end.percentiles(percentile),
+            replays_delivered: replays[DeliveryOutcome::Delivered.index()],
+            replays_dead: replays[DeliveryOutcome::Dead.index()],
             intake_series: series.iter().map(IntakeCounts::total).collect(),
             intake_series_by_outcome: IntakeOutcome::ALL
                 .iter()
@@ -525,6 +541,11 @@ mod tests {
             (snapshot.delivered, snapshot.retried, snapshot.dead),
             (1, 1, 1)
         );
+        recorder.record_replay_delivery(T0 + 20_000, DeliveryOutcome::Delivered);
+        recorder.record_replay_delivery(T0 + 20_000, DeliveryOutcome::Delivered);
+        recorder.record_replay_delivery(T0 + 20_000, DeliveryOutcome::Dead);
+        let snapshot = recorder.snapshot(T0 + 30_000, Duration::from_secs(60), None);
+        assert_eq!((snapshot.replays_delivered, snapshot.replays_dead), (2, 1));
         let day_later = T0 + 24 * 3_600_000 + 30_000;
         recorder.record_delivery(day_later, DeliveryOutcome::Delivered);
         let snapshot = recorder.snapshot(day_later, MAX_WINDOW, None);

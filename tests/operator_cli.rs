@@ -950,3 +950,100 @@ async fn events_are_found_by_any_search_field_and_by_captured_values() {
         stderr(&malformed)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_wait_says_how_replayed_deliveries_ended_and_they_are_counted_apart() {
+    let crm = Receiver::start().await;
+    crm.set_script(|_, _| Reply::Status(422));
+    let gateway = Gateway::start(&format!(
+        "[[sources]]\nname = \"forms\"\n\
+         verify = {{ scheme = \"github\", secrets = [\"cli-secret\"] }}\n\
+         [[destinations]]\nname = \"crm\"\nurl = \"{}\"\n\
+         [[routes]]\nsource = \"forms\"\nto = [\"crm\"]\n",
+        crm.url
+    ));
+    let client = reqwest::Client::new();
+    let body = json!({"type": "lead.created", "n": 1});
+    let signed = sign(
+        VERIFY,
+        &serde_json::to_vec(&body).expect("json"),
+        "d-replay-wait",
+        unix_now(),
+    );
+    let url = gateway.webhook_url("forms");
+    let first = post(&client, &url, &signed, "application/json").await;
+    assert_eq!(first.status, 202, "{}", first.json);
+    let second = post(&client, &url, &signed, "application/json").await;
+    assert_eq!(second.status, 200, "{}", second.json);
+    let event_id = first.json["event_id"].as_str().expect("id").to_owned();
+    gateway
+        .wait_for_deliveries(Duration::from_secs(20), "dead", |d| {
+            d.len() == 1 && d[0].2 == "dead"
+        })
+        .await;
+    assert_eq!(crm.received().len(), 1, "one delivery for two sends");
+    let dir = gateway.dir.path();
+    let config = config_of(&gateway);
+    let replay = |reason: &str| {
+        oncehook(
+            dir,
+            Some(ADMIN_TOKEN),
+            &[
+                "replay", "-c", &config, "--id", &event_id, "--reason", reason, "--yes", "--wait",
+            ],
+        )
+    };
+    let metrics = || {
+        let url = format!("{}/metrics", gateway.admin);
+        async move {
+            reqwest::get(url)
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
+
+    // Still refused: the replay ends dead, exit 3, with the count per reason.
+    let failed = replay("checking the crm");
+    assert_eq!(failed.status.code(), Some(3), "{}", stderr(&failed));
+    assert!(
+        stderr(&failed).contains("1 delivery ended dead (http_4xx 1)"),
+        "{}",
+        stderr(&failed)
+    );
+    let text = metrics().await;
+    assert!(
+        text.contains("oncehook_replay_deliveries_total{destination=\"crm\",outcome=\"dead\"} 1"),
+        "{text}"
+    );
+
+    // Fixed: the replay ends delivered, exit 0; not counted as end-to-end latency.
+    crm.set_script(|_, _| Reply::Status(200));
+    let fixed = replay("crm fixed");
+    assert_eq!(fixed.status.code(), Some(0), "{}", stderr(&fixed));
+    assert_eq!(crm.received().len(), 3);
+    let text = metrics().await;
+    assert!(
+        text.contains(
+            "oncehook_replay_deliveries_total{destination=\"crm\",outcome=\"delivered\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("oncehook_end_to_end_seconds_count"),
+        "a replayed delivery is not an end-to-end sample: {text}"
+    );
+    let (_, stats) = gateway.admin_get("/api/v1/stats").await;
+    assert_eq!(
+        stats["delivery"]["replays"],
+        json!({"delivered": 1, "dead": 1, "success_rate": 0.5})
+    );
+    assert_eq!(stats["delivery"]["end_to_end_ms"]["count"], 0);
+    let report = succeeded(&oncehook(dir, Some(ADMIN_TOKEN), &["stats", "-c", &config]));
+    assert!(
+        report.contains("replays         delivered 1  dead 1  success 50.0%"),
+        "{report}"
+    );
+}

@@ -89,8 +89,18 @@ pub struct DeliveryStats {
     pub scope: &'static str,
     /// Attempts per outcome (delivered, retry, dead).
     pub outcomes: BTreeMap<&'static str, u64>,
-    /// From intake to successful delivery.
+    /// From intake to successful delivery (replayed deliveries left out).
     pub end_to_end_ms: LatencyStats,
+    /// Replayed deliveries that ended in the window.
+    pub replays: ReplayStats,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReplayStats {
+    pub delivered: u64,
+    pub dead: u64,
+    /// Delivered among those that ended; null when none did.
+    pub success_rate: Option<f64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -271,6 +281,17 @@ fn response(
                 (DeliveryOutcome::Dead.as_str(), snapshot.dead),
             ]),
             end_to_end_ms: LatencyStats::new(snapshot.end_to_end, &snapshot.end_to_end_p95_series),
+            replays: ReplayStats {
+                delivered: snapshot.replays_delivered,
+                dead: snapshot.replays_dead,
+                success_rate: {
+                    let ended = snapshot.replays_delivered + snapshot.replays_dead;
+                    (ended > 0).then(|| {
+                        (snapshot.replays_delivered as f64 / ended as f64 * 10_000.0).round()
+                            / 10_000.0
+                    })
+                },
+            },
         },
         queue_depth,
         dead_by_reason,

@@ -83,6 +83,14 @@ fn report(stats: &Value) -> String {
         "  end to end      {}\n",
         percentiles(delivery.get("end_to_end_ms"))
     ));
+    if let Some(replays) = delivery.get("replays") {
+        out.push_str(&format!(
+            "  replays         delivered {}  dead {}  success {}\n",
+            text(replays, "delivered"),
+            text(replays, "dead"),
+            percent(replays.get("success_rate"))
+        ));
+    }
     out.push_str("\nqueue depth       ");
     match stats.get("queue_depth").and_then(Value::as_object) {
         Some(depths) if !depths.is_empty() => {
@@ -226,7 +234,8 @@ mod tests {
                 }
             },
             "delivery": {"outcomes": {"delivered": 3, "retry": 0, "dead": 1},
-                         "end_to_end_ms": {"count": 3, "p50": 0.5, "p95": null, "p99": null}},
+                         "end_to_end_ms": {"count": 3, "p50": 0.5, "p95": null, "p99": null},
+                         "replays": {"delivered": 3, "dead": 1, "success_rate": 0.75}},
             "queue_depth": {"crm": 2},
             "dead_by_reason": [{"destination": "crm", "reason": "http_4xx", "count": 1}]
         });
@@ -240,6 +249,7 @@ mod tests {
             "p50 500µs",
             "crm 2",
             "crm http_4xx 1",
+            "replays         delivered 3  dead 1  success 75.0%",
             "this node's",
             "forms         20 requests  dedupe 50.0%",
             "stripe        20 requests  dedupe 0.0%",

@@ -87,6 +87,9 @@ impl Attempt {
         );
         let name = &self.lane.destination.name;
         let outcome = match &decision {
+            // A replayed delivery's age is the time since the event came, hours or days: it
+            // would drown the live latency.
+            Decision::Delivered if self.claim.replay_id.is_some() => AttemptOutcome::Delivered,
             Decision::Delivered => {
                 metrics::end_to_end(
                     name,
@@ -109,6 +112,9 @@ impl Attempt {
             }
         };
         metrics::delivery_attempt(name, outcome.kind(), elapsed);
+        if self.claim.replay_id.is_some() && !matches!(outcome, AttemptOutcome::Retry { .. }) {
+            metrics::replay_delivery(name, outcome.kind());
+        }
         let status_code = match result {
             AttemptResult::Status(code) => Some(code),
             _ => None,

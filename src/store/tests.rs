@@ -1531,6 +1531,39 @@ async fn replays_requeue_matching_deliveries_with_a_fresh_budget(store: Arc<dyn 
         .expect("progress")
         .expect("recorded");
     assert_eq!(progress.superseded, 1);
+    // Where the second replay's delivery ended, with the reason it went dead for.
+    let claim = store
+        .claim_due_deliveries("crm", T0 + 60_000, T0 + 70_000, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    assert_eq!(claim.replay_id, Some(second.id));
+    store
+        .record_attempt(
+            &claim,
+            attempt(
+                T0 + 60_000,
+                None,
+                AttemptOutcome::Dead {
+                    reason: DeadReason::Timeout,
+                },
+            ),
+        )
+        .await
+        .expect("record");
+    let (_, progress) = store
+        .replay_progress(second.id)
+        .await
+        .expect("progress")
+        .expect("recorded");
+    assert_eq!(
+        progress,
+        ReplayProgress {
+            dead: 1,
+            dead_by_reason: vec![(Some(DeadReason::Timeout), 1)],
+            ..ReplayProgress::default()
+        }
+    );
     let listed = store.replays(None, 10).await.expect("replays");
     assert_eq!(
         listed.iter().map(|r| r.id).collect::<Vec<_>>(),

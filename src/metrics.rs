@@ -29,6 +29,7 @@ pub const DEAD_TOTAL: &str = "oncehook_dead_total";
 pub const STORE_OP_DURATION: &str = "oncehook_store_op_duration_seconds";
 pub const REPLAYS_TOTAL: &str = "oncehook_replays_total";
 pub const REPLAY_DELIVERIES_TOTAL: &str = "oncehook_replay_deliveries_total";
+pub const REDELIVERIES_TOTAL: &str = "oncehook_redeliveries_total";
 pub const RETENTION_DELETED_TOTAL: &str = "oncehook_retention_deleted_total";
 pub const DEDUPE_KEYS: &str = "oncehook_dedupe_keys";
 /// Always 1; its labels say which build runs (`version`, `commit`).
@@ -129,6 +130,11 @@ fn describe() {
         "Replayed deliveries that ended, by destination and outcome (delivered or dead)."
     );
     describe_counter!(
+        REDELIVERIES_TOTAL,
+        "Deliveries sent again after an attempt that may have reached the destination \
+         (a timeout, an expired lease, a connection lost after sending), by destination."
+    );
+    describe_counter!(
         RETENTION_DELETED_TOTAL,
         "Finished events deleted after their source's retention, by source."
     );
@@ -187,6 +193,12 @@ pub fn replay_delivery(destination: &str, outcome: DeliveryOutcome) {
     )
     .increment(1);
     stats::global().record_replay_delivery(now_millis(), outcome);
+}
+
+/// A delivery is sent again after an attempt that may have reached the destination: the
+/// at-least-once residue a destination has to dedupe.
+pub fn redelivery(destination: &str) {
+    counter!(REDELIVERIES_TOTAL, "destination" => destination.to_owned()).increment(1);
 }
 
 pub fn dead(destination: &str, reason: DeadReason) {

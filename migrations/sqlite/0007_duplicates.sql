@@ -8,3 +8,8 @@ CREATE TABLE delivery_captures (
     captured_at INTEGER NOT NULL,
     PRIMARY KEY (delivery_id, name)
 ) WITHOUT ROWID;
+
+-- Whether the delivery's last attempt may have reached the destination without an answer to
+-- show for it (a timeout, a connection lost after sending): the next send is a redelivery,
+-- counted in oncehook_redeliveries_total. A claim of an expired lease is one too.
+ALTER TABLE deliveries ADD COLUMN maybe_received INTEGER NOT NULL DEFAULT 0;

@@ -64,6 +64,9 @@ impl Attempt {
         let (result, retry_after, error, captured) =
             match decrypt_with(self.lane.cipher.as_deref(), &self.claim.body) {
                 Ok(body) => {
+                    if self.claim.redelivery {
+                        metrics::redelivery(&self.lane.destination.name);
+                    }
                     let (result, retry_after, error, captured) = self.send(body.clone()).await;
                     let error =
                         error.map(|e| truncate_utf8(self.scrub(&body, e), ERROR_TEXT_LIMIT));
@@ -133,7 +136,10 @@ impl Attempt {
             "delivery {}",
             outcome.kind()
         );
+        // Without an answer, the request may still have been processed.
+        let may_have_reached = matches!(result, AttemptResult::Timeout | AttemptResult::Network);
         let record = DeliveryAttempt {
+            may_have_reached,
             started_at,
             duration_ms: millis(elapsed),
             status_code,

@@ -172,6 +172,9 @@ pub struct ClaimedDelivery {
     pub content_type: Option<String>,
     pub body: Bytes,
     pub replay_id: Option<Uuid>,
+    /// The previous attempt may have reached the destination (its lease ran out, it timed out,
+    /// or the connection was lost after sending): this send is a redelivery.
+    pub redelivery: bool,
 }
 
 /// What happened on the wire, and what should happen next.
@@ -184,6 +187,9 @@ pub struct DeliveryAttempt {
     pub outcome: AttemptOutcome,
     /// Values kept from the answer (`response_capture`); only a delivered attempt has any.
     pub captured: Vec<CapturedValue>,
+    /// The request may have reached the destination without an answer (a timeout, a connection
+    /// lost after sending): the next claim of the delivery is a redelivery.
+    pub may_have_reached: bool,
 }
 
 /// A value kept from a destination's answer, as the store takes it.
@@ -456,7 +462,8 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     /// retrying with `next_attempt_at <= now`, or in flight under an expired lease), oldest
     /// due first. A delivery with an ordering key is only claimable while no earlier delivery
     /// to the same destination with the same key is still open. Each claim counts an attempt
-    /// and holds a lease until `lease_until`.
+    /// and holds a lease until `lease_until`. A claim is a `redelivery` when its lease had
+    /// expired or its last recorded attempt `may_have_reached` the destination.
     async fn claim_due_deliveries(
         &self,
         destination: &str,

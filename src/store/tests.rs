@@ -186,6 +186,7 @@ conformance!(
     retention_deletes_finished_events_and_keeps_their_keys,
     retention_deletes_in_batches_of_the_given_size,
     captured_values_are_kept_with_the_delivery_and_found_by_hash,
+    claims_after_an_attempt_that_may_have_arrived_are_redeliveries,
 );
 
 const T0: UnixMillis = 1_800_000_000_000;
@@ -522,7 +523,56 @@ fn attempt(at: UnixMillis, status: Option<u16>, outcome: AttemptOutcome) -> Deli
         error: status.filter(|s| *s >= 300).map(|s| format!("HTTP {s}")),
         outcome,
         captured: Vec::new(),
+        may_have_reached: false,
     }
+}
+
+async fn claims_after_an_attempt_that_may_have_arrived_are_redeliveries(store: Arc<dyn Store>) {
+    store.accept(event(key(1), 1, T0)).await.expect("accept");
+    let claim_at = |at: UnixMillis, lease: UnixMillis| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .claim_due_deliveries("crm", at, lease, 1)
+                .await
+                .expect("claim")
+                .remove(0)
+        }
+    };
+    let retry = |at: UnixMillis, may_have_reached: bool| DeliveryAttempt {
+        may_have_reached,
+        ..attempt(
+            at,
+            None,
+            AttemptOutcome::Retry {
+                next_attempt_at: at + 10,
+            },
+        )
+    };
+    let first = claim_at(T0, T0 + 1_000).await;
+    assert!(!first.redelivery, "a first send");
+    // A timeout: the request may have been processed.
+    assert!(
+        store
+            .record_attempt(&first, retry(T0, true))
+            .await
+            .expect("record")
+    );
+    let second = claim_at(T0 + 100, T0 + 1_000).await;
+    assert!(second.redelivery, "sent again after a timeout");
+    // A refused connection: nothing arrived.
+    assert!(
+        store
+            .record_attempt(&second, retry(T0 + 100, false))
+            .await
+            .expect("record")
+    );
+    let third = claim_at(T0 + 200, T0 + 300).await;
+    assert!(!third.redelivery, "sent again after a connection error");
+    // The worker vanished: its lease runs out and the attempt may have arrived.
+    let fourth = claim_at(T0 + 400, T0 + 1_000).await;
+    assert_eq!(fourth.attempt, 4);
+    assert!(fourth.redelivery, "claimed again after its lease expired");
 }
 
 async fn captured_values_are_kept_with_the_delivery_and_found_by_hash(store: Arc<dyn Store>) {

@@ -769,3 +769,42 @@ async fn encrypted_payloads_never_reach_the_disk_in_clear_but_arrive_intact() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_after_a_timeout_is_counted_as_a_redelivery() {
+    let crm = Receiver::start().await;
+    crm.set_script(|_, previous| {
+        if previous == 0 {
+            Reply::Slow(Duration::from_millis(1500), 200)
+        } else {
+            Reply::Status(200)
+        }
+    });
+    let gateway = Gateway::start(&format!(
+        "{}{}{}",
+        source("s"),
+        destination("crm", &crm.url, "timeout = \"300ms\""),
+        route("s", &["crm"], ""),
+    ));
+    let client = reqwest::Client::new();
+    let event_id = send_twice(&client, &gateway, "s", "d-redelivery", &json!({"n": 1})).await;
+    gateway
+        .wait_for_deliveries(WAIT, "delivered", |d| {
+            d.len() == 1 && d[0].2 == "delivered"
+        })
+        .await;
+    // The destination saw the event twice, under one key: the residue it has to dedupe.
+    let received = crm.for_event(&event_id);
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0].idempotency_key(), received[1].idempotency_key());
+    let metrics = reqwest::get(format!("{}/metrics", gateway.admin))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("oncehook_redeliveries_total{destination=\"crm\"} 1"),
+        "{metrics}"
+    );
+}

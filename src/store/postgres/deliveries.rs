@@ -165,7 +165,7 @@ async fn claim_due(
              WHERE d.id = c.id AND e.seq = d.event_seq
              RETURNING d.id, d.attempts, d.replay_id, d.event_seq, e.id, e.source,
                        e.received_at, e.content_type, e.body, c.pass, c.due,
-                       COALESCE(e.delivery_key, e.id)",
+                       COALESCE(e.delivery_key, e.id), d.maybe_received",
         )
         .await?;
     let rows = tx
@@ -193,6 +193,8 @@ async fn claim_due(
                 content_type: get(row, 7)?,
                 body: Bytes::from(get::<Vec<u8>>(row, 8)?),
                 replay_id: get(row, 2)?,
+                // Pass 1 took deliveries whose lease ran out: their attempt may have arrived.
+                redelivery: rank.0 == 1 || get::<bool>(row, 12)?,
             },
         ));
     }
@@ -257,7 +259,8 @@ async fn record_attempt(
         .prepare_cached(
             "UPDATE deliveries
              SET state = $3, next_attempt_at = $4, last_error = $5, dead_reason = $6,
-                 delivered_at = $7, lease_expires_at = NULL, lease_token = NULL, updated_at = $8
+                 delivered_at = $7, lease_expires_at = NULL, lease_token = NULL, updated_at = $8,
+                 maybe_received = $9
              WHERE id = $1 AND lease_token = $2 AND state = 'in_flight'
              RETURNING event_seq",
         )
@@ -274,6 +277,7 @@ async fn record_attempt(
                 &dead_reason,
                 &delivered_at,
                 &now,
+                &attempt.may_have_reached,
             ],
         )
         .await?

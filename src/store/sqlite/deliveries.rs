@@ -127,10 +127,10 @@ fn claim_due(
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     // Due retries and fresh deliveries in due order, then attempts whose worker vanished.
     // An ordered delivery waits while an earlier one with its key is still open.
-    let ids: Vec<i64> = conn
+    let ids: Vec<(i64, bool)> = conn
         .prepare_cached(
-            "SELECT id FROM (
-                 SELECT d.id, d.next_attempt_at AS due FROM deliveries d
+            "SELECT id, abandoned FROM (
+                 SELECT d.id, d.next_attempt_at AS due, 0 AS abandoned FROM deliveries d
                  WHERE d.destination = ?1 AND d.state IN ('pending', 'retrying')
                    AND d.next_attempt_at <= ?2
                    AND (d.ordering_key IS NULL OR NOT EXISTS (
@@ -139,20 +139,22 @@ fn claim_due(
                            AND p.id < d.id AND p.state IN ('pending', 'retrying', 'in_flight')))
                  ORDER BY d.next_attempt_at, d.id LIMIT ?3)
              UNION ALL
-             SELECT id FROM (
-                 SELECT d.id, d.lease_expires_at AS due FROM deliveries d
+             SELECT id, abandoned FROM (
+                 SELECT d.id, d.lease_expires_at AS due, 1 AS abandoned FROM deliveries d
                  WHERE d.destination = ?1 AND d.state = 'in_flight' AND d.lease_expires_at <= ?2
                  ORDER BY d.lease_expires_at LIMIT ?3)
              LIMIT ?3",
         )?
-        .query_map(params![destination, now, limit], |row| row.get(0))?
+        .query_map(params![destination, now, limit], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     let mut claimed = Vec::with_capacity(ids.len());
     let mut take = conn.prepare_cached(
         "UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1,
              lease_expires_at = ?2, lease_token = ?3, updated_at = ?4
          WHERE id = ?1
-         RETURNING attempts, event_seq, replay_id",
+         RETURNING attempts, event_seq, replay_id, maybe_received",
     )?;
     let mut load = conn.prepare_cached(
         "SELECT id, source, received_at, content_type, body, delivery_key
@@ -161,10 +163,10 @@ fn claim_due(
     let mut mark_processing = conn.prepare_cached(
         "UPDATE events SET status = 'processing' WHERE seq = ?1 AND status = 'received'",
     )?;
-    for id in ids {
-        let (attempt, event_seq, replay): (u32, i64, Option<Vec<u8>>) = take
+    for (id, abandoned) in ids {
+        let (attempt, event_seq, replay, maybe_received): (u32, i64, Option<Vec<u8>>, bool) = take
             .query_row(params![id, lease_until, token, now], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
             })?;
         let (event_id, source, received_at, content_type, body, delivery_key): ClaimedEventRow =
             load.query_row([event_seq], |row| {
@@ -195,6 +197,7 @@ fn claim_due(
             content_type,
             body: Bytes::from(body),
             replay_id: replay.as_deref().map(uuid_from_blob).transpose()?,
+            redelivery: abandoned || maybe_received,
         });
     }
     Ok(claimed)
@@ -235,7 +238,8 @@ fn record_attempt(
         .prepare_cached(
             "UPDATE deliveries
              SET state = ?3, next_attempt_at = ?4, last_error = ?5, dead_reason = ?6,
-                 delivered_at = ?7, lease_expires_at = NULL, lease_token = NULL, updated_at = ?8
+                 delivered_at = ?7, lease_expires_at = NULL, lease_token = NULL, updated_at = ?8,
+                 maybe_received = ?9
              WHERE id = ?1 AND lease_token = ?2 AND state = 'in_flight'",
         )?
         .execute(params![
@@ -247,6 +251,7 @@ fn record_attempt(
             dead_reason,
             delivered_at,
             now,
+            attempt.may_have_reached,
         ])?;
     if changed == 0 {
         return Ok(false);

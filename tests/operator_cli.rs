@@ -925,6 +925,13 @@ async fn events_are_found_by_any_search_field_and_by_captured_values() {
         &["events", "show", "-c", &config, &ids[0]],
     ));
     assert!(shown.contains("captured (1):"), "{shown}");
+    assert!(shown.contains("repeats   1 (last "), "{shown}");
+    let (_, detail) = gateway
+        .admin_get(&format!("/api/v1/events/{}", ids[0]))
+        .await;
+    assert_eq!(detail["duplicates"]["count"], 1);
+    assert_eq!(detail["duplicates"]["conflicts"], 0);
+    assert!(detail["duplicates"]["last_seen_at"].is_string());
     assert!(shown.contains("crm  crm_id = C-100"), "{shown}");
 
     let unknown = oncehook(

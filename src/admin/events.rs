@@ -111,6 +111,17 @@ pub struct EventDetail {
     pub replays: Vec<EventReplay>,
     /// Values kept from destinations' answers (`response_capture`), by delivery and name.
     pub captured: Vec<CapturedItem>,
+    /// Repeats answered 200 at intake while the event's key was live.
+    pub duplicates: DuplicatesItem,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DuplicatesItem {
+    pub count: u64,
+    #[schema(format = DateTime)]
+    pub last_seen_at: Option<String>,
+    /// Repeats of the key whose content differed from the original's.
+    pub conflicts: u64,
 }
 
 /// A value kept from the answer that delivered a delivery.
@@ -361,6 +372,11 @@ pub async fn show(
         deliveries,
         replays,
         captured,
+        duplicates: DuplicatesItem {
+            count: event.duplicates.count,
+            last_seen_at: event.duplicates.last_seen_at.map(format_time),
+            conflicts: event.duplicates.conflicts,
+        },
     }))
 }
 

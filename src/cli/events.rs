@@ -276,6 +276,16 @@ fn print_event(event: &Value) {
     outln!("key       {}", text(event, "idempotency_key"));
     outln!("received  {}", text(event, "received_at"));
     outln!("status    {}", text(event, "status"));
+    if let Some(duplicates) = event.get("duplicates") {
+        let count = text(duplicates, "count");
+        if count != "0" {
+            outln!(
+                "repeats   {count} (last {}, {} with other content)",
+                text(duplicates, "last_seen_at"),
+                text(duplicates, "conflicts")
+            );
+        }
+    }
     if let Some(headers) = event.get("headers").and_then(Value::as_object)
         && !headers.is_empty()
     {

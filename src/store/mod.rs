@@ -125,6 +125,18 @@ pub struct EventRecord {
     pub headers_json: String,
     pub body: Bytes,
     pub deliveries: Vec<DeliveryRecord>,
+    /// Repeats answered 200 at intake, as counted on the event's key row (zero once the key
+    /// has expired and been purged).
+    pub duplicates: DuplicateCounts,
+}
+
+/// How often an event was repeated at intake while its key was live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DuplicateCounts {
+    pub count: u64,
+    pub last_seen_at: Option<UnixMillis>,
+    /// Repeats of the key with other content.
+    pub conflicts: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -429,8 +441,10 @@ pub trait IntakeStore: Send + Sync + 'static {
     /// The atomic intake step: unless the key is live (a duplicate with reason `key`), or the
     /// body under the replay guard (`replay`), or the fingerprint within the near-duplicate
     /// window (`fingerprint`), checked in that order, records the key, the window keys, the
-    /// event and one delivery row per `deliveries` entry, durably, in one transaction. Returns
-    /// only once that transaction is committed.
+    /// event and one delivery row per `deliveries` entry, durably, in one transaction. A
+    /// duplicate is counted on the original's live key row (`EventRecord::duplicates`; a key
+    /// repeat with other content also as a conflict). Returns only once that transaction is
+    /// committed.
     async fn accept(&self, event: NewEvent) -> Result<AcceptOutcome, StoreError>;
 
     /// Deletes dedupe keys and near-duplicate fingerprints whose window ended before `now`.

@@ -187,6 +187,7 @@ conformance!(
     retention_deletes_in_batches_of_the_given_size,
     captured_values_are_kept_with_the_delivery_and_found_by_hash,
     claims_after_an_attempt_that_may_have_arrived_are_redeliveries,
+    repeats_are_counted_on_the_original_s_key_row,
 );
 
 const T0: UnixMillis = 1_800_000_000_000;
@@ -341,6 +342,68 @@ async fn near_duplicates_match_by_fingerprint_within_the_window(store: Arc<dyn S
     assert_eq!(
         store.accept(after_window).await.expect("accept"),
         AcceptOutcome::Accepted
+    );
+}
+
+async fn repeats_are_counted_on_the_original_s_key_row(store: Arc<dyn Store>) {
+    let near = |at| {
+        Some(WindowKey {
+            key: key(200),
+            expires_at: at + 10_000,
+        })
+    };
+    let mut first = event(key(1), 7, T0);
+    first.near_duplicate = near(T0);
+    let first_id = first.id;
+    store.accept(first).await.expect("accept");
+    let counts = |id: Uuid| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .event(id)
+                .await
+                .expect("read")
+                .expect("event")
+                .duplicates
+        }
+    };
+    assert_eq!(counts(first_id).await, DuplicateCounts::default());
+    // The same key, then the same key with other content, then other key and same content.
+    let mut same = event(key(1), 7, T0 + 1_000);
+    same.near_duplicate = near(T0 + 1_000);
+    store.accept(same).await.expect("accept");
+    let mut tampered = event(key(1), 8, T0 + 2_000);
+    tampered.near_duplicate = near(T0 + 2_000);
+    store.accept(tampered).await.expect("accept");
+    let mut near_copy = event(key(2), 7, T0 + 3_000);
+    near_copy.near_duplicate = near(T0 + 3_000);
+    assert!(matches!(
+        store.accept(near_copy).await.expect("accept"),
+        AcceptOutcome::Duplicate(Duplicate {
+            reason: DuplicateReason::Fingerprint,
+            ..
+        })
+    ));
+    assert_eq!(
+        counts(first_id).await,
+        DuplicateCounts {
+            count: 3,
+            last_seen_at: Some(T0 + 3_000),
+            conflicts: 1,
+        }
+    );
+    // After its TTL the key is a new event's, counted from zero.
+    let renewed = event(key(1), 7, T0 + 60_000);
+    let renewed_id = renewed.id;
+    assert_eq!(
+        store.accept(renewed).await.expect("accept"),
+        AcceptOutcome::Accepted
+    );
+    assert_eq!(counts(renewed_id).await, DuplicateCounts::default());
+    assert_eq!(
+        counts(first_id).await,
+        DuplicateCounts::default(),
+        "the key row is no longer the first event's"
     );
 }
 

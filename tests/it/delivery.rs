@@ -789,9 +789,7 @@ async fn a_send_after_a_timeout_is_counted_as_a_redelivery() {
     let client = reqwest::Client::new();
     let event_id = send_twice(&client, &gateway, "s", "d-redelivery", &json!({"n": 1})).await;
     gateway
-        .wait_for_deliveries(WAIT, "delivered", |d| {
-            d.len() == 1 && d[0].2 == "delivered"
-        })
+        .wait_for_deliveries(WAIT, "delivered", |d| d.len() == 1 && d[0].2 == "delivered")
         .await;
     // The destination saw the event twice, under one key: the residue it has to dedupe.
     let received = crm.for_event(&event_id);

@@ -12,7 +12,7 @@ use super::PostgresStore;
 use super::pool::{DbError, get, run, text, unsigned};
 use crate::store::{
     AdminQueries, AttemptRecord, CapturedRecord, DeadDelivery, DeadLetterGroup, DeadQuery,
-    DeliveryRecord, EventQuery, EventRecord, EventSummary, StoreError, UnixMillis,
+    DeliveryRecord, DuplicateCounts, EventQuery, EventRecord, EventSummary, StoreError, UnixMillis,
 };
 
 #[async_trait]
@@ -195,6 +195,7 @@ async fn load_event(client: &mut ClientWrapper, id: Uuid) -> Result<Option<Event
         headers_json: get(&row, 6)?,
         body: Bytes::from(get::<Vec<u8>>(&row, 7)?),
         deliveries: Vec::new(),
+        duplicates: DuplicateCounts::default(),
     };
     let deliveries = client
         .prepare_cached(
@@ -231,6 +232,18 @@ async fn load_event(client: &mut ClientWrapper, id: Uuid) -> Result<Option<Event
                 captured_at: get(&row, 2)?,
             });
         }
+    }
+    let duplicates = client
+        .prepare_cached(
+            "SELECT duplicates, last_duplicate_at, conflicts FROM dedupe_keys WHERE event_id = $1",
+        )
+        .await?;
+    if let Some(row) = client.query_opt(&duplicates, &[&id]).await? {
+        event.duplicates = DuplicateCounts {
+            count: get::<i64>(&row, 0)?.max(0) as u64,
+            last_seen_at: get(&row, 1)?,
+            conflicts: get::<i64>(&row, 2)?.max(0) as u64,
+        };
     }
     Ok(Some(event))
 }

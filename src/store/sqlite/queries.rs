@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{SqliteStore, uuid_from_blob};
 use crate::store::{
     AdminQueries, AttemptRecord, CapturedRecord, DeadDelivery, DeadLetterGroup, DeadQuery,
-    DeliveryRecord, EventQuery, EventRecord, EventSummary, StoreError, UnixMillis,
+    DeliveryRecord, DuplicateCounts, EventQuery, EventRecord, EventSummary, StoreError, UnixMillis,
 };
 
 #[async_trait]
@@ -238,6 +238,7 @@ fn load_event(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<EventRecor
                     headers_json: row.get(6)?,
                     body: Bytes::from(row.get::<_, Vec<u8>>(7)?),
                     deliveries: Vec::new(),
+                    duplicates: DuplicateCounts::default(),
                 },
             ))
         })
@@ -278,6 +279,21 @@ fn load_event(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<EventRecor
             })
         })?;
         delivery.captured = rows.collect::<rusqlite::Result<_>>()?;
+    }
+    if let Some(duplicates) = conn
+        .prepare_cached(
+            "SELECT duplicates, last_duplicate_at, conflicts FROM dedupe_keys WHERE event_id = ?1",
+        )?
+        .query_row([&id.as_bytes()[..]], |row| {
+            Ok(DuplicateCounts {
+                count: row.get::<_, i64>(0)?.max(0) as u64,
+                last_seen_at: row.get(1)?,
+                conflicts: row.get::<_, i64>(2)?.max(0) as u64,
+            })
+        })
+        .optional()?
+    {
+        event.duplicates = duplicates;
     }
     Ok(Some(event))
 }

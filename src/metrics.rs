@@ -155,6 +155,8 @@ pub fn intake(source: &str, outcome: IntakeOutcome, elapsed: Duration) {
     stats::global().record_intake(now_millis(), source, outcome, elapsed);
 }
 
+/// A store operation's duration: `accept` as intake sees it (from handing the event over to
+/// the answer), the others as the store runs them (`commit_batch`, PostgreSQL's queries).
 pub fn store_op(op: &'static str, elapsed: Duration) {
     histogram!(STORE_OP_DURATION, "op" => op).record(elapsed.as_secs_f64());
 }

@@ -939,3 +939,25 @@ async fn versioned_schemas_choose_by_version_and_keep_fields_shape_what_is_store
     );
     assert_eq!(gateway.event_count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accept_is_timed_as_intake_sees_it() {
+    let gateway = Gateway::start(&format!("{}{DESTINATIONS}", standard_source("hooks", "")));
+    let client = reqwest::Client::new();
+    let signed = standard_request("msg_timed", &json!({"type": "lead.created"}));
+    let url = gateway.webhook_url("hooks");
+    let event_id = post_twice(&client, &url, &signed).await;
+    assert!(!event_id.is_empty());
+    assert_eq!(gateway.event_count(), 1);
+    let metrics = reqwest::get(format!("{}/metrics", gateway.admin))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    // Both requests reached the store: the new event and its duplicate.
+    assert!(
+        metrics.contains("oncehook_store_op_duration_seconds_count{op=\"accept\"} 2"),
+        "{metrics}"
+    );
+}

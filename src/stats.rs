@@ -1,7 +1,7 @@
 //! Recent figures for `GET /api/v1/stats`: intake outcomes and ack latency, delivery outcomes
 //! and end-to-end latency, over the last 24 hours, in this process.
 //!
-//! Much of this is not in the database (a duplicate stores nothing; latencies are not kept), so
+//! Much of this is not in the database (a duplicate stores no event; latencies are not kept), so
 //! the recorder keeps its own small time series: one slot per 10 seconds, each with counts per
 //! outcome and fixed log-scale latency histograms from which percentiles are read. It is fed by
 //! `metrics.rs` (the same calls that record the Prometheus metrics), so its figures are this

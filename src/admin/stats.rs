@@ -1,7 +1,7 @@
 //! `GET /api/v1/stats`: recent intake and delivery figures with the queue as it stands.
 //!
 //! Intake and delivery figures come from this node's in-process recorder (`crate::stats`): a
-//! duplicate stores nothing, so the database cannot tell them. Queue depth and dead letters
+//! duplicate stores no event, so the database cannot tell them. Queue depth and dead letters
 //! come from the store and cover every node.
 
 use std::collections::BTreeMap;

@@ -82,7 +82,7 @@ pub struct NewDelivery {
 pub enum AcceptOutcome {
     /// Recorded: the key, the event and its deliveries are committed.
     Accepted,
-    /// Seen before; nothing was written.
+    /// Seen before; no event was written (the repeat is counted on the original's key row).
     Duplicate(Duplicate),
 }
 

@@ -94,6 +94,8 @@ async fn drain(store: &Arc<dyn Store>, mode: Mode) -> f64 {
                 status_code: Some(200),
                 error: None,
                 outcome: AttemptOutcome::Delivered,
+                captured: Vec::new(),
+                may_have_reached: false,
             };
             store.record_attempt(claim, attempt)
         });

@@ -215,10 +215,15 @@ pub struct SourceConfig {
     pub rate_limit: Option<RateLimitConfig>,
     #[serde(default = "default_max_body")]
     pub max_body: bytesize::ByteSize,
-    /// A JSON Schema file (relative to the config file); bodies that do not match are rejected.
-    pub schema: Option<PathBuf>,
+    /// A JSON Schema file (relative to the config file), or one file per version chosen by the
+    /// value at a pointer; bodies that do not match are rejected.
+    pub schema: Option<SchemaConfig>,
     #[serde(default)]
     pub drop_fields: Vec<JsonPointer>,
+    /// An allow-list, applied after `drop_fields`: only these values of a JSON body are stored,
+    /// fingerprinted, keyed and delivered (empty: all of them).
+    #[serde(default)]
+    pub keep_fields: Vec<JsonPointer>,
     #[serde(default)]
     pub mask_fields: Vec<JsonPointer>,
     #[serde(default)]
@@ -230,6 +235,27 @@ pub struct SourceConfig {
     /// key within the TTL (SPEC §4.3). Read it through [`SourceConfig::replay_guard`], which
     /// applies the scheme's default.
     pub replay_guard: Option<bool>,
+}
+
+/// `sources[].schema`: one JSON Schema file, or a file per version of the payload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a JSON Schema file, or { pointer = \"/version\", versions = { \"1\" = \"FILE\" } }"
+)]
+pub enum SchemaConfig {
+    File(PathBuf),
+    Versioned(VersionedSchemaConfig),
+}
+
+/// `schema = { pointer = "/version", versions = { "1" = "lead.v1.json" } }`: the value at
+/// `pointer` (a string, or a number written as JSON writes it) chooses the schema; a body whose
+/// version is missing or not listed is rejected.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionedSchemaConfig {
+    pub pointer: JsonPointer,
+    pub versions: BTreeMap<String, PathBuf>,
 }
 
 // Keys and tokens stay out of any debug output.
@@ -430,6 +456,11 @@ pub struct DestinationConfig {
     pub signing_secret: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Values kept from a 2xx JSON answer, by name: `{ crm_id = "/id" }`. Each is stored with
+    /// the delivery (encrypted at rest with `store.encryption_key`), shown in the event's detail,
+    /// and searchable by keyed hash like `search_fields` (`GET /api/v1/events?crm_id=…`).
+    #[serde(default)]
+    pub response_capture: BTreeMap<String, JsonPointer>,
     /// The outbound pace, summed over every node that shares the store.
     pub rate_limit: Option<RateLimitConfig>,
     /// On by default; `circuit_breaker = false` turns it off.
@@ -498,6 +529,11 @@ impl<'de> Deserialize<'de> for CircuitBreakerConfig {
         deserializer.deserialize_any(Visitor)
     }
 }
+
+/// Names the events search takes for itself: a search or capture field cannot be called so.
+pub const RESERVED_SEARCH_NAMES: [&str; 7] = [
+    "source", "status", "key", "since", "until", "limit", "cursor",
+];
 
 impl fmt::Debug for DestinationConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -971,6 +1007,44 @@ impl Config {
             if source.max_body.as_u64() == 0 {
                 return Err((at("max_body"), "must be larger than zero".into()));
             }
+            if let Some(SchemaConfig::Versioned(versioned)) = &source.schema
+                && versioned.versions.is_empty()
+            {
+                return Err((at("schema.versions"), "lists no version".into()));
+            }
+            // The key and the search fields are read from the kept body: what they point at
+            // must be kept.
+            if !source.keep_fields.is_empty() {
+                let kept = |pointer: &JsonPointer| {
+                    source.keep_fields.iter().any(|keep| keep.covers(pointer))
+                };
+                let key = source.key_spec().unwrap_or_else(|_| KeySpec {
+                    alternatives: Vec::new(),
+                });
+                for part in key.alternatives.iter().flat_map(|a| &a.parts) {
+                    if let KeyPart::Json(pointer) | KeyPart::Email(pointer) = part
+                        && !kept(pointer)
+                    {
+                        return Err((
+                            at("keep_fields"),
+                            format!(
+                                "does not keep {pointer}, which the key reads: add it to keep_fields"
+                            ),
+                        ));
+                    }
+                }
+                for (name, pointer) in &source.search_fields {
+                    if !kept(pointer) {
+                        return Err((
+                            at("keep_fields"),
+                            format!(
+                                "does not keep {pointer}, which search_fields.{name} reads: add \
+                                 it to keep_fields"
+                            ),
+                        ));
+                    }
+                }
+            }
         }
         let mut destinations = HashSet::new();
         for (i, destination) in self.destinations.iter().enumerate() {
@@ -1032,6 +1106,18 @@ impl Config {
                     at("backoff"),
                     "base must be > 0 and max must be >= base".into(),
                 ));
+            }
+            for name in destination.response_capture.keys() {
+                let key = at(&format!("response_capture.{name}"));
+                validate_name(name).map_err(|m| (key.clone(), m))?;
+                if RESERVED_SEARCH_NAMES.contains(&name.as_str()) {
+                    return Err((
+                        key,
+                        format!(
+                            "{name:?} is a parameter of the events search; choose another name"
+                        ),
+                    ));
+                }
             }
             for (name, value) in &destination.headers {
                 http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
@@ -1339,6 +1425,59 @@ mod tests {
             "#,
             "destinations[0].url",
             "http",
+        );
+        check_error(
+            r#"[[sources]]
+               name = "x"
+               verify = { scheme = "github", secrets = ["a"] }
+               key = ["json:/submission_id"]
+               keep_fields = ["/email"]"#,
+            "sources[0].keep_fields",
+            "/submission_id",
+        );
+        check_error(
+            r#"[[sources]]
+               name = "x"
+               verify = { scheme = "github", secrets = ["a"] }
+               key = ["json:/data/id"]
+               keep_fields = ["/data"]
+               search_fields = { phone = "/phone" }"#,
+            "sources[0].keep_fields",
+            "search_fields.phone",
+        );
+        check_error(
+            r#"[[sources]]
+               name = "x"
+               verify = { scheme = "github", secrets = ["a"] }
+               schema = { pointer = "/version", versions = {} }"#,
+            "sources[0].schema.versions",
+            "no version",
+        );
+        check_error(
+            r#"[[sources]]
+               name = "x"
+               verify = { scheme = "github", secrets = ["a"] }
+               schema = { pointer = "/version", files = {} }"#,
+            "sources[0].schema",
+            "versions = {",
+        );
+        check_error(
+            r#"[[destinations]]
+               name = "crm"
+               url = "http://127.0.0.1:9/"
+               response_capture = { status = "/status" }
+            "#,
+            "destinations[0].response_capture.status",
+            "parameter of the events search",
+        );
+        check_error(
+            r#"[[destinations]]
+               name = "crm"
+               url = "http://127.0.0.1:9/"
+               response_capture = { crm_id = "id" }
+            "#,
+            "destinations[0].response_capture.crm_id",
+            "",
         );
         check_error(
             r#"[store]

@@ -29,6 +29,8 @@ pub const QUEUE_DEPTH: &str = "oncehook_queue_depth";
 pub const DEAD_TOTAL: &str = "oncehook_dead_total";
 pub const STORE_OP_DURATION: &str = "oncehook_store_op_duration_seconds";
 pub const REPLAYS_TOTAL: &str = "oncehook_replays_total";
+pub const REPLAY_DELIVERIES_TOTAL: &str = "oncehook_replay_deliveries_total";
+pub const REDELIVERIES_TOTAL: &str = "oncehook_redeliveries_total";
 pub const RETENTION_DELETED_TOTAL: &str = "oncehook_retention_deleted_total";
 pub const DEDUPE_KEYS: &str = "oncehook_dedupe_keys";
 pub const DESTINATION_STATE: &str = "oncehook_destination_state";
@@ -126,6 +128,15 @@ fn describe() {
         "Replays requested through the admin API, by mode (replay or dry_run)."
     );
     describe_counter!(
+        REPLAY_DELIVERIES_TOTAL,
+        "Replayed deliveries that ended, by destination and outcome (delivered or dead)."
+    );
+    describe_counter!(
+        REDELIVERIES_TOTAL,
+        "Deliveries sent again after an attempt that may have reached the destination \
+         (a timeout, an expired lease, a connection lost after sending), by destination."
+    );
+    describe_counter!(
         RETENTION_DELETED_TOTAL,
         "Finished events deleted after their source's retention, by source."
     );
@@ -150,6 +161,8 @@ pub fn intake(source: &str, outcome: IntakeOutcome, elapsed: Duration) {
     stats::global().record_intake(now_millis(), source, outcome, elapsed);
 }
 
+/// A store operation's duration: `accept` as intake sees it (from handing the event over to
+/// the answer), the others as the store runs them (`commit_batch`, PostgreSQL's queries).
 pub fn store_op(op: &'static str, elapsed: Duration) {
     histogram!(STORE_OP_DURATION, "op" => op).record(elapsed.as_secs_f64());
 }
@@ -166,6 +179,8 @@ pub fn delivery_attempt(destination: &str, outcome: DeliveryOutcome, elapsed: Du
     stats::global().record_delivery(now_millis(), outcome);
 }
 
+/// Time from intake to a successful delivery; never for a replayed delivery, whose age says how
+/// long ago the event came, not how fast delivery is.
 pub fn end_to_end(destination: &str, elapsed: Duration) {
     histogram!(END_TO_END, "destination" => destination.to_owned()).record(elapsed.as_secs_f64());
     stats::global().record_end_to_end(now_millis(), elapsed);
@@ -175,6 +190,23 @@ pub fn end_to_end(destination: &str, elapsed: Duration) {
 pub fn replay(dry_run: bool) {
     let mode = if dry_run { "dry_run" } else { "replay" };
     counter!(REPLAYS_TOTAL, "mode" => mode).increment(1);
+}
+
+/// A replayed delivery ended (`Delivered` or `Dead`); replays' success rate in `stats`.
+pub fn replay_delivery(destination: &str, outcome: DeliveryOutcome) {
+    counter!(
+        REPLAY_DELIVERIES_TOTAL,
+        "destination" => destination.to_owned(),
+        "outcome" => outcome.as_str()
+    )
+    .increment(1);
+    stats::global().record_replay_delivery(now_millis(), outcome);
+}
+
+/// A delivery is sent again after an attempt that may have reached the destination: the
+/// at-least-once residue a destination has to dedupe.
+pub fn redelivery(destination: &str) {
+    counter!(REDELIVERIES_TOTAL, "destination" => destination.to_owned()).increment(1);
 }
 
 pub fn dead(destination: &str, reason: DeadReason) {

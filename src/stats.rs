@@ -1,7 +1,7 @@
 //! Recent figures for `GET /api/v1/stats`: intake outcomes and ack latency, delivery outcomes
 //! and end-to-end latency, over the last 24 hours, in this process.
 //!
-//! Much of this is not in the database (a duplicate stores nothing; latencies are not kept), so
+//! Much of this is not in the database (a duplicate stores no event; latencies are not kept), so
 //! the recorder keeps its own small time series: one slot per 10 seconds, each with counts per
 //! outcome and fixed log-scale latency histograms from which percentiles are read. It is fed by
 //! `metrics.rs` (the same calls that record the Prometheus metrics), so its figures are this
@@ -79,12 +79,13 @@ impl Histogram {
         None
     }
 
-    fn percentiles(&self) -> Percentiles {
+    fn percentiles(&self, requested: Option<f64>) -> Percentiles {
         Percentiles {
             count: self.total(),
             p50_ms: self.quantile(0.50),
             p95_ms: self.quantile(0.95),
             p99_ms: self.quantile(0.99),
+            requested: requested.map(|p| (p, self.quantile(p / 100.0))),
         }
     }
 }
@@ -188,6 +189,8 @@ struct Slot {
     /// Attempts per `DeliveryOutcome`, by its index.
     deliveries: [u64; DeliveryOutcome::ALL.len()],
     end_to_end: Histogram,
+    /// Replayed deliveries that ended, per `DeliveryOutcome` (delivered or dead).
+    replays: [u64; DeliveryOutcome::ALL.len()],
 }
 
 impl Slot {
@@ -199,6 +202,7 @@ impl Slot {
             ack: Histogram::new(),
             deliveries: [0; DeliveryOutcome::ALL.len()],
             end_to_end: Histogram::new(),
+            replays: [0; DeliveryOutcome::ALL.len()],
         }
     }
 }
@@ -210,6 +214,8 @@ pub struct Percentiles {
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// The percentile asked for (from 0 to 100, e.g. 99.9) and its latency in milliseconds.
+    pub requested: Option<(f64, Option<f64>)>,
 }
 
 /// The recorder's figures over one window.
@@ -226,6 +232,9 @@ pub struct StatsSnapshot {
     pub retried: u64,
     pub dead: u64,
     pub end_to_end: Percentiles,
+    /// Replayed deliveries that ended delivered, and dead.
+    pub replays_delivered: u64,
+    pub replays_dead: u64,
     /// Intake requests per `series_step`, oldest first, covering the window.
     pub intake_series: Vec<u64>,
     /// The same per intake outcome, in `IntakeOutcome::ALL` order.
@@ -290,6 +299,10 @@ impl StatsRecorder {
         self.with_slot(now, |slot| slot.deliveries[outcome.index()] += 1);
     }
 
+    pub fn record_replay_delivery(&self, now: UnixMillis, outcome: DeliveryOutcome) {
+        self.with_slot(now, |slot| slot.replays[outcome.index()] += 1);
+    }
+
     pub fn record_end_to_end(&self, now: UnixMillis, latency: Duration) {
         self.with_slot(now, |slot| slot.end_to_end.record(latency));
     }
@@ -327,8 +340,14 @@ impl StatsRecorder {
         }
     }
 
-    /// The figures of the last `window` (at most `MAX_WINDOW`), as of `now`.
-    pub fn snapshot(&self, now: UnixMillis, window: Duration) -> StatsSnapshot {
+    /// The figures of the last `window` (at most `MAX_WINDOW`), as of `now`; with `percentile`
+    /// (above 0, at most 100), the latencies at that percentile too.
+    pub fn snapshot(
+        &self,
+        now: UnixMillis,
+        window: Duration,
+        percentile: Option<f64>,
+    ) -> StatsSnapshot {
         let window = window
             .min(MAX_WINDOW)
             .max(Duration::from_millis(SLOT_MILLIS as u64));
@@ -343,6 +362,7 @@ impl StatsRecorder {
         let mut ack = Histogram::new();
         let mut deliveries = [0u64; DeliveryOutcome::ALL.len()];
         let mut end_to_end = Histogram::new();
+        let mut replays = [0u64; DeliveryOutcome::ALL.len()];
         let points = usize::try_from(points).unwrap_or(0);
         let mut series = vec![IntakeCounts::default(); points];
         let mut ack_series = vec![Histogram::new(); points];
@@ -359,6 +379,9 @@ impl StatsRecorder {
                     *total += count;
                 }
                 end_to_end.add(&slot.end_to_end);
+                for (total, count) in replays.iter_mut().zip(slot.replays.iter()) {
+                    *total += count;
+                }
                 let point = usize::try_from((slot.index - first) / step).unwrap_or(0);
                 if point < points {
                     series[point].add(&slot.intake);
@@ -374,11 +397,13 @@ impl StatsRecorder {
             covered: window.min(recording_for),
             intake,
             intake_by_source: by_source,
-            ack_latency: ack.percentiles(),
+            ack_latency: ack.percentiles(percentile),
             delivered: deliveries[DeliveryOutcome::Delivered.index()],
             retried: deliveries[DeliveryOutcome::Retry.index()],
             dead: deliveries[DeliveryOutcome::Dead.index()],
-            end_to_end: end_to_end.percentiles(),
+            end_to_end: end_to_end.percentiles(percentile),
+            replays_delivered: replays[DeliveryOutcome::Delivered.index()],
+            replays_dead: replays[DeliveryOutcome::Dead.index()],
             intake_series: series.iter().map(IntakeCounts::total).collect(),
             intake_series_by_outcome: IntakeOutcome::ALL
                 .iter()
@@ -427,7 +452,7 @@ mod tests {
         recorder.record_intake(T0 - 1_200_000, "stripe", IntakeOutcome::Accepted, ms(1));
 
         let now = T0 + 60_000;
-        let snapshot = recorder.snapshot(now, Duration::from_secs(900));
+        let snapshot = recorder.snapshot(now, Duration::from_secs(900), None);
         assert_eq!(snapshot.intake.count(IntakeOutcome::Accepted), 30);
         assert_eq!(snapshot.intake.count(IntakeOutcome::Duplicate), 10);
         assert_eq!(snapshot.intake_total(), 41);
@@ -461,7 +486,7 @@ mod tests {
         assert_eq!(snapshot.ack_p95_series[0], None);
         assert!(snapshot.end_to_end_p95_series.iter().all(Option::is_none));
 
-        let day = recorder.snapshot(now, Duration::from_secs(48 * 3600));
+        let day = recorder.snapshot(now, Duration::from_secs(48 * 3600), None);
         assert_eq!(day.window, MAX_WINDOW, "windows are capped at 24h");
         assert_eq!(day.intake_total(), 42);
         assert_eq!(
@@ -478,7 +503,7 @@ mod tests {
             recorder.record_intake(T0, "stripe", IntakeOutcome::Accepted, ms(n));
             recorder.record_end_to_end(T0, ms(n * 10));
         }
-        let snapshot = recorder.snapshot(T0 + 1, Duration::from_secs(60));
+        let snapshot = recorder.snapshot(T0 + 1, Duration::from_secs(60), Some(99.9));
         let check = |actual: Option<f64>, truth: f64| {
             let actual = actual.expect("a value");
             assert!(
@@ -490,11 +515,16 @@ mod tests {
         check(snapshot.ack_latency.p95_ms, 95.0);
         check(snapshot.ack_latency.p99_ms, 99.0);
         check(snapshot.end_to_end.p50_ms, 500.0);
+        let (p, at) = snapshot.ack_latency.requested.expect("asked for");
+        assert_eq!(p, 99.9);
+        check(at, 100.0);
+        check(snapshot.end_to_end.requested.and_then(|(_, at)| at), 1000.0);
         let last = snapshot.end_to_end_p95_series.last().copied().flatten();
         check(last, 950.0);
         assert_eq!(snapshot.end_to_end.count, 100);
-        let empty = StatsRecorder::new(T0).snapshot(T0, Duration::from_secs(60));
+        let empty = StatsRecorder::new(T0).snapshot(T0, Duration::from_secs(60), Some(99.9));
         assert_eq!(empty.ack_latency.p50_ms, None);
+        assert_eq!(empty.ack_latency.requested, Some((99.9, None)));
         assert_eq!(empty.intake.dedupe_hit_rate(), None);
         assert!(empty.intake_by_source.is_empty());
     }
@@ -506,14 +536,19 @@ mod tests {
         recorder.record_delivery(T0 + 20_000, DeliveryOutcome::Delivered);
         // A few milliseconds late, into an earlier slot than the newest.
         recorder.record_delivery(T0 + 10_000, DeliveryOutcome::Retry);
-        let snapshot = recorder.snapshot(T0 + 30_000, Duration::from_secs(60));
+        let snapshot = recorder.snapshot(T0 + 30_000, Duration::from_secs(60), None);
         assert_eq!(
             (snapshot.delivered, snapshot.retried, snapshot.dead),
             (1, 1, 1)
         );
+        recorder.record_replay_delivery(T0 + 20_000, DeliveryOutcome::Delivered);
+        recorder.record_replay_delivery(T0 + 20_000, DeliveryOutcome::Delivered);
+        recorder.record_replay_delivery(T0 + 20_000, DeliveryOutcome::Dead);
+        let snapshot = recorder.snapshot(T0 + 30_000, Duration::from_secs(60), None);
+        assert_eq!((snapshot.replays_delivered, snapshot.replays_dead), (2, 1));
         let day_later = T0 + 24 * 3_600_000 + 30_000;
         recorder.record_delivery(day_later, DeliveryOutcome::Delivered);
-        let snapshot = recorder.snapshot(day_later, MAX_WINDOW);
+        let snapshot = recorder.snapshot(day_later, MAX_WINDOW, None);
         assert_eq!(
             (snapshot.delivered, snapshot.retried, snapshot.dead),
             (1, 0, 0)

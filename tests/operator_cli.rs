@@ -144,6 +144,54 @@ async fn operator_commands_work_against_a_running_gateway() {
         dlq.contains(&event_id) && dlq.contains("http_4xx") && dlq.contains("HTTP 400"),
         "{dlq}"
     );
+    // Each dead delivery with a masked preview of its payload.
+    for expected in ["payloads (masked):", "\"email\": \"B***\"", "lead.created"] {
+        assert!(dlq.contains(expected), "{expected:?} missing: {dlq}");
+    }
+    let recent = succeeded(&oncehook(
+        dir,
+        token,
+        &["dlq", "tail", "-c", &config, "--since", "1h"],
+    ));
+    assert!(recent.contains(&event_id), "{recent}");
+    let future = succeeded(&oncehook(
+        dir,
+        token,
+        &[
+            "dlq",
+            "tail",
+            "-c",
+            &config,
+            "--since",
+            "2100-01-01T00:00:00Z",
+        ],
+    ));
+    assert!(
+        future.contains("the dead-letter queue is empty"),
+        "{future}"
+    );
+    let grouped = succeeded(&oncehook(
+        dir,
+        token,
+        &[
+            "dlq",
+            "tail",
+            "-c",
+            &config,
+            "--group-by",
+            "reason",
+            "--since",
+            "1h",
+        ],
+    ));
+    let group_row = grouped
+        .lines()
+        .find(|l| l.contains("http_4xx"))
+        .unwrap_or_else(|| panic!("no http_4xx group: {grouped}"));
+    assert!(
+        group_row.starts_with('1') && group_row.contains("crm") && group_row.contains("HTTP 400"),
+        "{grouped}"
+    );
 
     // replay: a dry run, then the real thing; each prints how many matched.
     let dry = succeeded(&oncehook(
@@ -201,8 +249,25 @@ async fn operator_commands_work_against_a_running_gateway() {
     for expected in ["accepted 1", "duplicate 1", "50.0%", "this node's", "crm"] {
         assert!(stats.contains(expected), "{expected:?} missing: {stats}");
     }
+    let stats_at = succeeded(&oncehook(
+        dir,
+        token,
+        &["stats", "-c", &config, "--percentile", "99.9"],
+    ));
+    let ack_line = stats_at
+        .lines()
+        .find(|l| l.contains("ack latency"))
+        .unwrap_or_else(|| panic!("no ack latency: {stats_at}"));
+    assert!(ack_line.contains("p99.9 "), "{stats_at}");
+    assert!(
+        !ack_line.contains("p99.9 -"),
+        "one ack was timed: {stats_at}"
+    );
+    let bad = oncehook(dir, token, &["stats", "-c", &config, "--percentile", "0"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("percentile"), "{}", stderr(&bad));
 
-    for output in [&found, &shown, &dlq, &dry, &real, &stats] {
+    for output in [&found, &shown, &dlq, &grouped, &dry, &real, &stats] {
         assert!(
             !output.to_ascii_lowercase().contains("bea.private"),
             "{output}"
@@ -479,6 +544,24 @@ async fn json_prints_exactly_what_the_api_answered() {
             vec!["dlq", "tail", "-c", &config, "--json"],
             "/api/v1/dlq?limit=20".to_owned(),
         ),
+        (
+            vec!["dlq", "tail", "-c", &config, "--json", "--since", "1h"],
+            "/api/v1/dlq?limit=20&since=1h".to_owned(),
+        ),
+        (
+            vec![
+                "dlq",
+                "tail",
+                "-c",
+                &config,
+                "--json",
+                "--group-by",
+                "reason",
+                "--since",
+                "1h",
+            ],
+            "/api/v1/dlq?since=1h&group_by=reason".to_owned(),
+        ),
     ] {
         let printed = succeeded(&oncehook(dir, None, &args));
         assert_eq!(printed.trim_end(), api(path).await, "{args:?}");
@@ -508,6 +591,26 @@ async fn json_prints_exactly_what_the_api_answered() {
     let (_, api_stats) = gateway.admin_get("/api/v1/stats").await;
     let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
     assert_eq!(keys(&stats), keys(&api_stats));
+    let at: Value = serde_json::from_str(&succeeded(&oncehook(
+        dir,
+        None,
+        &["stats", "-c", &config, "--json", "--percentile", "95"],
+    )))
+    .expect("json");
+    assert_eq!(at["intake"]["ack_latency_ms"]["percentile"]["p"], 95.0);
+    assert!(at["intake"]["ack_latency_ms"]["percentile"]["value"].is_number());
+    assert!(at["delivery"]["end_to_end_ms"]["percentile"].is_object());
+    assert!(api_stats["intake"]["ack_latency_ms"]["percentile"].is_null());
+    let (_, groups) = gateway
+        .admin_get("/api/v1/dlq?group_by=reason&since=1h")
+        .await;
+    assert_eq!(groups["groups"][0]["count"], 2);
+    let (_, dlq) = gateway.admin_get("/api/v1/dlq?since=1h").await;
+    let preview = dlq["deliveries"][0]["preview"].as_str().expect("a preview");
+    assert!(
+        (1..=10).contains(&preview.lines().count()) && preview.contains("lead.created"),
+        "{preview}"
+    );
 
     // --follow: one API object per line, each an item of the API's `deliveries`.
     let mut follow = Command::new(BIN)
@@ -730,6 +833,226 @@ async fn events_export_and_import_move_events_between_gateways() {
     let bad = import(&[]);
     assert!(!bad.status.success());
     assert!(stdout(&bad).contains("line 3:"), "{}", stdout(&bad));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_found_by_any_search_field_and_by_captured_values() {
+    let crm = Receiver::start().await;
+    crm.set_script(|request, _| {
+        let n = request.json()["n"].as_u64().unwrap_or(0);
+        Reply::Json(201, format!("{{\"id\":\"C-10{n}\",\"ok\":true}}"))
+    });
+    let gateway = Gateway::start(&format!(
+        "[[sources]]\nname = \"forms\"\n\
+         verify = {{ scheme = \"github\", secrets = [\"cli-secret\"] }}\n\
+         search_fields = {{ phone = \"/phone\" }}\n\
+         [[destinations]]\nname = \"crm\"\nurl = \"{}\"\n\
+         response_capture = {{ crm_id = \"/id\" }}\n\
+         [[routes]]\nsource = \"forms\"\nto = [\"crm\"]\n",
+        crm.url
+    ));
+    let client = reqwest::Client::new();
+    let url = gateway.webhook_url("forms");
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let body = json!({"type": "lead.created", "n": n, "phone": format!("+49151000{n}")});
+        let signed = sign(
+            VERIFY,
+            &serde_json::to_vec(&body).expect("json"),
+            &format!("d-field-{n}"),
+            unix_now(),
+        );
+        let first = post(&client, &url, &signed, "application/json").await;
+        assert_eq!(first.status, 202, "{}", first.json);
+        let second = post(&client, &url, &signed, "application/json").await;
+        assert_eq!(second.status, 200, "{}", second.json);
+        ids.push(first.json["event_id"].as_str().expect("id").to_owned());
+    }
+    gateway
+        .wait_for_deliveries(Duration::from_secs(20), "delivered", |d| {
+            d.len() == 2 && d.iter().all(|d| d.2 == "delivered")
+        })
+        .await;
+    assert_eq!(
+        crm.received().len(),
+        2,
+        "one delivery per event for two sends"
+    );
+
+    let dir = gateway.dir.path();
+    let config = config_of(&gateway);
+    let search = |args: &[&str]| {
+        let mut all = vec!["events", "search", "-c", config.as_str()];
+        all.extend_from_slice(args);
+        succeeded(&oncehook(dir, Some(ADMIN_TOKEN), &all))
+    };
+    let by_phone = search(&["--field", "phone=+491510001"]);
+    assert!(
+        by_phone.contains(&ids[1]) && !by_phone.contains(&ids[0]),
+        "{by_phone}"
+    );
+    // Captured values are searched like search fields: case and spaces do not matter.
+    let by_crm_id = search(&["--field", "crm_id= c-100 "]);
+    assert!(
+        by_crm_id.contains(&ids[0]) && !by_crm_id.contains(&ids[1]),
+        "{by_crm_id}"
+    );
+    let both = search(&["--field", "crm_id=C-100", "--field", "phone=+491510001"]);
+    assert!(
+        both.contains("no events match"),
+        "every field must match: {both}"
+    );
+    let printed = search(&["--json", "--field", "crm_id=C-101"]);
+    let request = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/events?crm_id=C-101&limit=20",
+            gateway.admin
+        ))
+        .bearer_auth(ADMIN_TOKEN);
+    let api = request
+        .send()
+        .await
+        .expect("api")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(printed.trim_end(), api);
+    assert!(api.contains(&ids[1]), "{api}");
+
+    let shown = succeeded(&oncehook(
+        dir,
+        Some(ADMIN_TOKEN),
+        &["events", "show", "-c", &config, &ids[0]],
+    ));
+    assert!(shown.contains("captured (1):"), "{shown}");
+    assert!(shown.contains("repeats   1 (last "), "{shown}");
+    let (_, detail) = gateway
+        .admin_get(&format!("/api/v1/events/{}", ids[0]))
+        .await;
+    assert_eq!(detail["duplicates"]["count"], 1);
+    assert_eq!(detail["duplicates"]["conflicts"], 0);
+    assert!(detail["duplicates"]["last_seen_at"].is_string());
+    assert!(shown.contains("crm  crm_id = C-100"), "{shown}");
+
+    let unknown = oncehook(
+        dir,
+        Some(ADMIN_TOKEN),
+        &["events", "search", "-c", &config, "--field", "colour=blue"],
+    );
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        stderr(&unknown).contains("crm_id") && stderr(&unknown).contains("phone"),
+        "the error names the fields there are: {}",
+        stderr(&unknown)
+    );
+    let malformed = oncehook(
+        dir,
+        Some(ADMIN_TOKEN),
+        &["events", "search", "-c", &config, "--field", "crm_id"],
+    );
+    assert_eq!(malformed.status.code(), Some(2));
+    assert!(
+        stderr(&malformed).contains("NAME=VALUE"),
+        "{}",
+        stderr(&malformed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_wait_says_how_replayed_deliveries_ended_and_they_are_counted_apart() {
+    let crm = Receiver::start().await;
+    crm.set_script(|_, _| Reply::Status(422));
+    let gateway = Gateway::start(&format!(
+        "[[sources]]\nname = \"forms\"\n\
+         verify = {{ scheme = \"github\", secrets = [\"cli-secret\"] }}\n\
+         [[destinations]]\nname = \"crm\"\nurl = \"{}\"\n\
+         [[routes]]\nsource = \"forms\"\nto = [\"crm\"]\n",
+        crm.url
+    ));
+    let client = reqwest::Client::new();
+    let body = json!({"type": "lead.created", "n": 1});
+    let signed = sign(
+        VERIFY,
+        &serde_json::to_vec(&body).expect("json"),
+        "d-replay-wait",
+        unix_now(),
+    );
+    let url = gateway.webhook_url("forms");
+    let first = post(&client, &url, &signed, "application/json").await;
+    assert_eq!(first.status, 202, "{}", first.json);
+    let second = post(&client, &url, &signed, "application/json").await;
+    assert_eq!(second.status, 200, "{}", second.json);
+    let event_id = first.json["event_id"].as_str().expect("id").to_owned();
+    gateway
+        .wait_for_deliveries(Duration::from_secs(20), "dead", |d| {
+            d.len() == 1 && d[0].2 == "dead"
+        })
+        .await;
+    assert_eq!(crm.received().len(), 1, "one delivery for two sends");
+    let dir = gateway.dir.path();
+    let config = config_of(&gateway);
+    let replay = |reason: &str| {
+        oncehook(
+            dir,
+            Some(ADMIN_TOKEN),
+            &[
+                "replay", "-c", &config, "--id", &event_id, "--reason", reason, "--yes", "--wait",
+            ],
+        )
+    };
+    let metrics = || {
+        let url = format!("{}/metrics", gateway.admin);
+        async move {
+            reqwest::get(url)
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
+
+    // Still refused: the replay ends dead, exit 3, with the count per reason.
+    let failed = replay("checking the crm");
+    assert_eq!(failed.status.code(), Some(3), "{}", stderr(&failed));
+    assert!(
+        stderr(&failed).contains("1 delivery ended dead (http_4xx 1)"),
+        "{}",
+        stderr(&failed)
+    );
+    let text = metrics().await;
+    assert!(
+        text.contains("oncehook_replay_deliveries_total{destination=\"crm\",outcome=\"dead\"} 1"),
+        "{text}"
+    );
+
+    // Fixed: the replay ends delivered, exit 0; not counted as end-to-end latency.
+    crm.set_script(|_, _| Reply::Status(200));
+    let fixed = replay("crm fixed");
+    assert_eq!(fixed.status.code(), Some(0), "{}", stderr(&fixed));
+    assert_eq!(crm.received().len(), 3);
+    let text = metrics().await;
+    assert!(
+        text.contains(
+            "oncehook_replay_deliveries_total{destination=\"crm\",outcome=\"delivered\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("oncehook_end_to_end_seconds_count"),
+        "a replayed delivery is not an end-to-end sample: {text}"
+    );
+    let (_, stats) = gateway.admin_get("/api/v1/stats").await;
+    assert_eq!(
+        stats["delivery"]["replays"],
+        json!({"delivered": 1, "dead": 1, "success_rate": 0.5})
+    );
+    assert_eq!(stats["delivery"]["end_to_end_ms"]["count"], 0);
+    let report = succeeded(&oncehook(dir, Some(ADMIN_TOKEN), &["stats", "-c", &config]));
+    assert!(
+        report.contains("replays         delivered 1  dead 1  success 50.0%"),
+        "{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

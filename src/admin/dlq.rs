@@ -11,10 +11,10 @@ use uuid::Uuid;
 
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
-use super::params::{decode_cursor, format_time, given, paginate, parse_limit};
+use super::params::{decode_cursor, format_time, given, paginate, parse_limit, parse_time};
 use crate::domain::dead_reason::DeadReason;
-use crate::privacy::{PayloadCipher, open_text};
-use crate::store::{DeadDelivery, DeadQuery};
+use crate::privacy::{HiddenFields, PayloadCipher, decrypt_with, open_text, short_preview};
+use crate::store::{DeadDelivery, DeadQuery, now_millis};
 
 /// An error text as stored, opened; one that cannot be opened says why instead.
 fn open_error(cipher: Option<&PayloadCipher>, stored: &str) -> String {
@@ -32,6 +32,9 @@ pub struct DlqParams {
     destination: Option<String>,
     /// Only deliveries of this source's events.
     source: Option<String>,
+    /// Only deliveries that went dead at or after: an RFC 3339 time or a duration ago (`1h`,
+    /// `7d`). Applies to the list and to the groups.
+    since: Option<String>,
     /// Deliveries per page (default 50).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
@@ -75,12 +78,25 @@ pub struct DeadItem {
     pub reason: Option<DeadReason>,
     pub last_error: Option<String>,
     pub attempts: u32,
+    /// The first lines (at most 10) of the event's payload, JSON pretty-printed, with the
+    /// source's masked and searchable fields masked.
+    pub preview: String,
 }
 
 impl DeadItem {
     /// The item as operators see it; the error text is opened with the payload's cipher.
-    fn new(dead: DeadDelivery, cipher: Option<&PayloadCipher>) -> DeadItem {
+    fn new(dead: DeadDelivery, cipher: Option<&PayloadCipher>, hidden: &HiddenFields) -> DeadItem {
+        let preview = match (decrypt_with(cipher, &dead.body), hidden.get(&dead.source)) {
+            (Ok(body), Some(fields)) => short_preview(&body, fields),
+            (Ok(_), None) => format!(
+                "[{} bytes; hidden because source {:?} is no longer configured]",
+                dead.body.len(),
+                dead.source
+            ),
+            (Err(e), _) => format!("[{} bytes; {e}]", dead.body.len()),
+        };
         DeadItem {
+            preview,
             delivery_id: dead.delivery_id,
             event_id: dead.event_id,
             source: dead.source,
@@ -136,8 +152,11 @@ pub async fn list(
         .transpose()?;
     let destination = given(params.destination.as_deref()).map(str::to_owned);
     let source = given(params.source.as_deref()).map(str::to_owned);
+    let since = given(params.since.as_deref())
+        .map(|text| parse_time("since", text, now_millis()))
+        .transpose()?;
     if let Some(GroupBy::Reason) = params.group_by {
-        let groups = context.store.dead_letter_groups().await?;
+        let groups = context.store.dead_letter_groups(since).await?;
         let groups = groups
             .into_iter()
             .filter(|g| destination.as_ref().is_none_or(|d| *d == g.destination))
@@ -157,6 +176,7 @@ pub async fn list(
     let query = DeadQuery {
         destination,
         source,
+        since,
         after,
         limit: limit + 1,
     };
@@ -165,7 +185,7 @@ pub async fn list(
     Ok(Json(DlqResponse::List(DeadList {
         deliveries: dead
             .into_iter()
-            .map(|dead| DeadItem::new(dead, context.cipher.as_deref()))
+            .map(|dead| DeadItem::new(dead, context.cipher.as_deref(), &context.hidden_fields))
             .collect(),
         next_cursor,
     })))

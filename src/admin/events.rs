@@ -26,7 +26,7 @@ use crate::privacy::{
 use crate::store::{EventQuery, EventSummary, now_millis};
 
 /// Query parameters of `GET /api/v1/events`. Besides these, any name a source declares in
-/// `search_fields` is a parameter too.
+/// `search_fields` or a destination in `response_capture` is a parameter too (`?crm_id=…`).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(
@@ -109,6 +109,31 @@ pub struct EventDetail {
     pub deliveries: Vec<DeliveryDetail>,
     /// Newest first.
     pub replays: Vec<EventReplay>,
+    /// Values kept from destinations' answers (`response_capture`), by delivery and name.
+    pub captured: Vec<CapturedItem>,
+    /// Repeats answered 200 at intake while the event's key was live.
+    pub duplicates: DuplicatesItem,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DuplicatesItem {
+    pub count: u64,
+    #[schema(format = DateTime)]
+    pub last_seen_at: Option<String>,
+    /// Repeats of the key whose content differed from the original's.
+    pub conflicts: u64,
+}
+
+/// A value kept from the answer that delivered a delivery.
+#[derive(Serialize, ToSchema)]
+pub struct CapturedItem {
+    pub delivery_id: i64,
+    pub destination: String,
+    /// The `response_capture` name (`crm_id`).
+    pub name: String,
+    pub value: String,
+    #[schema(format = DateTime)]
+    pub captured_at: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -284,7 +309,17 @@ pub async fn show(
     let unseal = |stored: &str| open_text(cipher, stored).unwrap_or_else(|e| format!("[{e}]"));
     let headers = shown_headers(&unseal(&event.headers_json), &sensitive);
     let mut deliveries = Vec::with_capacity(event.deliveries.len());
+    let mut captured = Vec::new();
     for delivery in &event.deliveries {
+        for value in &delivery.captured {
+            captured.push(CapturedItem {
+                delivery_id: delivery.id,
+                destination: delivery.destination.clone(),
+                name: value.name.clone(),
+                value: unseal(&value.value),
+                captured_at: format_time(value.captured_at),
+            });
+        }
         let attempts = context.store.delivery_attempts(delivery.id).await?;
         let open = delivery.state.is_open();
         deliveries.push(DeliveryDetail {
@@ -336,6 +371,12 @@ pub async fn show(
         payload,
         deliveries,
         replays,
+        captured,
+        duplicates: DuplicatesItem {
+            count: event.duplicates.count,
+            last_seen_at: event.duplicates.last_seen_at.map(format_time),
+            conflicts: event.duplicates.conflicts,
+        },
     }))
 }
 

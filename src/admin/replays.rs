@@ -22,6 +22,7 @@ use super::params::{
     decode_cursor, format_time, given, paginate, parse_limit, parse_time, required_text, word_list,
 };
 use super::words::ReplayStatus;
+use crate::domain::dead_reason::DeadReason;
 use crate::domain::delivery_state::DeliveryState;
 use crate::domain::event_status::EventStatus;
 use crate::store::{NewReplay, ReplayFilter, ReplayRecord, now_millis};
@@ -142,6 +143,15 @@ pub struct ReplayProgressBody {
     pub superseded: u64,
     /// True when none is pending, in flight or retrying any more.
     pub done: bool,
+    /// The dead ones per reason, largest count first.
+    pub dead_by_reason: Vec<ReplayDeadReason>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReplayDeadReason {
+    /// `http_4xx`, `http_5xx`, `timeout`, `connect`, …
+    pub reason: Option<DeadReason>,
+    pub count: u64,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -339,6 +349,14 @@ pub async fn show(
             delivered: progress.delivered,
             dead: progress.dead,
             superseded: progress.superseded,
+            dead_by_reason: progress
+                .dead_by_reason
+                .iter()
+                .map(|(reason, count)| ReplayDeadReason {
+                    reason: *reason,
+                    count: *count,
+                })
+                .collect(),
         },
     }))
 }

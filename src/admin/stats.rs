@@ -1,7 +1,7 @@
 //! `GET /api/v1/stats`: recent intake and delivery figures with the queue as it stands.
 //!
 //! Intake and delivery figures come from this node's in-process recorder (`crate::stats`): a
-//! duplicate stores nothing, so the database cannot tell them. Queue depth and dead letters
+//! duplicate stores no event, so the database cannot tell them. Queue depth and dead letters
 //! come from the store and cover every node.
 
 use std::collections::BTreeMap;
@@ -29,6 +29,10 @@ const DEFAULT_WINDOW: Duration = Duration::from_secs(15 * 60);
 pub struct StatsParams {
     /// How far back: a duration from 10s to 24h (default 15m).
     window: Option<String>,
+    /// A percentile to report besides p50, p95 and p99: a number above 0 and at most 100
+    /// (`95`, `99.9`). Each latency then carries it as `percentile`.
+    #[param(value_type = Option<f64>, minimum = 0, maximum = 100)]
+    percentile: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -85,8 +89,18 @@ pub struct DeliveryStats {
     pub scope: &'static str,
     /// Attempts per outcome (delivered, retry, dead).
     pub outcomes: BTreeMap<&'static str, u64>,
-    /// From intake to successful delivery.
+    /// From intake to successful delivery (replayed deliveries left out).
     pub end_to_end_ms: LatencyStats,
+    /// Replayed deliveries that ended in the window.
+    pub replays: ReplayStats,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReplayStats {
+    pub delivered: u64,
+    pub dead: u64,
+    /// Delivered among those that ended; null when none did.
+    pub success_rate: Option<f64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -97,6 +111,17 @@ pub struct LatencyStats {
     pub p99: Option<f64>,
     /// p95 per `intake.series.step_seconds`, oldest first; null where there were no samples.
     pub p95_series: Vec<Option<f64>>,
+    /// The latency at the percentile asked for with `?percentile=`; null when none was asked.
+    pub percentile: Option<RequestedPercentile>,
+}
+
+/// A latency at a percentile the client chose.
+#[derive(Serialize, ToSchema)]
+pub struct RequestedPercentile {
+    /// The percentile, as asked (`99.9`).
+    pub p: f64,
+    /// The latency in milliseconds below which that share of samples fall; null without samples.
+    pub value: Option<f64>,
 }
 
 fn round_ms(value: Option<f64>) -> Option<f64> {
@@ -111,6 +136,10 @@ impl LatencyStats {
             p95: round_ms(p.p95_ms),
             p99: round_ms(p.p99_ms),
             p95_series: p95_series.iter().map(|v| round_ms(*v)).collect(),
+            percentile: p.requested.map(|(p, value)| RequestedPercentile {
+                p,
+                value: round_ms(value),
+            }),
         }
     }
 }
@@ -145,6 +174,18 @@ fn parse_window(text: Option<&str>) -> Result<Duration, ApiError> {
     }
 }
 
+fn parse_percentile(text: Option<&str>) -> Result<Option<f64>, ApiError> {
+    let Some(text) = super::params::given(text) else {
+        return Ok(None);
+    };
+    match text.parse::<f64>() {
+        Ok(p) if p.is_finite() && p > 0.0 && p <= 100.0 => Ok(Some(p)),
+        _ => Err(ApiError::bad_request(
+            "percentile: expected a number above 0 and at most 100 (e.g. 95, 99.9)",
+        )),
+    }
+}
+
 /// Intake rate and outcomes, dedupe hit rate, latency percentiles, queue depth, dead letters.
 #[utoipa::path(
     get,
@@ -153,7 +194,7 @@ fn parse_window(text: Option<&str>) -> Result<Duration, ApiError> {
     params(StatsParams),
     responses(
         (status = 200, description = "Figures over the window", body = StatsResponse),
-        (status = 400, description = "The window is invalid", body = ErrorBody),
+        (status = 400, description = "The window or the percentile is invalid", body = ErrorBody),
         (status = 401, description = "Missing or invalid admin token", body = ErrorBody),
     )
 )]
@@ -163,7 +204,8 @@ pub async fn show(
 ) -> Result<Json<StatsResponse>, ApiError> {
     let Query(params) = query?;
     let window = parse_window(params.window.as_deref())?;
-    let snapshot = crate::stats::global().snapshot(now_millis(), window);
+    let percentile = parse_percentile(params.percentile.as_deref())?;
+    let snapshot = crate::stats::global().snapshot(now_millis(), window, percentile);
     let mut queue_depth: BTreeMap<String, u64> = context
         .destinations
         .iter()
@@ -172,7 +214,7 @@ pub async fn show(
     queue_depth.extend(context.store.queue_depths().await?);
     let dead_by_reason = context
         .store
-        .dead_letter_groups()
+        .dead_letter_groups(None)
         .await?
         .into_iter()
         .map(|group| DeadByReason {
@@ -239,6 +281,17 @@ fn response(
                 (DeliveryOutcome::Dead.as_str(), snapshot.dead),
             ]),
             end_to_end_ms: LatencyStats::new(snapshot.end_to_end, &snapshot.end_to_end_p95_series),
+            replays: ReplayStats {
+                delivered: snapshot.replays_delivered,
+                dead: snapshot.replays_dead,
+                success_rate: {
+                    let ended = snapshot.replays_delivered + snapshot.replays_dead;
+                    (ended > 0).then(|| {
+                        (snapshot.replays_delivered as f64 / ended as f64 * 10_000.0).round()
+                            / 10_000.0
+                    })
+                },
+            },
         },
         queue_depth,
         dead_by_reason,

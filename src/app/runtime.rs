@@ -17,14 +17,18 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::import::SourceImporter;
 use crate::admin::{AdminParts, DestinationInfo};
-use crate::config::{CircuitBreakerConfig, Config, ConfigError, DestinationConfig, SourceConfig};
-use crate::delivery::{DeliveryParts, Destination, signing_verifier};
+use crate::config::{
+    CircuitBreakerConfig, Config, ConfigError, DestinationConfig, SchemaConfig, SourceConfig,
+};
+use crate::delivery::{DeliveryParts, Destination, ResponseCapture, signing_verifier};
 use crate::domain::circuit::BreakerPolicy;
 use crate::domain::key::{EmailHasher, KeySpec};
 use crate::domain::pace::Pace;
 use crate::domain::pointer::JsonPointer;
 use crate::domain::retry::RetryPolicy;
-use crate::intake::{IntakeParts, RateLimit, RouteRuntime, SourceParts, SourceRuntime};
+use crate::intake::{
+    IntakeParts, RateLimit, RouteRuntime, SourceParts, SourceRuntime, SourceSchema,
+};
 use crate::privacy::{HiddenFields, PayloadCipher, SearchKey};
 use crate::server::HttpLimits;
 use crate::verify::Verifier;
@@ -77,7 +81,7 @@ impl Runtime {
             .destinations
             .iter()
             .enumerate()
-            .map(|(index, destination)| build_destination(config, index, destination))
+            .map(|(index, destination)| build_destination(config, index, destination, &search_key))
             .collect::<Result<Vec<_>, _>>()?;
 
         let admin = AdminParts {
@@ -85,10 +89,17 @@ impl Runtime {
             cipher: cipher.clone(),
             search_key: search_key.clone(),
             hidden_fields: Arc::clone(&hidden_fields),
+            // What `response_capture` keeps is searched like `search_fields`.
             search_fields: config
                 .sources
                 .iter()
                 .flat_map(|source| source.search_fields.keys().cloned())
+                .chain(
+                    config
+                        .destinations
+                        .iter()
+                        .flat_map(|destination| destination.response_capture.keys().cloned()),
+                )
                 .collect::<BTreeSet<_>>(),
             destinations: destinations
                 .iter()
@@ -149,9 +160,22 @@ fn source_parts(
         .map_err(|e| config.error(at(&format!("verify.{}", e.key)), e.message))?;
     let key = source.key_spec().map_err(|m| config.error(at("key"), m))?;
     let schema = match &source.schema {
-        Some(path) => Some(
+        Some(SchemaConfig::File(path)) => Some(SourceSchema::Single(
             load_schema(&config.resolve_path(path)).map_err(|m| config.error(at("schema"), m))?,
-        ),
+        )),
+        // Every version's schema is compiled now: a bad file stops the start, not a request.
+        Some(SchemaConfig::Versioned(versioned)) => {
+            let mut versions = std::collections::BTreeMap::new();
+            for (version, path) in &versioned.versions {
+                let schema = load_schema(&config.resolve_path(path))
+                    .map_err(|m| config.error(at(&format!("schema.versions.{version}")), m))?;
+                versions.insert(version.clone(), schema);
+            }
+            Some(SourceSchema::Versioned {
+                pointer: versioned.pointer.clone(),
+                versions,
+            })
+        }
         None => None,
     };
     let rate_limit = match &source.rate_limit {
@@ -208,6 +232,7 @@ fn source_parts(
         email: email.clone(),
         replay_guard: source.replay_guard(),
         drop_fields: source.drop_fields.clone(),
+        keep_fields: source.keep_fields.clone(),
         rate_limit,
         routes,
     })
@@ -241,6 +266,7 @@ fn build_destination(
     config: &Config,
     index: usize,
     destination: &DestinationConfig,
+    search_key: &SearchKey,
 ) -> Result<Destination, ConfigError> {
     let at = |key: &str| format!("destinations[{index}].{key}");
     let url = reqwest::Url::parse(&destination.url)
@@ -280,6 +306,14 @@ fn build_destination(
                 Some(BreakerPolicy { failures, cooldown })
             }
         },
+        response_capture: (!destination.response_capture.is_empty()).then(|| ResponseCapture {
+            fields: destination
+                .response_capture
+                .iter()
+                .map(|(name, pointer)| (name.clone(), pointer.clone()))
+                .collect(),
+            search_key: search_key.clone(),
+        }),
     })
 }
 
@@ -318,6 +352,11 @@ mod tests {
                 "[[sources]]\nname = \"a\"\nverify = { scheme = \"github\", secrets = [\"x\"] }\n\
                  schema = \"missing.json\"\n",
                 "sources[0].schema",
+            ),
+            (
+                "[[sources]]\nname = \"a\"\nverify = { scheme = \"github\", secrets = [\"x\"] }\n\
+                 schema = { pointer = \"/version\", versions = { \"1\" = \"lead.v1.json\" } }\n",
+                "sources[0].schema.versions.1",
             ),
             (
                 "[[destinations]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/\"\n\

@@ -1,4 +1,6 @@
-//! `oncehook dlq tail [--follow]`: dead deliveries, newest first, with reason and last error.
+//! `oncehook dlq tail [--follow] [--since DUR] [--group-by reason]`: dead deliveries, newest
+//! first, with reason, last error and a masked preview of the payload; or their counts per
+//! destination and reason.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,19 +15,22 @@ const FOLLOW_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(clap::Subcommand, Debug)]
 pub enum DlqCommand {
-    /// Show the most recent dead deliveries; with --follow, keep printing new ones.
+    /// Show the most recent dead deliveries with a masked preview of each payload; with
+    /// --follow, keep printing new ones; with --group-by reason, count them per destination and
+    /// reason instead.
     ///
-    /// With --json: the API's page (`{"deliveries": […], "next_cursor": …}`) as it came; with
-    /// --json --follow: one dead delivery per line, each an item of the API's `deliveries`, the
-    /// first page's oldest first, then new ones as they go dead (JSON Lines).
+    /// With --json: the API's answer (`{"deliveries": […], "next_cursor": …}`, or with
+    /// --group-by `{"groups": […]}`) as it came; with --json --follow: one dead delivery per
+    /// line, each an item of the API's `deliveries`, the first page's oldest first, then new
+    /// ones as they go dead (JSON Lines).
     #[command(
-        after_help = "Examples:\n  oncehook dlq tail -n 50\n  oncehook dlq tail --follow --destination crm\n  oncehook dlq tail --json | jq '.deliveries[].last_error'"
+        after_help = "Examples:\n  oncehook dlq tail -n 50\n  oncehook dlq tail --since 1h\n  oncehook dlq tail --group-by reason --since 24h\n  oncehook dlq tail --follow --destination crm\n  oncehook dlq tail --json | jq '.deliveries[].last_error'"
     )]
     Tail {
         #[command(flatten)]
         admin: AdminArgs,
         /// Keep running and print deliveries as they go dead.
-        #[arg(long, short)]
+        #[arg(long, short, conflicts_with = "group_by")]
         follow: bool,
         /// How many to show first.
         #[arg(long, short = 'n', default_value_t = 20)]
@@ -33,7 +38,18 @@ pub enum DlqCommand {
         /// Only deliveries to this destination.
         #[arg(long)]
         destination: Option<String>,
+        /// Only deliveries that went dead within this long (`1h`, `7d`) or since an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Count dead deliveries per destination and reason, largest group first.
+        #[arg(long, value_enum)]
+        group_by: Option<GroupBy>,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum GroupBy {
+    Reason,
 }
 
 pub async fn run(command: DlqCommand) -> anyhow::Result<ExitCode> {
@@ -42,12 +58,28 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<ExitCode> {
         follow,
         limit,
         destination,
+        since,
+        group_by,
     } = command;
     let client = AdminClient::new(&admin)?;
-    let mut query = vec![("limit", limit.clamp(1, 1000).to_string())];
+    let mut query = Vec::new();
     if let Some(destination) = destination {
         query.push(("destination", destination));
     }
+    if let Some(since) = since {
+        query.push(("since", since));
+    }
+    if let Some(GroupBy::Reason) = group_by {
+        query.push(("group_by", "reason".to_owned()));
+        let answer = client.get_answer("/api/v1/dlq", &query).await?;
+        if admin.json {
+            output::text(&answer.text);
+        } else {
+            print_groups(&answer.json);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    query.insert(0, ("limit", limit.clamp(1, 1000).to_string()));
     let page = client.get_answer("/api/v1/dlq", &query).await?;
     let first = deliveries(&page.json);
     if admin.json && !follow {
@@ -72,6 +104,13 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<ExitCode> {
             ],
             &first.iter().map(row).collect::<Vec<_>>(),
         );
+        if !first.is_empty() {
+            outln!();
+            outln!("payloads (masked):");
+            for delivery in &first {
+                print_preview(delivery);
+            }
+        }
     }
     if !follow {
         return Ok(ExitCode::SUCCESS);
@@ -95,8 +134,54 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<ExitCode> {
             } else {
                 let cells = row(delivery);
                 outln!("{}", cells.join("  "));
+                print_preview(delivery);
             }
         }
+    }
+}
+
+/// The groups of `--group-by reason` as a table.
+fn print_groups(answer: &Value) {
+    let groups = answer
+        .get("groups")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if groups.is_empty() {
+        outln!("the dead-letter queue is empty");
+        return;
+    }
+    print_table(
+        &["COUNT", "DESTINATION", "REASON", "LAST DIED", "LAST ERROR"],
+        &groups
+            .iter()
+            .map(|group| {
+                vec![
+                    text(group, "count"),
+                    text(group, "destination"),
+                    text(group, "reason"),
+                    text(group, "last_at"),
+                    clip_middle(&text(group, "last_error"), 120),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+}
+
+/// A delivery's masked payload preview, indented under a line naming the delivery.
+fn print_preview(delivery: &Value) {
+    outln!(
+        "  delivery {} (event {}):",
+        text(delivery, "delivery_id"),
+        text(delivery, "event_id")
+    );
+    for line in text(delivery, "preview").lines() {
+        // A payload that is not JSON is shown as text: no terminal control sequences from it.
+        let line: String = line
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        outln!("    {line}");
     }
 }
 

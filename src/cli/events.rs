@@ -15,6 +15,7 @@ pub enum EventsCommand {
     /// Find events, newest first.
     #[command(after_help = "Examples:
   oncehook events search --source forms --email ann@example.com --since 1h
+  oncehook events search --field phone=+4915112345678 --field crm_id=C-1042
   oncehook events search --source stripe --status failed_terminal --since 1h
   oncehook events search --source stripe --json --limit 1000   # one API page; then --cursor")]
     Search {
@@ -34,6 +35,10 @@ pub enum EventsCommand {
         /// The value of the `contact` search field.
         #[arg(long)]
         contact: Option<String>,
+        /// NAME=VALUE: the value of any `search_fields` or `response_capture` name (repeat to
+        /// require several).
+        #[arg(long = "field", value_name = "NAME=VALUE", value_parser = parse_field)]
+        fields: Vec<(String, String)>,
         /// Received within this long ago (15m, 2h, 7d) or since an RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
@@ -102,6 +107,7 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<ExitCode> {
             key,
             email,
             contact,
+            fields,
             since,
             until,
             limit,
@@ -120,6 +126,11 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<ExitCode> {
             .into_iter()
             .filter_map(|(name, value)| value.map(|v| (name, v)))
             .collect();
+            query.extend(
+                fields
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.clone())),
+            );
             if admin.json {
                 // Exactly the API's page: `{"events": […], "next_cursor": …}`.
                 query.push(("limit", limit.to_string()));
@@ -173,6 +184,21 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Follows `next_cursor` until `limit` events are collected or the list ends.
+/// `--field NAME=VALUE`: a search or capture field's name and the value to find.
+fn parse_field(text: &str) -> Result<(String, String), String> {
+    let Some((name, value)) = text.split_once('=') else {
+        return Err("expected NAME=VALUE, e.g. crm_id=C-1042".into());
+    };
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("the field name before '=' is empty".into());
+    }
+    if crate::config::RESERVED_SEARCH_NAMES.contains(&name) {
+        return Err(format!("{name} has an option of its own: use --{name}"));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
 async fn search(
     client: &AdminClient,
     query: &mut Vec<(&str, String)>,
@@ -250,6 +276,16 @@ fn print_event(event: &Value) {
     outln!("key       {}", text(event, "idempotency_key"));
     outln!("received  {}", text(event, "received_at"));
     outln!("status    {}", text(event, "status"));
+    if let Some(duplicates) = event.get("duplicates") {
+        let count = text(duplicates, "count");
+        if count != "0" {
+            outln!(
+                "repeats   {count} (last {}, {} with other content)",
+                text(duplicates, "last_seen_at"),
+                text(duplicates, "conflicts")
+            );
+        }
+    }
     if let Some(headers) = event.get("headers").and_then(Value::as_object)
         && !headers.is_empty()
     {
@@ -312,6 +348,23 @@ fn print_event(event: &Value) {
                 text(attempt, "outcome"),
                 replay,
                 clip_middle(&text(attempt, "error"), ERROR_WIDTH)
+            );
+        }
+    }
+    let captured = event
+        .get("captured")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !captured.is_empty() {
+        outln!("\ncaptured ({}):", captured.len());
+        for value in &captured {
+            outln!(
+                "  {}  {} = {}  ({})",
+                text(value, "destination"),
+                text(value, "name"),
+                clip(&text(value, "value"), ERROR_WIDTH),
+                text(value, "captured_at")
             );
         }
     }
@@ -478,4 +531,28 @@ fn text_of(value: &Value) -> String {
     value
         .as_str()
         .map_or_else(|| value.to_string(), str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_name_equals_value() {
+        assert_eq!(
+            parse_field("crm_id=C-1=2"),
+            Ok(("crm_id".to_owned(), "C-1=2".to_owned()))
+        );
+        assert_eq!(
+            parse_field(" phone =+49 151"),
+            Ok(("phone".to_owned(), "+49 151".to_owned()))
+        );
+        assert!(parse_field("crm_id").is_err());
+        assert!(parse_field("=x").is_err());
+        assert!(
+            parse_field("source=x")
+                .expect_err("own option")
+                .contains("--source")
+        );
+    }
 }

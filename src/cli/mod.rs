@@ -131,7 +131,8 @@ enum Command {
     /// Intake rate, dedupe hit rate, latency percentiles, queue depth, dead letters.
     #[command(after_help = "Examples:
   oncehook stats --window 1h
-  oncehook stats --json | jq .intake.dedupe_hit_rate")]
+  oncehook stats --percentile 99.9
+  oncehook stats --json --percentile 95 | jq .delivery.end_to_end_ms.percentile.value")]
     Stats(stats::StatsArgs),
     /// Each destination's state, queue and recent outcomes; pause and resume one.
     #[command(after_help = "Examples:

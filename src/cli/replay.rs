@@ -153,8 +153,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(if progress.dead > 0 {
         eprintln!(
-            "{} ended dead: see `oncehook dlq tail`",
-            deliveries(progress.dead)
+            "{} ended dead ({}): see `oncehook dlq tail --since 1h`",
+            deliveries(progress.dead),
+            progress.dead_by_reason
         );
         ExitCode::from(EXIT_SOME_DEAD)
     } else if progress.superseded > 0 {
@@ -239,6 +240,8 @@ fn print_sample(answer: &Value) {
 struct Settled {
     dead: u64,
     superseded: u64,
+    /// "http_4xx 2, timeout 1".
+    dead_by_reason: String,
 }
 
 /// Shows the replay's progress on stderr until none of its deliveries is open any more.
@@ -277,9 +280,24 @@ async fn follow(client: &AdminClient, replay_id: &str, matched: u64) -> anyhow::
             if terminal {
                 eprintln!();
             }
+            let dead_by_reason = progress
+                .get("dead_by_reason")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|group| {
+                    let reason = match text(group, "reason") {
+                        r if r.is_empty() => "unknown".to_owned(),
+                        r => r,
+                    };
+                    format!("{reason} {}", text(group, "count"))
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
             return Ok(Settled {
                 dead: count("dead"),
                 superseded: count("superseded"),
+                dead_by_reason,
             });
         }
         tokio::time::sleep(PROGRESS_INTERVAL).await;

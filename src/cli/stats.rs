@@ -14,13 +14,18 @@ pub struct StatsArgs {
     /// How far back (10s to 24h).
     #[arg(long, default_value = "15m")]
     pub window: String,
+    /// Also show ack and end-to-end latency at this percentile (above 0, at most 100: 95, 99.9).
+    #[arg(long, value_name = "P")]
+    pub percentile: Option<String>,
 }
 
 pub async fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
     let client = AdminClient::new(&args.admin)?;
-    let stats = client
-        .get_answer("/api/v1/stats", &[("window", args.window.clone())])
-        .await?;
+    let mut query = vec![("window", args.window.clone())];
+    if let Some(p) = &args.percentile {
+        query.push(("percentile", p.clone()));
+    }
+    let stats = client.get_answer("/api/v1/stats", &query).await?;
     if args.admin.json {
         output::text(&stats.text);
         return Ok(ExitCode::SUCCESS);
@@ -78,6 +83,14 @@ fn report(stats: &Value) -> String {
         "  end to end      {}\n",
         percentiles(delivery.get("end_to_end_ms"))
     ));
+    if let Some(replays) = delivery.get("replays") {
+        out.push_str(&format!(
+            "  replays         delivered {}  dead {}  success {}\n",
+            text(replays, "delivered"),
+            text(replays, "dead"),
+            percent(replays.get("success_rate"))
+        ));
+    }
     out.push_str("\nqueue depth       ");
     match stats.get("queue_depth").and_then(Value::as_object) {
         Some(depths) if !depths.is_empty() => {
@@ -154,12 +167,20 @@ fn percentiles(value: Option<&Value>) -> String {
             .and_then(Value::as_f64)
             .map_or("-".to_owned(), format_ms)
     };
-    format!(
+    let mut line = format!(
         "p50 {}  p95 {}  p99 {}",
         show("p50"),
         show("p95"),
         show("p99")
-    )
+    );
+    if let Some(requested) = value.get("percentile").filter(|p| !p.is_null()) {
+        let at = requested
+            .get("value")
+            .and_then(Value::as_f64)
+            .map_or("-".to_owned(), format_ms);
+        line.push_str(&format!("  p{} {at}", text(requested, "p")));
+    }
+    line
 }
 
 fn format_ms(ms: f64) -> String {
@@ -204,7 +225,8 @@ mod tests {
                 "total": 40, "rate_per_second": 0.044,
                 "outcomes": {"accepted": 30, "duplicate": 10, "conflict": 0},
                 "dedupe_hit_rate": 0.25,
-                "ack_latency_ms": {"count": 40, "p50": 1.2, "p95": 4.0, "p99": 1500.0},
+                "ack_latency_ms": {"count": 40, "p50": 1.2, "p95": 4.0, "p99": 1500.0,
+                                   "percentile": {"p": 99.9, "value": 1600.0}},
                 "series": {"step_seconds": 30, "counts": [0, 1, 8, 0]},
                 "sources": {
                     "forms": {"total": 20, "dedupe_hit_rate": 0.5},
@@ -212,7 +234,8 @@ mod tests {
                 }
             },
             "delivery": {"outcomes": {"delivered": 3, "retry": 0, "dead": 1},
-                         "end_to_end_ms": {"count": 3, "p50": 0.5, "p95": null, "p99": null}},
+                         "end_to_end_ms": {"count": 3, "p50": 0.5, "p95": null, "p99": null},
+                         "replays": {"delivered": 3, "dead": 1, "success_rate": 0.75}},
             "queue_depth": {"crm": 2},
             "dead_by_reason": [{"destination": "crm", "reason": "http_4xx", "count": 1}]
         });
@@ -221,11 +244,12 @@ mod tests {
             "40 requests",
             "accepted 30  duplicate 10",
             "25.0%",
-            "p50 1.2ms  p95 4.0ms  p99 1.50s",
+            "p50 1.2ms  p95 4.0ms  p99 1.50s  p99.9 1.60s",
             "delivered 3  dead 1",
             "p50 500µs",
             "crm 2",
             "crm http_4xx 1",
+            "replays         delivered 3  dead 1  success 75.0%",
             "this node's",
             "forms         20 requests  dedupe 50.0%",
             "stripe        20 requests  dedupe 0.0%",

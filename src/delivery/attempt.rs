@@ -10,7 +10,7 @@ use crate::domain::circuit::Verdict;
 use crate::domain::retry::{AttemptResult, Decision};
 use crate::metrics;
 use crate::privacy::{SensitiveValues, decrypt_with, seal_text};
-use crate::store::{AttemptOutcome, ClaimedDelivery, DeliveryAttempt, millis};
+use crate::store::{AttemptOutcome, CapturedValue, ClaimedDelivery, DeliveryAttempt, millis};
 
 /// How much of a destination's response is read: enough for any error message or captured
 /// value, and a destination that streams gigabytes cannot make the node hold them.
@@ -62,16 +62,24 @@ impl Attempt {
     pub async fn run(mut self) {
         let started_at = self.lane.clock.now_millis();
         let clock = Instant::now();
-        let (result, retry_after, error) =
+        let (result, retry_after, error, captured) =
             match decrypt_with(self.lane.cipher.as_deref(), &self.claim.body) {
                 Ok(body) => {
-                    let (result, retry_after, error) = self.send(body.clone()).await;
+                    if self.claim.redelivery {
+                        metrics::redelivery(&self.lane.destination.name);
+                    }
+                    let (result, retry_after, error, captured) = self.send(body.clone()).await;
                     let error =
                         error.map(|e| truncate_utf8(self.scrub(&body, e), ERROR_TEXT_LIMIT));
-                    (result, retry_after, error)
+                    (result, retry_after, error, captured)
                 }
                 // Without the key the payload cannot be sent; sending ciphertext would be worse.
-                Err(e) => (AttemptResult::Undeliverable, None, Some(e.to_string())),
+                Err(e) => (
+                    AttemptResult::Undeliverable,
+                    None,
+                    Some(e.to_string()),
+                    Vec::new(),
+                ),
             };
         let elapsed = clock.elapsed();
         let policy = &self.lane.destination.policy;
@@ -106,6 +114,9 @@ impl Attempt {
             decision => decision,
         };
         let outcome = match &decision {
+            // A replayed delivery's age is the time since the event came, hours or days: it
+            // would drown the live latency.
+            Decision::Delivered if self.claim.replay_id.is_some() => AttemptOutcome::Delivered,
             Decision::Delivered => {
                 metrics::end_to_end(
                     name,
@@ -128,6 +139,9 @@ impl Attempt {
             }
         };
         metrics::delivery_attempt(name, outcome.kind(), elapsed);
+        if self.claim.replay_id.is_some() && !matches!(outcome, AttemptOutcome::Retry { .. }) {
+            metrics::replay_delivery(name, outcome.kind());
+        }
         let status_code = match result {
             AttemptResult::Status(code) => Some(code),
             _ => None,
@@ -146,12 +160,21 @@ impl Attempt {
             "delivery {}",
             outcome.kind()
         );
+        // Without an answer, the request may still have been processed.
+        let may_have_reached = matches!(result, AttemptResult::Timeout | AttemptResult::Network);
         let record = DeliveryAttempt {
+            may_have_reached,
             started_at,
             duration_ms: millis(elapsed),
             status_code,
             // Encrypted at rest with the payload's key: an error may quote the payload.
             error: error.map(|e| seal_text(self.lane.cipher.as_deref(), &e)),
+            // Only what delivered it is kept: a 2xx that still counts as a failure keeps nothing.
+            captured: if matches!(outcome, AttemptOutcome::Delivered) {
+                captured
+            } else {
+                Vec::new()
+            },
             outcome,
         };
         for tries in 1..=RECORD_TRIES {
@@ -192,7 +215,17 @@ impl Attempt {
             .into_owned()
     }
 
-    async fn send(&self, body: bytes::Bytes) -> (AttemptResult, Option<Duration>, Option<String>) {
+    /// Sends the delivery: what happened, the `Retry-After` asked for, the error text, and the
+    /// values `response_capture` keeps from a 2xx answer.
+    async fn send(
+        &self,
+        body: bytes::Bytes,
+    ) -> (
+        AttemptResult,
+        Option<Duration>,
+        Option<String>,
+        Vec<CapturedValue>,
+    ) {
         let request = self
             .lane
             .client
@@ -210,7 +243,7 @@ impl Attempt {
                 } else {
                     AttemptResult::Network
                 };
-                return (result, None, Some(describe(&e)));
+                return (result, None, Some(describe(&e)), Vec::new());
             }
         };
         let status = response.status().as_u16();
@@ -225,10 +258,15 @@ impl Attempt {
                     .and_then(|v| v.to_str().ok());
                 parse_retry_after(value, date, SystemTime::now())
             });
+        let mut captured = Vec::new();
         let error = if response.status().is_success() {
-            // Read the body so the connection can be reused; its content does not matter.
-            let _ =
+            // Read the body so the connection can be reused, and keep what `response_capture`
+            // names from it.
+            let answer =
                 read_limited(response, RESPONSE_READ_LIMIT, self.lane.destination.timeout).await;
+            if let Some(capture) = &self.lane.destination.response_capture {
+                captured = capture.capture(&answer, self.lane.cipher.as_deref());
+            }
             None
         } else {
             // The whole (limited) answer is kept until it is scrubbed: cutting it first could
@@ -241,7 +279,7 @@ impl Attempt {
                 format!("HTTP {status}: {}", snippet.trim())
             })
         };
-        (AttemptResult::Status(status), retry_after, error)
+        (AttemptResult::Status(status), retry_after, error, captured)
     }
 
     /// The same identifying headers on every attempt, retry and replay (SPEC §5).

@@ -11,6 +11,7 @@
 //! knows of it between claims).
 
 mod attempt;
+mod capture;
 mod health;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use self::capture::ResponseCapture;
 use crate::clock::{Clock, SystemClock};
 use crate::domain::circuit::BreakerPolicy;
 use crate::domain::gate::Gate;
@@ -58,6 +60,8 @@ pub struct Destination {
     pub pace: Option<Pace>,
     /// `circuit_breaker` (None: turned off).
     pub breaker: Option<BreakerPolicy>,
+    /// `response_capture`: values kept from a 2xx JSON answer (None: nothing is kept).
+    pub response_capture: Option<ResponseCapture>,
 }
 
 impl Destination {

@@ -108,6 +108,7 @@ impl Harness {
                 headers: HeaderMap::new(),
                 pace,
                 breaker,
+                response_capture: None,
             }),
             store: Arc::clone(&store),
             client: reqwest::Client::new(),

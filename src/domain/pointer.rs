@@ -127,6 +127,82 @@ impl JsonPointer {
     }
 }
 
+impl JsonPointer {
+    /// Whether this pointer names `other` or something inside it (`/a` covers `/a/b`).
+    pub fn covers(&self, other: &JsonPointer) -> bool {
+        other.tokens.len() >= self.tokens.len()
+            && self.tokens.iter().zip(&other.tokens).all(|(a, b)| a == b)
+    }
+}
+
+/// The paths of a `keep_fields` list as a tree: a node either keeps everything below it or
+/// keeps only its children.
+#[derive(Default)]
+struct KeptPaths {
+    whole: bool,
+    children: std::collections::BTreeMap<String, KeptPaths>,
+}
+
+/// Keeps only what `pointers` name in `value` (an allow-list, the complement of removing):
+/// objects keep the members on a kept path, arrays the elements on one (in their order, so
+/// later indices shift down), and a value a pointer ends at is kept whole. Pointers that find
+/// nothing keep nothing. Returns true when anything was removed.
+pub fn keep_only(value: &mut Value, pointers: &[JsonPointer]) -> bool {
+    let mut tree = KeptPaths::default();
+    for pointer in pointers {
+        let node = pointer.tokens.iter().fold(&mut tree, |node, token| {
+            node.children.entry(token.clone()).or_default()
+        });
+        node.whole = true;
+    }
+    let mut removed = false;
+    if !prune(value, &tree, &mut removed) {
+        // Nothing of the body is kept: an empty container of the same kind remains.
+        removed |= match value {
+            Value::Object(map) => !std::mem::take(map).is_empty(),
+            Value::Array(items) => !std::mem::take(items).is_empty(),
+            _ => false,
+        };
+    }
+    removed
+}
+
+/// Prunes `value` to `kept`; false when nothing of it is kept (the caller removes it).
+fn prune(value: &mut Value, kept: &KeptPaths, removed: &mut bool) -> bool {
+    if kept.whole {
+        return true;
+    }
+    match value {
+        Value::Object(map) => {
+            let before = map.len();
+            map.retain(|name, member| {
+                kept.children
+                    .get(name)
+                    .is_some_and(|child| prune(member, child, removed))
+            });
+            *removed |= map.len() != before;
+            !map.is_empty()
+        }
+        Value::Array(items) => {
+            let before = items.len();
+            let mut index = 0usize;
+            items.retain_mut(|item| {
+                let keep = kept
+                    .children
+                    .iter()
+                    .find(|(token, _)| array_index(token) == Some(index))
+                    .is_some_and(|(_, child)| prune(item, child, removed));
+                index += 1;
+                keep
+            });
+            *removed |= items.len() != before;
+            !items.is_empty()
+        }
+        // A path that goes on below a scalar finds nothing.
+        _ => false,
+    }
+}
+
 fn step_mut<'a>(current: &'a mut Value, token: &str) -> Option<&'a mut Value> {
     match current {
         Value::Object(map) => map.get_mut(token),
@@ -164,6 +240,36 @@ impl serde::Serialize for JsonPointer {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn keep_only_keeps_the_named_paths_and_their_parents() {
+        let check = |body: Value, keep: &[&str], expected: Value, removed: bool| {
+            let mut body = body;
+            let pointers: Vec<JsonPointer> = keep.iter().map(|p| pointer(p)).collect();
+            assert_eq!(keep_only(&mut body, &pointers), removed, "{keep:?}");
+            assert_eq!(body, expected, "{keep:?}");
+        };
+        let lead = json!({"email": "a@x", "type": "lead", "ip": "1.2.3.4",
+                          "meta": {"id": 7, "agent": "x"}, "tags": ["a", "b", "c"]});
+        check(
+            lead.clone(),
+            &["/email", "/meta/id", "/tags/2", "/missing", "/type/deeper"],
+            json!({"email": "a@x", "meta": {"id": 7}, "tags": ["c"]}),
+            true,
+        );
+        check(
+            lead.clone(),
+            &["/meta"],
+            json!({"meta": {"id": 7, "agent": "x"}}),
+            true,
+        );
+        check(json!({"a": 1}), &["/a"], json!({"a": 1}), false);
+        check(lead, &["/nothing"], json!({}), true);
+        assert!(pointer("/a").covers(&pointer("/a/b")));
+        assert!(pointer("/a").covers(&pointer("/a")));
+        assert!(!pointer("/a/b").covers(&pointer("/a")));
+        assert!(!pointer("/ab").covers(&pointer("/a")));
+    }
 
     fn pointer(text: &str) -> JsonPointer {
         text.parse()

@@ -1,6 +1,7 @@
 //! `ReplayProgress`: where the deliveries a replay re-queued are now, counted from their
 //! current states.
 
+use super::dead_reason::DeadReason;
 use super::delivery_state::DeliveryState;
 
 /// Where the deliveries a replay re-queued are now. A delivery replayed again by a later
@@ -13,19 +14,32 @@ pub struct ReplayProgress {
     pub delivered: u64,
     pub dead: u64,
     pub superseded: u64,
+    /// The dead ones per reason (None: a reason the row does not have), largest count first.
+    pub dead_by_reason: Vec<(Option<DeadReason>, u64)>,
 }
 
 impl ReplayProgress {
     /// The progress of a replay that re-queued `linked` deliveries, of which those still under
-    /// this replay are in `current` (state, how many) pairs; the rest were replayed again since.
+    /// this replay are in `current` (state, dead reason, how many) triples; the rest were
+    /// replayed again since.
     pub fn count(
         linked: u64,
-        current: impl IntoIterator<Item = (DeliveryState, u64)>,
+        current: impl IntoIterator<Item = (DeliveryState, Option<DeadReason>, u64)>,
     ) -> ReplayProgress {
         let mut progress = ReplayProgress::default();
         let mut still_ours = 0u64;
-        for (state, count) in current {
+        for (state, reason, count) in current {
             still_ours += count;
+            if state == DeliveryState::Dead {
+                match progress
+                    .dead_by_reason
+                    .iter_mut()
+                    .find(|(r, _)| *r == reason)
+                {
+                    Some((_, total)) => *total += count,
+                    None => progress.dead_by_reason.push((reason, count)),
+                }
+            }
             let counter = match state {
                 DeliveryState::Pending => &mut progress.pending,
                 DeliveryState::InFlight => &mut progress.in_flight,
@@ -36,6 +50,9 @@ impl ReplayProgress {
             *counter += count;
         }
         progress.superseded = linked.saturating_sub(still_ours);
+        progress
+            .dead_by_reason
+            .sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         progress
     }
 
@@ -51,7 +68,12 @@ mod tests {
     use DeliveryState::*;
 
     /// (linked, current states, expected progress, done)
-    type Case = (u64, &'static [(DeliveryState, u64)], ReplayProgress, bool);
+    type Case = (
+        u64,
+        &'static [(DeliveryState, Option<DeadReason>, u64)],
+        ReplayProgress,
+        bool,
+    );
 
     #[test]
     fn counts_each_state_and_the_superseded_rest() {
@@ -59,7 +81,7 @@ mod tests {
             (0, &[], ReplayProgress::default(), true),
             (
                 3,
-                &[(Pending, 1), (Delivered, 2)],
+                &[(Pending, None, 1), (Delivered, None, 2)],
                 ReplayProgress {
                     pending: 1,
                     delivered: 2,
@@ -69,18 +91,26 @@ mod tests {
             ),
             (
                 5,
-                &[(Dead, 1), (Delivered, 1)],
+                &[
+                    (Dead, Some(DeadReason::Http4xx), 1),
+                    (Delivered, None, 1),
+                    (Dead, Some(DeadReason::Timeout), 2),
+                ],
                 ReplayProgress {
                     delivered: 1,
-                    dead: 1,
-                    superseded: 3,
+                    dead: 3,
+                    superseded: 1,
+                    dead_by_reason: vec![
+                        (Some(DeadReason::Timeout), 2),
+                        (Some(DeadReason::Http4xx), 1),
+                    ],
                     ..ReplayProgress::default()
                 },
                 true,
             ),
             (
                 2,
-                &[(InFlight, 1), (Retrying, 1)],
+                &[(InFlight, None, 1), (Retrying, None, 1)],
                 ReplayProgress {
                     in_flight: 1,
                     retrying: 1,

@@ -43,7 +43,7 @@ use crate::wakeups::Wakeups;
 use edge::{AuthFailureLimiter, BodyBudget, BodyReservation};
 pub use prepare::{Prepared, Sealing, prepare};
 pub use rejection::Rejection;
-pub use source::{RateLimit, RouteRuntime, SourceParts, SourceRuntime};
+pub use source::{RateLimit, RouteRuntime, SourceParts, SourceRuntime, SourceSchema};
 
 /// Everything intake needs, built once from the config.
 pub struct Intake {
@@ -402,7 +402,12 @@ async fn handle(
         stored_key,
     } = prepared;
     let event_id = event.id;
-    let outcome = intake.store.accept(event).await.map_err(|e| Rejection {
+    // The key store's latency as intake sees it: queueing for the writer, the batch it joins
+    // and its commit, whatever the answer.
+    let handed_over = Instant::now();
+    let outcome = intake.store.accept(event).await;
+    metrics::store_op("accept", handed_over.elapsed());
+    let outcome = outcome.map_err(|e| Rejection {
         outcome: Some(IntakeOutcome::Unavailable),
         error: HttpError::from(e),
     })?;

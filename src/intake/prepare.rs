@@ -55,6 +55,22 @@ pub fn prepare(
                 "this source has a JSON Schema, but the body is not JSON",
             ));
         };
+        let schema = schema.for_body(value).map_err(|unknown| {
+            let found = match &unknown.found {
+                Some(found) => format!("is {found}"),
+                None => "is missing".to_owned(),
+            };
+            Rejection::invalid_body(format!(
+                "unknown schema version: {} {found}; this source accepts {}",
+                unknown.pointer,
+                unknown.accepted.join(", ")
+            ))
+            .with_detail(serde_json::json!({
+                "pointer": unknown.pointer,
+                "version": unknown.found,
+                "accepted": unknown.accepted,
+            }))
+        })?;
         let errors: Vec<Value> = schema
             .iter_errors(value)
             .take(10)
@@ -68,7 +84,8 @@ pub fn prepare(
         }
     }
 
-    // Dropped fields never reach the store; the stored (and delivered) body is re-serialized.
+    // Dropped fields (and with `keep_fields`, the fields not kept) never reach the store, the
+    // fingerprint or the key; the stored (and delivered) body is re-serialized.
     // The replay guard hashes the bytes as received: they are what a captured request repeats.
     let received_body = body.clone();
     let mut stored_body = body;
@@ -203,7 +220,7 @@ mod tests {
     use crate::domain::condition::{FieldCondition, ValueCondition};
     use crate::domain::key::{EmailHasher, KeySpec};
     use crate::domain::pointer::JsonPointer;
-    use crate::intake::source::{RouteRuntime, SourceParts};
+    use crate::intake::source::{RouteRuntime, SourceParts, SourceSchema};
     use crate::verify::{Verifier, VerifyConfig};
 
     const NOW: UnixMillis = 1_800_000_000_000;
@@ -236,6 +253,7 @@ mod tests {
             email: EmailHasher::unkeyed(),
             replay_guard: true,
             drop_fields: Vec::new(),
+            keep_fields: Vec::new(),
             rate_limit: None,
             routes: vec![RouteRuntime {
                 destinations: vec![Arc::from("crm")],
@@ -409,12 +427,72 @@ mod tests {
 
         let schema = json!({"type": "object", "required": ["email"]});
         let with_schema = forms(|s| {
-            s.schema = Some(jsonschema::validator_for(&schema).expect("schema"));
+            s.schema = Some(SourceSchema::Single(
+                jsonschema::validator_for(&schema).expect("schema"),
+            ));
         });
         let rejection = run(&with_schema, None, &headers(&[]), &json!({"id": "1"}))
             .expect_err("schema mismatch");
         assert_eq!(rejection.status(), StatusCode::BAD_REQUEST);
         assert!(rejection.error.message().contains("schema"));
+    }
+
+    #[test]
+    fn a_versioned_schema_is_chosen_by_the_version_in_the_body() {
+        let v1 = json!({"type": "object", "required": ["email"]});
+        let v2 = json!({"type": "object", "required": ["phone"]});
+        let source = forms(|s| {
+            s.schema = Some(SourceSchema::Versioned {
+                pointer: "/version".parse().expect("pointer"),
+                versions: BTreeMap::from([
+                    ("1".to_owned(), jsonschema::validator_for(&v1).expect("v1")),
+                    ("2".to_owned(), jsonschema::validator_for(&v2).expect("v2")),
+                ]),
+            });
+        });
+        let run_body = |body: Value| run(&source, None, &headers(&[]), &body);
+        assert!(run_body(json!({"id": "a", "version": "1", "email": "x"})).is_ok());
+        // A number is the same version as its text.
+        assert!(run_body(json!({"id": "a", "version": 2, "phone": "1"})).is_ok());
+        let mismatch = run_body(json!({"id": "a", "version": "2", "email": "x"}))
+            .expect_err("v2 needs a phone");
+        assert!(mismatch.error.message().contains("schema"));
+        for (body, found) in [
+            (json!({"id": "a", "version": "3"}), "is \"3\""),
+            (json!({"id": "a"}), "is missing"),
+            (json!({"id": "a", "version": {"major": 1}}), "is {"),
+        ] {
+            let rejection = run_body(body).expect_err("unknown version");
+            assert_eq!(rejection.status(), StatusCode::BAD_REQUEST);
+            let message = rejection.error.message();
+            assert!(
+                message.contains("/version") && message.contains(found),
+                "{message}"
+            );
+            assert!(message.contains("accepts 1, 2"), "{message}");
+        }
+    }
+
+    #[test]
+    fn keep_fields_store_fingerprint_and_key_only_what_they_name() {
+        let source = forms(|s| {
+            s.drop_fields = pointers(&["/contact/secret"]);
+            s.keep_fields = pointers(&["/id", "/email", "/contact"]);
+        });
+        let body = json!({"id": "k1", "email": "a@x", "ip": "1.2.3.4",
+                          "contact": {"id": 9, "secret": "s"}, "noise": [1, 2]});
+        let prepared = run(&source, None, &headers(&[]), &body).expect("prepared");
+        let stored: Value = serde_json::from_slice(&prepared.event.body).expect("json");
+        assert_eq!(
+            stored,
+            json!({"id": "k1", "email": "a@x", "contact": {"id": 9}})
+        );
+        // What is not kept does not make a repeat look new.
+        let other_noise = json!({"id": "k1", "email": "a@x", "ip": "5.6.7.8",
+                                 "contact": {"id": 9, "secret": "t"}, "noise": [3]});
+        let again = run(&source, None, &headers(&[]), &other_noise).expect("prepared");
+        assert_eq!(again.event.fingerprint, prepared.event.fingerprint);
+        assert_eq!(again.event.body, prepared.event.body);
     }
 
     #[test]

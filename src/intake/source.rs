@@ -15,7 +15,7 @@ use crate::domain::condition::FieldCondition;
 use crate::domain::fingerprint::Fingerprint;
 use crate::domain::form::FormFields;
 use crate::domain::key::{DedupeKey, EmailHasher, KeyPart, KeySpec};
-use crate::domain::pointer::JsonPointer;
+use crate::domain::pointer::{JsonPointer, keep_only};
 use crate::store::{NewDelivery, UnixMillis, WindowKey, millis};
 use crate::verify::Verifier;
 
@@ -29,7 +29,7 @@ pub struct SourceRuntime {
     pub dedupe_ttl_when: Vec<(FieldCondition, i64)>,
     pub near_duplicate_window_ms: Option<i64>,
     pub max_body: usize,
-    pub schema: Option<jsonschema::Validator>,
+    pub schema: Option<SourceSchema>,
     pub search_fields: std::collections::BTreeMap<String, JsonPointer>,
     /// `mask_fields` and the `search_fields` pointers: scrubbed from stored keys and headers.
     pub hidden_fields: Vec<JsonPointer>,
@@ -40,8 +40,52 @@ pub struct SourceRuntime {
     /// The request headers kept with an event (SPEC §6.2).
     stored_headers: Vec<http::HeaderName>,
     drop_fields: Vec<JsonPointer>,
+    keep_fields: Vec<JsonPointer>,
     rate_limiter: Option<DefaultDirectRateLimiter>,
     routes: Vec<RouteRuntime>,
+}
+
+/// A source's JSON Schema: one for every body, or one per version, chosen by the value at a
+/// pointer.
+pub enum SourceSchema {
+    Single(jsonschema::Validator),
+    Versioned {
+        pointer: JsonPointer,
+        versions: std::collections::BTreeMap<String, jsonschema::Validator>,
+    },
+}
+
+/// Why no schema could be chosen for a body: the version found (None: none), and the versions
+/// the source accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownVersion {
+    pub pointer: String,
+    pub found: Option<Value>,
+    pub accepted: Vec<String>,
+}
+
+impl SourceSchema {
+    /// The schema `body` must match.
+    pub fn for_body(&self, body: &Value) -> Result<&jsonschema::Validator, UnknownVersion> {
+        match self {
+            SourceSchema::Single(schema) => Ok(schema),
+            SourceSchema::Versioned { pointer, versions } => {
+                let found = pointer.get(body);
+                // A version may be written as a string or a number: `"2"` and `2` are one.
+                let text = match found {
+                    Some(Value::String(text)) => Some(text.clone()),
+                    Some(Value::Number(number)) => Some(number.to_string()),
+                    _ => None,
+                };
+                text.and_then(|text| versions.get(&text))
+                    .ok_or_else(|| UnknownVersion {
+                        pointer: pointer.to_string(),
+                        found: found.cloned(),
+                        accepted: versions.keys().cloned().collect(),
+                    })
+            }
+        }
+    }
 }
 
 /// One of the source's routes: its destinations, its `when` (a condition on a body value) and
@@ -63,13 +107,15 @@ pub struct SourceParts {
     pub dedupe_ttl_when: Vec<(FieldCondition, Duration)>,
     pub near_duplicate_window: Option<Duration>,
     pub max_body: usize,
-    pub schema: Option<jsonschema::Validator>,
+    pub schema: Option<SourceSchema>,
     pub search_fields: std::collections::BTreeMap<String, JsonPointer>,
     /// `mask_fields` and the `search_fields` pointers.
     pub hidden_fields: Vec<JsonPointer>,
     pub email: EmailHasher,
     pub replay_guard: bool,
     pub drop_fields: Vec<JsonPointer>,
+    /// The allow-list applied after `drop_fields` (empty: everything is kept).
+    pub keep_fields: Vec<JsonPointer>,
     pub rate_limit: Option<RateLimit>,
     pub routes: Vec<RouteRuntime>,
 }
@@ -98,6 +144,7 @@ impl SourceRuntime {
             email,
             replay_guard,
             drop_fields,
+            keep_fields,
             rate_limit,
             routes,
         } = parts;
@@ -123,6 +170,7 @@ impl SourceRuntime {
             email,
             replay_guard,
             drop_fields,
+            keep_fields,
             rate_limiter,
             routes,
         }
@@ -155,11 +203,15 @@ impl SourceRuntime {
         })
     }
 
-    /// Removes `drop_fields` from the body; true when anything was removed.
+    /// Removes `drop_fields` from the body, then everything `keep_fields` does not name (when
+    /// it names anything); true when anything was removed.
     pub fn drop_fields(&self, value: &mut Value) -> bool {
         let mut removed = false;
         for pointer in &self.drop_fields {
             removed |= pointer.remove(value).is_some();
+        }
+        if !self.keep_fields.is_empty() {
+            removed |= keep_only(value, &self.keep_fields);
         }
         removed
     }

@@ -47,6 +47,42 @@ pub fn masked_preview(body: &[u8], pointers: &[JsonPointer]) -> Value {
     }
 }
 
+/// How many lines a short preview has at most (the dead-letter list shows one per delivery).
+pub const PREVIEW_LINES: usize = 10;
+/// How many characters a line of a short preview keeps.
+const PREVIEW_LINE_CHARS: usize = 120;
+
+/// A few lines of a payload as operators may see it (`masked_preview`, JSON pretty-printed):
+/// at most `PREVIEW_LINES` lines of at most 120 characters; when the payload is longer, the
+/// last line says how many lines were left out.
+pub fn short_preview(body: &[u8], pointers: &[JsonPointer]) -> String {
+    let text = match masked_preview(body, pointers) {
+        Value::String(text) => text,
+        json => serde_json::to_string_pretty(&json).unwrap_or_default(),
+    };
+    short_text(&text)
+}
+
+/// `text` cut to `PREVIEW_LINES` lines of at most `PREVIEW_LINE_CHARS` characters each.
+pub fn short_text(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let clip = |line: &str| -> String {
+        if line.chars().count() > PREVIEW_LINE_CHARS {
+            let kept: String = line.chars().take(PREVIEW_LINE_CHARS - 1).collect();
+            format!("{kept}…")
+        } else {
+            line.to_owned()
+        }
+    };
+    if lines.len() <= PREVIEW_LINES {
+        return lines.iter().map(|l| clip(l)).collect::<Vec<_>>().join("\n");
+    }
+    let kept = PREVIEW_LINES - 1;
+    let mut shown: Vec<String> = lines[..kept].iter().map(|l| clip(l)).collect();
+    shown.push(format!("… {} more lines", lines.len() - kept));
+    shown.join("\n")
+}
+
 /// Each source's hidden fields, by source name: the fields of its payloads that operators never
 /// see in clear (`mask_fields` and the pointers of `search_fields`), possibly none.
 pub type HiddenFields = HashMap<String, Vec<JsonPointer>>;
@@ -92,5 +128,23 @@ mod tests {
         assert!(!preview.to_string().contains("ann@"));
         let opaque = masked_preview(b"email=ann@example.com", &pointers(&["/email"]));
         assert!(!opaque.to_string().contains("ann@"));
+    }
+
+    #[test]
+    fn short_previews_keep_ten_lines_and_mask() {
+        let small = short_preview(
+            br#"{"email":"ann@example.com","type":"lead"}"#,
+            &pointers(&["/email"]),
+        );
+        assert_eq!(small, "{\n  \"email\": \"a***\",\n  \"type\": \"lead\"\n}");
+        let fields: Vec<String> = (0..30).map(|n| format!("\"f{n:02}\":{n}")).collect();
+        let big = short_preview(format!("{{{}}}", fields.join(",")).as_bytes(), &[]);
+        let lines: Vec<&str> = big.lines().collect();
+        assert_eq!(lines.len(), PREVIEW_LINES, "{big}");
+        assert_eq!(lines[9], "… 23 more lines");
+        let long = short_text(&"x".repeat(500));
+        assert_eq!(long.chars().count(), 120);
+        assert!(long.ends_with('…'));
+        assert_eq!(short_text("plain text"), "plain text");
     }
 }

@@ -24,6 +24,8 @@ mod scrub;
 mod search;
 
 pub use cipher::{CipherError, PayloadCipher, decrypt_with, open_text, seal_payload, seal_text};
-pub use mask::{HiddenFields, MASK, is_secret_header, mask_json, masked_preview};
+pub use mask::{
+    HiddenFields, MASK, is_secret_header, mask_json, masked_preview, short_preview, short_text,
+};
 pub use scrub::SensitiveValues;
 pub use search::SearchKey;

@@ -47,6 +47,11 @@ pub const SQLITE: &[Migration] = &[
         name: "destinations",
         sql: include_str!("../../migrations/sqlite/0007_destinations.sql"),
     },
+    Migration {
+        version: 8,
+        name: "duplicates",
+        sql: include_str!("../../migrations/sqlite/0008_duplicates.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -84,6 +89,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 7,
         name: "destinations",
         sql: include_str!("../../migrations/postgres/0007_destinations.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "duplicates",
+        sql: include_str!("../../migrations/postgres/0008_duplicates.sql"),
     },
 ];
 

@@ -86,7 +86,7 @@ pub struct NewDelivery {
 pub enum AcceptOutcome {
     /// Recorded: the key, the event and its deliveries are committed.
     Accepted,
-    /// Seen before; nothing was written.
+    /// Seen before; no event was written (the repeat is counted on the original's key row).
     Duplicate(Duplicate),
 }
 
@@ -129,6 +129,18 @@ pub struct EventRecord {
     pub headers_json: String,
     pub body: Bytes,
     pub deliveries: Vec<DeliveryRecord>,
+    /// Repeats answered 200 at intake, as counted on the event's key row (zero once the key
+    /// has expired and been purged).
+    pub duplicates: DuplicateCounts,
+}
+
+/// How often an event was repeated at intake while its key was live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DuplicateCounts {
+    pub count: u64,
+    pub last_seen_at: Option<UnixMillis>,
+    /// Repeats of the key with other content.
+    pub conflicts: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +154,8 @@ pub struct DeliveryRecord {
     pub last_error: Option<String>,
     pub dead_reason: Option<DeadReason>,
     pub delivered_at: Option<UnixMillis>,
+    /// Values kept from the answer that delivered it (`response_capture`), by name.
+    pub captured: Vec<CapturedRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +188,9 @@ pub struct ClaimedDelivery {
     pub content_type: Option<String>,
     pub body: Bytes,
     pub replay_id: Option<Uuid>,
+    /// The previous attempt may have reached the destination (its lease ran out, it timed out,
+    /// or the connection was lost after sending): this send is a redelivery.
+    pub redelivery: bool,
     /// The circuit's probe: its attempt is not counted against `max_attempts` (and not given
     /// back when the claim is released).
     pub probe: bool,
@@ -256,6 +273,31 @@ pub struct DeliveryAttempt {
     pub status_code: Option<u16>,
     pub error: Option<String>,
     pub outcome: AttemptOutcome,
+    /// Values kept from the answer (`response_capture`); only a delivered attempt has any.
+    pub captured: Vec<CapturedValue>,
+    /// The request may have reached the destination without an answer (a timeout, a connection
+    /// lost after sending): the next claim of the delivery is a redelivery.
+    pub may_have_reached: bool,
+}
+
+/// A value kept from a destination's answer, as the store takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedValue {
+    pub name: String,
+    /// The value as stored (`privacy::seal_text`: encrypted when the store has a key).
+    pub value: String,
+    /// Keyed hash of the name and value (`SearchKey::hash`): the event is found by it, like by
+    /// a `search_fields` value.
+    pub search: [u8; 16],
+}
+
+/// A value kept from a delivery's answer, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedRecord {
+    pub name: String,
+    /// Sealed like error texts.
+    pub value: String,
+    pub captured_at: UnixMillis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,6 +375,8 @@ impl EventSummary {
 pub struct DeadQuery {
     pub destination: Option<String>,
     pub source: Option<String>,
+    /// Went dead at or after.
+    pub since: Option<UnixMillis>,
     /// Continue after this position (`Cursor { at: died_at, id: delivery_id }`).
     pub after: Option<Cursor<i64>>,
     pub limit: usize,
@@ -352,6 +396,9 @@ pub struct DeadDelivery {
     pub reason: Option<DeadReason>,
     pub last_error: Option<String>,
     pub attempts: u32,
+    /// The event's body as stored (encrypted when the store has an encryption key), for the
+    /// masked preview operators see.
+    pub body: Bytes,
 }
 
 impl DeadDelivery {
@@ -470,8 +517,10 @@ pub trait IntakeStore: Send + Sync + 'static {
     /// The atomic intake step: unless the key is live (a duplicate with reason `key`), or the
     /// body under the replay guard (`replay`), or the fingerprint within the near-duplicate
     /// window (`fingerprint`), checked in that order, records the key, the window keys, the
-    /// event and one delivery row per `deliveries` entry, durably, in one transaction. Returns
-    /// only once that transaction is committed.
+    /// event and one delivery row per `deliveries` entry, durably, in one transaction. A
+    /// duplicate is counted on the original's live key row (`EventRecord::duplicates`; a key
+    /// repeat with other content also as a conflict). Returns only once that transaction is
+    /// committed.
     async fn accept(&self, event: NewEvent) -> Result<AcceptOutcome, StoreError>;
 
     /// Deletes dedupe keys and near-duplicate fingerprints whose window ended before `now`.
@@ -503,7 +552,8 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     /// retrying with `next_attempt_at <= now`, or in flight under an expired lease), oldest
     /// due first. A delivery with an ordering key is only claimable while no earlier delivery
     /// to the same destination with the same key is still open. Each claim counts an attempt
-    /// and holds a lease until `lease_until`.
+    /// and holds a lease until `lease_until`. A claim is a `redelivery` when its lease had
+    /// expired or its last recorded attempt `may_have_reached` the destination.
     async fn claim_due_deliveries(
         &self,
         destination: &str,
@@ -513,8 +563,10 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
 
     /// Records an attempt and moves the delivery on (delivered, retrying or dead), and the
-    /// event's status with it. Returns false, changing nothing but the attempt log, when the
-    /// lease was lost to another worker in the meantime.
+    /// event's status with it; keeps the attempt's captured values with the delivery (a value
+    /// captured again under the same name replaces the old one) and their search hashes with
+    /// the event. Returns false, changing nothing but the attempt log, when the lease was lost
+    /// to another worker in the meantime.
     async fn record_attempt(
         &self,
         claim: &ClaimedDelivery,
@@ -582,8 +634,12 @@ pub trait AdminQueries: Send + Sync + 'static {
     /// descending), after `query.after`.
     async fn dead_deliveries(&self, query: &DeadQuery) -> Result<Vec<DeadDelivery>, StoreError>;
 
-    /// Dead deliveries counted per destination and reason, largest group first.
-    async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError>;
+    /// Dead deliveries counted per destination and reason, largest group first; with `since`,
+    /// only those that went dead at or after it.
+    async fn dead_letter_groups(
+        &self,
+        since: Option<UnixMillis>,
+    ) -> Result<Vec<DeadLetterGroup>, StoreError>;
 
     /// Succeeds when the store answers queries.
     async fn ping(&self) -> Result<(), StoreError>;

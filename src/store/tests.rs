@@ -192,6 +192,9 @@ conformance!(
     an_open_circuit_lets_one_uncounted_probe_out_after_its_cooldown,
     concurrent_claims_share_one_pace,
     the_destination_overview_counts_queue_and_recent_outcomes,
+    captured_values_are_kept_with_the_delivery_and_found_by_hash,
+    claims_after_an_attempt_that_may_have_arrived_are_redeliveries,
+    repeats_are_counted_on_the_original_s_key_row,
 );
 
 const T0: UnixMillis = 1_800_000_000_000;
@@ -346,6 +349,68 @@ async fn near_duplicates_match_by_fingerprint_within_the_window(store: Arc<dyn S
     assert_eq!(
         store.accept(after_window).await.expect("accept"),
         AcceptOutcome::Accepted
+    );
+}
+
+async fn repeats_are_counted_on_the_original_s_key_row(store: Arc<dyn Store>) {
+    let near = |at| {
+        Some(WindowKey {
+            key: key(200),
+            expires_at: at + 10_000,
+        })
+    };
+    let mut first = event(key(1), 7, T0);
+    first.near_duplicate = near(T0);
+    let first_id = first.id;
+    store.accept(first).await.expect("accept");
+    let counts = |id: Uuid| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .event(id)
+                .await
+                .expect("read")
+                .expect("event")
+                .duplicates
+        }
+    };
+    assert_eq!(counts(first_id).await, DuplicateCounts::default());
+    // The same key, then the same key with other content, then other key and same content.
+    let mut same = event(key(1), 7, T0 + 1_000);
+    same.near_duplicate = near(T0 + 1_000);
+    store.accept(same).await.expect("accept");
+    let mut tampered = event(key(1), 8, T0 + 2_000);
+    tampered.near_duplicate = near(T0 + 2_000);
+    store.accept(tampered).await.expect("accept");
+    let mut near_copy = event(key(2), 7, T0 + 3_000);
+    near_copy.near_duplicate = near(T0 + 3_000);
+    assert!(matches!(
+        store.accept(near_copy).await.expect("accept"),
+        AcceptOutcome::Duplicate(Duplicate {
+            reason: DuplicateReason::Fingerprint,
+            ..
+        })
+    ));
+    assert_eq!(
+        counts(first_id).await,
+        DuplicateCounts {
+            count: 3,
+            last_seen_at: Some(T0 + 3_000),
+            conflicts: 1,
+        }
+    );
+    // After its TTL the key is a new event's, counted from zero.
+    let renewed = event(key(1), 7, T0 + 60_000);
+    let renewed_id = renewed.id;
+    assert_eq!(
+        store.accept(renewed).await.expect("accept"),
+        AcceptOutcome::Accepted
+    );
+    assert_eq!(counts(renewed_id).await, DuplicateCounts::default());
+    assert_eq!(
+        counts(first_id).await,
+        DuplicateCounts::default(),
+        "the key row is no longer the first event's"
     );
 }
 
@@ -527,7 +592,165 @@ fn attempt(at: UnixMillis, status: Option<u16>, outcome: AttemptOutcome) -> Deli
         status_code: status,
         error: status.filter(|s| *s >= 300).map(|s| format!("HTTP {s}")),
         outcome,
+        captured: Vec::new(),
+        may_have_reached: false,
     }
+}
+
+async fn claims_after_an_attempt_that_may_have_arrived_are_redeliveries(store: Arc<dyn Store>) {
+    store.accept(event(key(1), 1, T0)).await.expect("accept");
+    let claim_at = |at: UnixMillis, lease: UnixMillis| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .claim_due_deliveries("crm", at, lease, 1)
+                .await
+                .expect("claim")
+                .remove(0)
+        }
+    };
+    let retry = |at: UnixMillis, may_have_reached: bool| DeliveryAttempt {
+        may_have_reached,
+        ..attempt(
+            at,
+            None,
+            AttemptOutcome::Retry {
+                next_attempt_at: at + 10,
+            },
+        )
+    };
+    let first = claim_at(T0, T0 + 1_000).await;
+    assert!(!first.redelivery, "a first send");
+    // A timeout: the request may have been processed.
+    assert!(
+        store
+            .record_attempt(&first, retry(T0, true))
+            .await
+            .expect("record")
+    );
+    let second = claim_at(T0 + 100, T0 + 1_000).await;
+    assert!(second.redelivery, "sent again after a timeout");
+    // A refused connection: nothing arrived.
+    assert!(
+        store
+            .record_attempt(&second, retry(T0 + 100, false))
+            .await
+            .expect("record")
+    );
+    let third = claim_at(T0 + 200, T0 + 300).await;
+    assert!(!third.redelivery, "sent again after a connection error");
+    // The worker vanished: its lease runs out and the attempt may have arrived.
+    let fourth = claim_at(T0 + 400, T0 + 1_000).await;
+    assert_eq!(fourth.attempt, 4);
+    assert!(fourth.redelivery, "claimed again after its lease expired");
+}
+
+async fn captured_values_are_kept_with_the_delivery_and_found_by_hash(store: Arc<dyn Store>) {
+    let new = with_deliveries(event(key(1), 1, T0), &[("crm", None), ("analytics", None)]);
+    let event_id = new.id;
+    store.accept(new).await.expect("accept");
+    let second = with_deliveries(event(key(2), 2, T0 + 1), &[("crm", None)]);
+    let second_id = second.id;
+    store.accept(second).await.expect("accept");
+    let claim = store
+        .claim_due_deliveries("crm", T0 + 10, T0 + 10_000, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    assert_eq!(claim.event_id, event_id);
+    let capture = |name: &str, value: &str, hash: u8| CapturedValue {
+        name: name.into(),
+        value: value.into(),
+        search: [hash; 16],
+    };
+    let mut delivered = attempt(T0 + 10, Some(200), AttemptOutcome::Delivered);
+    delivered.captured = vec![capture("crm_id", "c-1", 41), capture("owner", "7", 42)];
+    assert!(
+        store
+            .record_attempt(&claim, delivered)
+            .await
+            .expect("record")
+    );
+    let found = |hash: u8| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .list_events(&EventQuery {
+                    search: vec![[hash; 16]],
+                    limit: 10,
+                    ..EventQuery::default()
+                })
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found(41).await, vec![event_id]);
+    assert_eq!(found(42).await, vec![event_id]);
+    assert!(found(43).await.is_empty());
+    let stored = store.event(event_id).await.expect("read").expect("event");
+    let crm = stored
+        .deliveries
+        .iter()
+        .find(|d| d.destination == "crm")
+        .expect("crm");
+    assert_eq!(
+        crm.captured
+            .iter()
+            .map(|c| (c.name.as_str(), c.value.as_str(), c.captured_at))
+            .collect::<Vec<_>>(),
+        vec![("crm_id", "c-1", T0 + 15), ("owner", "7", T0 + 15)]
+    );
+    let analytics = stored
+        .deliveries
+        .iter()
+        .find(|d| d.destination == "analytics")
+        .expect("analytics");
+    assert!(analytics.captured.is_empty());
+
+    // A late report of a lost lease keeps nothing: the attempt log only.
+    let stale = store
+        .claim_due_deliveries("crm", T0 + 20, T0 + 30, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    assert_eq!(stale.event_id, second_id);
+    let late = ClaimedDelivery {
+        lease_token: stale.lease_token.wrapping_add(1),
+        ..stale.clone()
+    };
+    let mut lost = attempt(T0 + 21, Some(200), AttemptOutcome::Delivered);
+    lost.captured = vec![capture("crm_id", "c-2", 44)];
+    assert!(!store.record_attempt(&late, lost).await.expect("record"));
+    assert!(found(44).await.is_empty());
+
+    // Retention takes the captured values with the delivery.
+    let mut done = attempt(T0 + 22, Some(200), AttemptOutcome::Delivered);
+    done.captured = vec![capture("crm_id", "c-3", 45)];
+    assert!(store.record_attempt(&stale, done).await.expect("record"));
+    let analytics_claim = store
+        .claim_due_deliveries("analytics", T0 + 23, T0 + 10_000, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    store
+        .record_attempt(
+            &analytics_claim,
+            attempt(T0 + 23, Some(200), AttemptOutcome::Delivered),
+        )
+        .await
+        .expect("record");
+    assert_eq!(
+        store
+            .delete_finished_events("src", T0 + 1, 10)
+            .await
+            .expect("delete"),
+        1
+    );
+    assert!(found(41).await.is_empty());
+    assert_eq!(found(45).await, vec![second_id]);
 }
 
 async fn claims_hold_a_lease_until_it_expires(store: Arc<dyn Store>) {
@@ -1428,6 +1651,39 @@ async fn replays_requeue_matching_deliveries_with_a_fresh_budget(store: Arc<dyn 
         .expect("progress")
         .expect("recorded");
     assert_eq!(progress.superseded, 1);
+    // Where the second replay's delivery ended, with the reason it went dead for.
+    let claim = store
+        .claim_due_deliveries("crm", T0 + 60_000, T0 + 70_000, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    assert_eq!(claim.replay_id, Some(second.id));
+    store
+        .record_attempt(
+            &claim,
+            attempt(
+                T0 + 60_000,
+                None,
+                AttemptOutcome::Dead {
+                    reason: DeadReason::Timeout,
+                },
+            ),
+        )
+        .await
+        .expect("record");
+    let (_, progress) = store
+        .replay_progress(second.id)
+        .await
+        .expect("progress")
+        .expect("recorded");
+    assert_eq!(
+        progress,
+        ReplayProgress {
+            dead: 1,
+            dead_by_reason: vec![(Some(DeadReason::Timeout), 1)],
+            ..ReplayProgress::default()
+        }
+    );
     let listed = store.replays(None, 10).await.expect("replays");
     assert_eq!(
         listed.iter().map(|r| r.id).collect::<Vec<_>>(),
@@ -1614,6 +1870,19 @@ async fn dead_letters_are_listed_newest_first_and_grouped(store: Arc<dyn Store>)
             "key-3"
         )
     );
+    assert_eq!(&newest.body[..], b"{\"a\":1}", "the body, for the preview");
+    let recent = store
+        .dead_deliveries(&DeadQuery {
+            since: Some(T0 + 1_005),
+            ..all.clone()
+        })
+        .await
+        .expect("dlq");
+    assert_eq!(
+        recent.iter().map(|d| d.event_id).collect::<Vec<_>>(),
+        vec![third, second],
+        "since: died at or after"
+    );
     let crm = store
         .dead_deliveries(&DeadQuery {
             destination: Some("crm".into()),
@@ -1638,7 +1907,7 @@ async fn dead_letters_are_listed_newest_first_and_grouped(store: Arc<dyn Store>)
         vec![second]
     );
 
-    let groups = store.dead_letter_groups().await.expect("groups");
+    let groups = store.dead_letter_groups(None).await.expect("groups");
     assert_eq!(
         groups,
         vec![
@@ -1657,6 +1926,18 @@ async fn dead_letters_are_listed_newest_first_and_grouped(store: Arc<dyn Store>)
                 last_at: T0 + 2_005,
             },
         ]
+    );
+    let recent = store
+        .dead_letter_groups(Some(T0 + 1_006))
+        .await
+        .expect("groups");
+    assert_eq!(
+        recent
+            .iter()
+            .map(|g| (g.destination.as_str(), g.count))
+            .collect::<Vec<_>>(),
+        vec![("analytics", 1)],
+        "since: only deaths at or after it are counted"
     );
 }
 

@@ -54,7 +54,7 @@ impl Received {
 }
 
 /// How to answer one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     Status(u16),
     StatusRetryAfter(u16, u64),
@@ -73,6 +73,8 @@ pub enum Reply {
     /// Answer with the status and the request's own body, as error pages that quote the
     /// request do.
     Echo(u16),
+    /// Answer with the status and this JSON body (a CRM answering with the record it made).
+    Json(u16, String),
 }
 
 /// Decides the reply for a request, given how many requests with the same `Idempotency-Key`
@@ -246,7 +248,8 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Res
             | Reply::StatusRetryAfter(s, _)
             | Reply::Slow(_, s)
             | Reply::SkewedRetryAfter { status: s, .. }
-            | Reply::Echo(s) => Some(s),
+            | Reply::Echo(s)
+            | Reply::Json(s, _) => Some(s),
             Reply::Reset => None,
         };
         let echo = received.body.clone();
@@ -296,6 +299,7 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Res
             respond(&mut stream, status, &headers, None).await
         }
         Reply::Echo(status) => respond(&mut stream, status, "", Some(&echo)).await,
+        Reply::Json(status, body) => respond(&mut stream, status, "", Some(body.as_bytes())).await,
     }
 }
 

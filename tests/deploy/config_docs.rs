@@ -252,6 +252,7 @@ fn effective(key: &str, config: &Config) -> Option<String> {
         "destinations[].max_attempts" => destination.max_attempts.to_string(),
         "destinations[].concurrency" => destination.concurrency.to_string(),
         "destinations[].headers" => destination.headers.len().to_string(),
+        "destinations[].response_capture" => destination.response_capture.len().to_string(),
         "destinations[].backoff" => format!(
             "{:?} {:?}",
             destination.backoff.base, destination.backoff.max

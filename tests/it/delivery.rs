@@ -722,10 +722,12 @@ async fn sigterm_hands_back_in_flight_deliveries_which_resume_after_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_payloads_never_reach_the_disk_in_clear_but_arrive_intact() {
     let crm = Receiver::start().await;
+    let crm_id = "crm-record-5e1d";
+    crm.set_script(move |_, _| Reply::Json(201, format!("{{\"id\":\"{crm_id}\"}}")));
     let mut gateway = Gateway::start(&format!(
         "{}search_fields = {{ email = \"/email\" }}\n{}{}",
         source("s"),
-        destination("crm", &crm.url, ""),
+        destination("crm", &crm.url, "response_capture = { crm_id = \"/id\" }"),
         route("s", &["crm"], ""),
     ));
     // Restart with an encryption key (the harness writes [store] itself, so add the key there).
@@ -741,23 +743,41 @@ async fn encrypted_payloads_never_reach_the_disk_in_clear_but_arrive_intact() {
     let client = reqwest::Client::new();
     let secret_marker = "very-private-lead-7f3a";
     let body = json!({"email": "ann@example.com", "note": secret_marker});
-    send_twice(&client, &gateway, "s", "d-enc", &body).await;
+    let event_id = send_twice(&client, &gateway, "s", "d-enc", &body).await;
     crm.wait_for(WAIT, "the delivery", |r| {
-        r.iter().any(|r| r.answered == Some(200))
+        r.iter().any(|r| r.answered == Some(201))
     })
     .await;
+    gateway
+        .wait_for_deliveries(WAIT, "delivered", |d| d.len() == 1 && d[0].2 == "delivered")
+        .await;
+    assert_eq!(crm.received().len(), 1, "one delivery for two sends");
+    // The captured value is shown in the detail and found by search, but stored sealed.
+    let (_, detail) = gateway
+        .admin_get(&format!("/api/v1/events/{event_id}"))
+        .await;
+    assert_eq!(detail["captured"][0]["name"], "crm_id");
+    assert_eq!(detail["captured"][0]["value"], crm_id);
+    let (_, found) = gateway
+        .admin_get(&format!("/api/v1/events?crm_id={crm_id}"))
+        .await;
+    assert_eq!(found["events"][0]["event_id"], event_id.as_str());
     assert_eq!(
         crm.received()[0].json(),
         body,
         "the destination gets the plaintext"
     );
-    assert_eq!(gateway.count("SELECT COUNT(*) FROM event_search"), 1);
+    assert_eq!(gateway.count("SELECT COUNT(*) FROM event_search"), 2);
     for path in [
         gateway.db_path(),
         gateway.db_path().with_extension("db-wal"),
     ] {
         let bytes = std::fs::read(&path).unwrap_or_default();
-        for needle in [secret_marker.as_bytes(), b"ann@example.com"] {
+        for needle in [
+            secret_marker.as_bytes(),
+            b"ann@example.com",
+            crm_id.as_bytes(),
+        ] {
             assert!(
                 !bytes.windows(needle.len()).any(|w| w == needle),
                 "{} holds plaintext",
@@ -765,4 +785,41 @@ async fn encrypted_payloads_never_reach_the_disk_in_clear_but_arrive_intact() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_after_a_timeout_is_counted_as_a_redelivery() {
+    let crm = Receiver::start().await;
+    crm.set_script(|_, previous| {
+        if previous == 0 {
+            Reply::Slow(Duration::from_millis(1500), 200)
+        } else {
+            Reply::Status(200)
+        }
+    });
+    let gateway = Gateway::start(&format!(
+        "{}{}{}",
+        source("s"),
+        destination("crm", &crm.url, "timeout = \"300ms\""),
+        route("s", &["crm"], ""),
+    ));
+    let client = reqwest::Client::new();
+    let event_id = send_twice(&client, &gateway, "s", "d-redelivery", &json!({"n": 1})).await;
+    gateway
+        .wait_for_deliveries(WAIT, "delivered", |d| d.len() == 1 && d[0].2 == "delivered")
+        .await;
+    // The destination saw the event twice, under one key: the residue it has to dedupe.
+    let received = crm.for_event(&event_id);
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0].idempotency_key(), received[1].idempotency_key());
+    let metrics = reqwest::get(format!("{}/metrics", gateway.admin))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("oncehook_redeliveries_total{destination=\"crm\"} 1"),
+        "{metrics}"
+    );
 }

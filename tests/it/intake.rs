@@ -865,3 +865,99 @@ fn an_unscraped_gateway_folds_its_histograms() {
         "no metrics upkeep thread among {threads:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versioned_schemas_choose_by_version_and_keep_fields_shape_what_is_stored() {
+    let crm = crate::common::receiver::Receiver::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let v1 = json!({"type": "object", "required": ["email"]});
+    let v2 = json!({"type": "object", "required": ["phone"]});
+    std::fs::write(dir.path().join("lead.v1.json"), v1.to_string()).expect("v1");
+    std::fs::write(dir.path().join("lead.v2.json"), v2.to_string()).expect("v2");
+    let gateway = Gateway::start(&format!(
+        "{}[[destinations]]\nname = \"crm\"\nurl = \"{}\"\n\
+         [[routes]]\nsource = \"leads\"\nto = [\"crm\"]\n",
+        standard_source(
+            "leads",
+            &format!(
+                "schema = {{ pointer = \"/version\", versions = {{ \"1\" = \"{}\", \"2\" = \"{}\" }} }}\n\
+                 drop_fields = [\"/meta/ip\"]\n\
+                 keep_fields = [\"/version\", \"/email\", \"/phone\", \"/meta\"]",
+                dir.path().join("lead.v1.json").display(),
+                dir.path().join("lead.v2.json").display()
+            )
+        ),
+        crm.url
+    ));
+    let client = reqwest::Client::new();
+    let url = gateway.webhook_url("leads");
+
+    // Unknown and missing versions: 400 naming the versions accepted, nothing stored.
+    for (n, body) in [
+        json!({"version": "3", "email": "a@x"}),
+        json!({"email": "a@x"}),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let signed = standard_request(&format!("msg_bad_{n}"), body);
+        for _ in 0..2 {
+            let reply = post(&client, &url, &signed, "application/json").await;
+            assert_eq!(reply.status, 400, "{}", reply.json);
+            let error = reply.json["error"].as_str().expect("error");
+            assert!(error.contains("accepts 1, 2"), "{error}");
+            assert_eq!(reply.json["detail"]["accepted"], json!(["1", "2"]));
+        }
+    }
+    // A version's own schema decides.
+    let wrong = standard_request("msg_wrong", &json!({"version": 2, "email": "a@x"}));
+    let reply = post(&client, &url, &wrong, "application/json").await;
+    assert_eq!(reply.status, 400, "{}", reply.json);
+    assert_eq!(
+        gateway.event_count(),
+        0,
+        "nothing stored for a rejected request"
+    );
+
+    // Accepted under version 2, sent twice: one event, one delivery of the kept fields only.
+    let body = json!({"version": 2, "phone": "+49 1", "card": "4111", "meta": {"ip": "1.2.3.4", "ua": "x"}});
+    let signed = standard_request("msg_v2", &body);
+    let first = post(&client, &url, &signed, "application/json").await;
+    assert_eq!(first.status, 202, "{}", first.json);
+    let second = post(&client, &url, &signed, "application/json").await;
+    assert_eq!(second.status, 200, "{}", second.json);
+    crm.wait_for(Duration::from_secs(20), "the delivery", |r| {
+        r.iter().any(|r| r.answered == Some(200))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let received = crm.received();
+    assert_eq!(received.len(), 1, "one delivery for two sends");
+    assert_eq!(
+        received[0].json(),
+        json!({"version": 2, "phone": "+49 1", "meta": {"ua": "x"}})
+    );
+    assert_eq!(gateway.event_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accept_is_timed_as_intake_sees_it() {
+    let gateway = Gateway::start(&format!("{}{DESTINATIONS}", standard_source("hooks", "")));
+    let client = reqwest::Client::new();
+    let signed = standard_request("msg_timed", &json!({"type": "lead.created"}));
+    let url = gateway.webhook_url("hooks");
+    let event_id = post_twice(&client, &url, &signed).await;
+    assert!(!event_id.is_empty());
+    assert_eq!(gateway.event_count(), 1);
+    let metrics = reqwest::get(format!("{}/metrics", gateway.admin))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    // Both requests reached the store: the new event and its duplicate.
+    assert!(
+        metrics.contains("oncehook_store_op_duration_seconds_count{op=\"accept\"} 2"),
+        "{metrics}"
+    );
+}

@@ -138,9 +138,12 @@ impl AdminQueries for Switchable {
         self.check()?;
         self.inner.dead_deliveries(query).await
     }
-    async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError> {
+    async fn dead_letter_groups(
+        &self,
+        since: Option<UnixMillis>,
+    ) -> Result<Vec<DeadLetterGroup>, StoreError> {
         self.check()?;
-        self.inner.dead_letter_groups().await
+        self.inner.dead_letter_groups(since).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.check()?;

@@ -173,7 +173,7 @@ pub(super) async fn claim_due(
              WHERE d.id = c.id AND e.seq = d.event_seq
              RETURNING d.id, d.attempts + 1 - $6, d.replay_id, d.event_seq, e.id, e.source,
                        e.received_at, e.content_type, e.body, c.pass, c.due,
-                       COALESCE(e.delivery_key, e.id)",
+                       COALESCE(e.delivery_key, e.id), d.maybe_received",
         )
         .await?;
     let rows = tx
@@ -209,6 +209,8 @@ pub(super) async fn claim_due(
                 body: Bytes::from(get::<Vec<u8>>(row, 8)?),
                 replay_id: get(row, 2)?,
                 probe: !count_attempt,
+                // Pass 1 took deliveries whose lease ran out: their attempt may have arrived.
+                redelivery: rank.0 == 1 || get::<bool>(row, 12)?,
             },
         ));
     }
@@ -272,7 +274,8 @@ async fn record_attempt(
         .prepare_cached(
             "UPDATE deliveries
              SET state = $3, next_attempt_at = $4, last_error = $5, dead_reason = $6,
-                 delivered_at = $7, lease_expires_at = NULL, lease_token = NULL, updated_at = $8
+                 delivered_at = $7, lease_expires_at = NULL, lease_token = NULL, updated_at = $8,
+                 maybe_received = $9
              WHERE id = $1 AND lease_token = $2 AND state = 'in_flight'
              RETURNING event_seq",
         )
@@ -289,6 +292,7 @@ async fn record_attempt(
                 &dead_reason,
                 &delivered_at,
                 &now,
+                &attempt.may_have_reached,
             ],
         )
         .await?
@@ -298,6 +302,29 @@ async fn record_attempt(
         return Ok(false);
     };
     let event_seq: i64 = get(&row, 0)?;
+    if !attempt.captured.is_empty() {
+        let keep = tx
+            .prepare_cached(
+                "INSERT INTO delivery_captures (delivery_id, name, value, captured_at)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (delivery_id, name) DO UPDATE
+                 SET value = excluded.value, captured_at = excluded.captured_at",
+            )
+            .await?;
+        let search = tx
+            .prepare_cached(
+                "INSERT INTO event_search (hash, event_seq) VALUES ($1, $2)
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        for captured in &attempt.captured {
+            let name = text(&captured.name);
+            let value = text(&captured.value);
+            tx.execute(&keep, &[&claim.id, &name, &value, &now]).await?;
+            tx.execute(&search, &[&&captured.search[..], &event_seq])
+                .await?;
+        }
+    }
     // Outcomes of the event's other deliveries may be committing on other nodes right now.
     // Locking the event first makes them take turns, and the count below (a new statement, so
     // a new snapshot) then sees every outcome committed before ours.

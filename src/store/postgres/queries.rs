@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::PostgresStore;
 use super::pool::{DbError, get, run, text, unsigned};
 use crate::store::{
-    AdminQueries, AttemptRecord, DeadDelivery, DeadLetterGroup, DeadQuery, DeliveryRecord,
-    EventQuery, EventRecord, EventSummary, StoreError,
+    AdminQueries, AttemptRecord, CapturedRecord, DeadDelivery, DeadLetterGroup, DeadQuery,
+    DeliveryRecord, DuplicateCounts, EventQuery, EventRecord, EventSummary, StoreError, UnixMillis,
 };
 
 #[async_trait]
@@ -75,19 +75,23 @@ impl AdminQueries for PostgresStore {
         .await
     }
 
-    async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError> {
-        run(&self.pool, "dead_letter_groups", |client| {
+    async fn dead_letter_groups(
+        &self,
+        since: Option<UnixMillis>,
+    ) -> Result<Vec<DeadLetterGroup>, StoreError> {
+        let since = since.unwrap_or(i64::MIN);
+        run(&self.pool, "dead_letter_groups", move |client| {
             Box::pin(async move {
                 let statement = client
                     .prepare_cached(
                         "SELECT destination, dead_reason, COUNT(*), MAX(updated_at),
                                 (array_agg(last_error ORDER BY updated_at DESC, id DESC))[1]
-                         FROM deliveries WHERE state = 'dead'
+                         FROM deliveries WHERE state = 'dead' AND updated_at >= $1
                          GROUP BY destination, dead_reason
                          ORDER BY COUNT(*) DESC, destination, dead_reason NULLS FIRST",
                     )
                     .await?;
-                let rows = client.query(&statement, &[]).await?;
+                let rows = client.query(&statement, &[&since]).await?;
                 rows.iter()
                     .map(|row| {
                         Ok(DeadLetterGroup {
@@ -191,6 +195,7 @@ async fn load_event(client: &mut ClientWrapper, id: Uuid) -> Result<Option<Event
         headers_json: get(&row, 6)?,
         body: Bytes::from(get::<Vec<u8>>(&row, 7)?),
         deliveries: Vec::new(),
+        duplicates: DuplicateCounts::default(),
     };
     let deliveries = client
         .prepare_cached(
@@ -210,7 +215,35 @@ async fn load_event(client: &mut ClientWrapper, id: Uuid) -> Result<Option<Event
             last_error: get(&row, 6)?,
             dead_reason: get(&row, 7)?,
             delivered_at: get(&row, 8)?,
+            captured: Vec::new(),
         });
+    }
+    let captured = client
+        .prepare_cached(
+            "SELECT name, value, captured_at FROM delivery_captures
+             WHERE delivery_id = $1 ORDER BY name",
+        )
+        .await?;
+    for delivery in &mut event.deliveries {
+        for row in client.query(&captured, &[&delivery.id]).await? {
+            delivery.captured.push(CapturedRecord {
+                name: get(&row, 0)?,
+                value: get(&row, 1)?,
+                captured_at: get(&row, 2)?,
+            });
+        }
+    }
+    let duplicates = client
+        .prepare_cached(
+            "SELECT duplicates, last_duplicate_at, conflicts FROM dedupe_keys WHERE event_id = $1",
+        )
+        .await?;
+    if let Some(row) = client.query_opt(&duplicates, &[&id]).await? {
+        event.duplicates = DuplicateCounts {
+            count: get::<i64>(&row, 0)?.max(0) as u64,
+            last_seen_at: get(&row, 1)?,
+            conflicts: get::<i64>(&row, 2)?.max(0) as u64,
+        };
     }
     Ok(Some(event))
 }
@@ -297,6 +330,9 @@ async fn dead_deliveries(
     if let Some(source) = &query.source {
         filter.push("e.source = ?", vec![Box::new(text(source).into_owned())]);
     }
+    if let Some(since) = query.since {
+        filter.push("d.updated_at >= ?", vec![Box::new(since)]);
+    }
     if let Some(after) = query.after {
         filter.push(
             "(d.updated_at, d.id) < (?, ?)",
@@ -306,7 +342,7 @@ async fn dead_deliveries(
     filter.params.push(sql_limit(query.limit));
     let sql = filter.sql(
         "SELECT d.id, e.id, e.source, d.destination, e.idempotency_key, e.received_at,
-                d.updated_at, d.dead_reason, d.last_error, d.attempts
+                d.updated_at, d.dead_reason, d.last_error, d.attempts, e.body
          FROM deliveries d JOIN events e ON e.seq = d.event_seq",
         "ORDER BY d.updated_at DESC, d.id DESC LIMIT ?",
     );
@@ -325,6 +361,7 @@ async fn dead_deliveries(
                 reason: get(row, 7)?,
                 last_error: get(row, 8)?,
                 attempts: unsigned(get(row, 9)?)?,
+                body: Bytes::from(get::<Vec<u8>>(row, 10)?),
             })
         })
         .collect()

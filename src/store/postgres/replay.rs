@@ -92,17 +92,23 @@ impl ReplayStore for PostgresStore {
                 let linked: i64 = get(&client.query_one(&linked, &[&id]).await?, 0)?;
                 let states = client
                     .prepare_cached(
-                        "SELECT d.state, COUNT(*) FROM replay_deliveries rd
+                        "SELECT d.state, d.dead_reason, COUNT(*) FROM replay_deliveries rd
                          JOIN deliveries d ON d.id = rd.delivery_id
                          WHERE rd.replay_id = $1 AND d.replay_id = $1
-                         GROUP BY d.state",
+                         GROUP BY d.state, d.dead_reason",
                     )
                     .await?;
                 let current = client
                     .query(&states, &[&id])
                     .await?
                     .iter()
-                    .map(|row| Ok((get(row, 0)?, get::<i64>(row, 1)?.max(0) as u64)))
+                    .map(|row| {
+                        Ok((
+                            get(row, 0)?,
+                            get(row, 1)?,
+                            get::<i64>(row, 2)?.max(0) as u64,
+                        ))
+                    })
                     .collect::<Result<Vec<_>, DbError>>()?;
                 let progress = ReplayProgress::count(linked.max(0) as u64, current);
                 Ok(Some((record, progress)))

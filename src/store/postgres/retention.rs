@@ -74,6 +74,12 @@ pub(super) async fn delete_finished_events(
     )
     .await?;
     tx.execute(
+        "DELETE FROM delivery_captures WHERE delivery_id IN
+           (SELECT id FROM deliveries WHERE event_seq = ANY($1))",
+        &[&batch],
+    )
+    .await?;
+    tx.execute(
         "DELETE FROM deliveries WHERE event_seq = ANY($1)",
         &[&batch],
     )

@@ -80,10 +80,18 @@ fn accept(conn: &Connection, event: &NewEvent) -> rusqlite::Result<AcceptOutcome
     if let Some((event_id, fingerprint, expires_at)) = &existing
         && *expires_at > now
     {
+        let conflict = fingerprint.as_slice() != event.fingerprint.0.as_slice();
+        // The repeat is counted on the row just read (the event's detail shows it).
+        conn.prepare_cached(
+            "UPDATE dedupe_keys SET duplicates = duplicates + 1, last_duplicate_at = ?2,
+                 conflicts = conflicts + ?3
+             WHERE key = ?1",
+        )?
+        .execute(params![&event.dedupe_key.0[..], now, i64::from(conflict)])?;
         return Ok(AcceptOutcome::Duplicate(Duplicate {
             event_id: uuid_from_blob(event_id)?,
             reason: DuplicateReason::Key,
-            conflict: fingerprint.as_slice() != event.fingerprint.0.as_slice(),
+            conflict,
         }));
     }
     // The content layers, in the contract's order: the exact body under the replay guard, then
@@ -101,6 +109,11 @@ fn accept(conn: &Connection, event: &NewEvent) -> rusqlite::Result<AcceptOutcome
             .query_row(params![&window.key.0[..], now], |row| row.get(0))
             .optional()?;
         if let Some(original) = original {
+            conn.prepare_cached(
+                "UPDATE dedupe_keys SET duplicates = duplicates + 1, last_duplicate_at = ?2
+                 WHERE event_id = ?1 AND expires_at > ?2",
+            )?
+            .execute(params![&original, now])?;
             return Ok(AcceptOutcome::Duplicate(Duplicate {
                 event_id: uuid_from_blob(&original)?,
                 reason,
@@ -134,7 +147,8 @@ fn accept(conn: &Connection, event: &NewEvent) -> rusqlite::Result<AcceptOutcome
     conn.prepare_cached(
         "INSERT INTO dedupe_keys (key, event_id, fingerprint, expires_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id,
-             fingerprint = excluded.fingerprint, expires_at = excluded.expires_at",
+             fingerprint = excluded.fingerprint, expires_at = excluded.expires_at,
+             duplicates = 0, last_duplicate_at = NULL, conflicts = 0",
     )?
     .execute(params![
         &event.dedupe_key.0[..],

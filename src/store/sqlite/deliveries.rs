@@ -132,10 +132,10 @@ pub(super) fn claim_due(
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     // Due retries and fresh deliveries in due order, then attempts whose worker vanished.
     // An ordered delivery waits while an earlier one with its key is still open.
-    let ids: Vec<i64> = conn
+    let ids: Vec<(i64, bool)> = conn
         .prepare_cached(
-            "SELECT id FROM (
-                 SELECT d.id, d.next_attempt_at AS due FROM deliveries d
+            "SELECT id, abandoned FROM (
+                 SELECT d.id, d.next_attempt_at AS due, 0 AS abandoned FROM deliveries d
                  WHERE d.destination = ?1 AND d.state IN ('pending', 'retrying')
                    AND d.next_attempt_at <= ?2
                    AND (d.ordering_key IS NULL OR NOT EXISTS (
@@ -144,20 +144,22 @@ pub(super) fn claim_due(
                            AND p.id < d.id AND p.state IN ('pending', 'retrying', 'in_flight')))
                  ORDER BY d.next_attempt_at, d.id LIMIT ?3)
              UNION ALL
-             SELECT id FROM (
-                 SELECT d.id, d.lease_expires_at AS due FROM deliveries d
+             SELECT id, abandoned FROM (
+                 SELECT d.id, d.lease_expires_at AS due, 1 AS abandoned FROM deliveries d
                  WHERE d.destination = ?1 AND d.state = 'in_flight' AND d.lease_expires_at <= ?2
                  ORDER BY d.lease_expires_at LIMIT ?3)
              LIMIT ?3",
         )?
-        .query_map(params![destination, now, limit], |row| row.get(0))?
+        .query_map(params![destination, now, limit], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     let mut claimed = Vec::with_capacity(ids.len());
     let mut take = conn.prepare_cached(
         "UPDATE deliveries SET state = 'in_flight', attempts = attempts + ?5,
              lease_expires_at = ?2, lease_token = ?3, updated_at = ?4
          WHERE id = ?1
-         RETURNING attempts + 1 - ?5, event_seq, replay_id",
+         RETURNING attempts + 1 - ?5, event_seq, replay_id, maybe_received",
     )?;
     let mut load = conn.prepare_cached(
         "SELECT id, source, received_at, content_type, body, delivery_key
@@ -166,11 +168,12 @@ pub(super) fn claim_due(
     let mut mark_processing = conn.prepare_cached(
         "UPDATE events SET status = 'processing' WHERE seq = ?1 AND status = 'received'",
     )?;
-    for id in ids {
-        let (attempt, event_seq, replay): (u32, i64, Option<Vec<u8>>) = take.query_row(
-            params![id, lease_until, token, now, i64::from(count_attempt)],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-        )?;
+    for (id, abandoned) in ids {
+        let (attempt, event_seq, replay, maybe_received): (u32, i64, Option<Vec<u8>>, bool) = take
+            .query_row(
+                params![id, lease_until, token, now, i64::from(count_attempt)],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )?;
         let (event_id, source, received_at, content_type, body, delivery_key): ClaimedEventRow =
             load.query_row([event_seq], |row| {
                 Ok((
@@ -201,6 +204,7 @@ pub(super) fn claim_due(
             body: Bytes::from(body),
             replay_id: replay.as_deref().map(uuid_from_blob).transpose()?,
             probe: !count_attempt,
+            redelivery: abandoned || maybe_received,
         });
     }
     Ok(claimed)
@@ -241,7 +245,8 @@ fn record_attempt(
         .prepare_cached(
             "UPDATE deliveries
              SET state = ?3, next_attempt_at = ?4, last_error = ?5, dead_reason = ?6,
-                 delivered_at = ?7, lease_expires_at = NULL, lease_token = NULL, updated_at = ?8
+                 delivered_at = ?7, lease_expires_at = NULL, lease_token = NULL, updated_at = ?8,
+                 maybe_received = ?9
              WHERE id = ?1 AND lease_token = ?2 AND state = 'in_flight'",
         )?
         .execute(params![
@@ -253,6 +258,7 @@ fn record_attempt(
             dead_reason,
             delivered_at,
             now,
+            attempt.may_have_reached,
         ])?;
     if changed == 0 {
         return Ok(false);
@@ -260,6 +266,19 @@ fn record_attempt(
     let event_seq: i64 = conn
         .prepare_cached("SELECT event_seq FROM deliveries WHERE id = ?1")?
         .query_row([delivery_id], |row| row.get(0))?;
+    for captured in &attempt.captured {
+        conn.prepare_cached(
+            "INSERT INTO delivery_captures (delivery_id, name, value, captured_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (delivery_id, name) DO UPDATE
+             SET value = excluded.value, captured_at = excluded.captured_at",
+        )?
+        .execute(params![delivery_id, captured.name, captured.value, now])?;
+        conn.prepare_cached(
+            "INSERT INTO event_search (hash, event_seq) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![&captured.search[..], event_seq])?;
+    }
     refresh_event_status(conn, event_seq)?;
     Ok(true)
 }

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::{SqliteStore, uuid_from_blob};
 use crate::store::{
-    AdminQueries, AttemptRecord, DeadDelivery, DeadLetterGroup, DeadQuery, DeliveryRecord,
-    EventQuery, EventRecord, EventSummary, StoreError,
+    AdminQueries, AttemptRecord, CapturedRecord, DeadDelivery, DeadLetterGroup, DeadQuery,
+    DeliveryRecord, DuplicateCounts, EventQuery, EventRecord, EventSummary, StoreError, UnixMillis,
 };
 
 #[async_trait]
@@ -57,6 +57,9 @@ impl AdminQueries for SqliteStore {
             if let Some(source) = &query.source {
                 filter.push("e.source = ?", [source.clone().into()]);
             }
+            if let Some(since) = query.since {
+                filter.push("d.updated_at >= ?", [since.into()]);
+            }
             if let Some(after) = query.after {
                 filter.push(
                     "(d.updated_at, d.id) < (?, ?)",
@@ -65,7 +68,7 @@ impl AdminQueries for SqliteStore {
             }
             let sql = format!(
                 "SELECT d.id, e.id, e.source, d.destination, e.idempotency_key, e.received_at,
-                        d.updated_at, d.dead_reason, d.last_error, d.attempts
+                        d.updated_at, d.dead_reason, d.last_error, d.attempts, e.body
                  FROM deliveries d JOIN events e ON e.seq = d.event_seq{}
                  ORDER BY d.updated_at DESC, d.id DESC LIMIT ?",
                 filter.sql()
@@ -84,6 +87,7 @@ impl AdminQueries for SqliteStore {
                     reason: row.get(7)?,
                     last_error: row.get(8)?,
                     attempts: row.get(9)?,
+                    body: Bytes::from(row.get::<_, Vec<u8>>(10)?),
                 })
             })?;
             rows.collect()
@@ -91,17 +95,20 @@ impl AdminQueries for SqliteStore {
         .await
     }
 
-    async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>, StoreError> {
-        self.read(|conn| {
+    async fn dead_letter_groups(
+        &self,
+        since: Option<UnixMillis>,
+    ) -> Result<Vec<DeadLetterGroup>, StoreError> {
+        self.read(move |conn| {
             // With a single MAX() aggregate, SQLite takes the bare `last_error` from the row
             // that holds the maximum: the group's most recent death.
             let mut statement = conn.prepare_cached(
                 "SELECT destination, dead_reason, COUNT(*), MAX(updated_at), last_error
-                 FROM deliveries WHERE state = 'dead'
+                 FROM deliveries WHERE state = 'dead' AND updated_at >= ?1
                  GROUP BY destination, dead_reason
                  ORDER BY COUNT(*) DESC, destination, dead_reason",
             )?;
-            let rows = statement.query_map([], |row| {
+            let rows = statement.query_map([since.unwrap_or(i64::MIN)], |row| {
                 Ok(DeadLetterGroup {
                     destination: row.get(0)?,
                     reason: row.get(1)?,
@@ -231,6 +238,7 @@ fn load_event(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<EventRecor
                     headers_json: row.get(6)?,
                     body: Bytes::from(row.get::<_, Vec<u8>>(7)?),
                     deliveries: Vec::new(),
+                    duplicates: DuplicateCounts::default(),
                 },
             ))
         })
@@ -254,8 +262,38 @@ fn load_event(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<EventRecor
             last_error: row.get(6)?,
             dead_reason: row.get(7)?,
             delivered_at: row.get(8)?,
+            captured: Vec::new(),
         })
     })?;
     event.deliveries = deliveries.collect::<rusqlite::Result<_>>()?;
+    let mut captured = conn.prepare_cached(
+        "SELECT name, value, captured_at FROM delivery_captures
+         WHERE delivery_id = ?1 ORDER BY name",
+    )?;
+    for delivery in &mut event.deliveries {
+        let rows = captured.query_map([delivery.id], |row| {
+            Ok(CapturedRecord {
+                name: row.get(0)?,
+                value: row.get(1)?,
+                captured_at: row.get(2)?,
+            })
+        })?;
+        delivery.captured = rows.collect::<rusqlite::Result<_>>()?;
+    }
+    if let Some(duplicates) = conn
+        .prepare_cached(
+            "SELECT duplicates, last_duplicate_at, conflicts FROM dedupe_keys WHERE event_id = ?1",
+        )?
+        .query_row([&id.as_bytes()[..]], |row| {
+            Ok(DuplicateCounts {
+                count: row.get::<_, i64>(0)?.max(0) as u64,
+                last_seen_at: row.get(1)?,
+                conflicts: row.get::<_, i64>(2)?.max(0) as u64,
+            })
+        })
+        .optional()?
+    {
+        event.duplicates = duplicates;
+    }
     Ok(Some(event))
 }

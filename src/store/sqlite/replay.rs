@@ -71,14 +71,18 @@ impl ReplayStore for SqliteStore {
                 .prepare_cached("SELECT COUNT(*) FROM replay_deliveries WHERE replay_id = ?1")?
                 .query_row([&id_blob], |row| row.get(0))?;
             let mut statement = conn.prepare_cached(
-                "SELECT d.state, COUNT(*) FROM replay_deliveries rd
+                "SELECT d.state, d.dead_reason, COUNT(*) FROM replay_deliveries rd
                  JOIN deliveries d ON d.id = rd.delivery_id
                  WHERE rd.replay_id = ?1 AND d.replay_id = ?1
-                 GROUP BY d.state",
+                 GROUP BY d.state, d.dead_reason",
             )?;
             let current = statement
                 .query_map([&id_blob], |row| {
-                    Ok((row.get(0)?, row.get::<_, i64>(1)?.max(0) as u64))
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get::<_, i64>(2)?.max(0) as u64,
+                    ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let progress = ReplayProgress::count(linked.max(0) as u64, current);

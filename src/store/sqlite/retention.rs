@@ -47,6 +47,10 @@ pub(super) fn delete_finished_events(
         [],
     )?;
     conn.execute(
+        &format!("DELETE FROM delivery_captures WHERE delivery_id IN ({deliveries})"),
+        [],
+    )?;
+    conn.execute(
         &format!("DELETE FROM deliveries WHERE event_seq IN ({list})"),
         [],
     )?;

@@ -7,6 +7,11 @@
 //! again when the lease runs out (at least once, with the same `Idempotency-Key`).
 
 mod attempt;
+mod transform;
+mod transport;
+
+pub use transform::{CompileError, RouteTransforms, Transform};
+pub use transport::{Bus, Template, TemplateError};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +50,8 @@ pub struct Destination {
     /// Signs deliveries the Standard Webhooks way when `signing_secret` is set.
     pub signer: Option<Verifier>,
     pub headers: HeaderMap,
+    /// Set for `nats://` and `amqp://` destinations; `None` is HTTP.
+    pub bus: Option<Bus>,
 }
 
 impl Destination {
@@ -73,6 +80,8 @@ pub struct DeliveryParts {
     pub cipher: Option<Arc<PayloadCipher>>,
     /// Scrubbed from the error texts destinations answer with.
     pub hidden_fields: Arc<HiddenFields>,
+    /// The routes' `transform`s, by source and destination.
+    pub transforms: RouteTransforms,
 }
 
 /// Starts one lane per destination and the queue-depth gauge on `tasks`. When `stop` is
@@ -93,14 +102,16 @@ pub fn spawn_workers(
         .build()
         .context("cannot build the HTTP client")?;
     let mut names = Vec::new();
+    let transforms = Arc::new(parts.transforms);
     for destination in parts.destinations {
         let destination = Arc::new(destination);
         names.push(destination.name.to_string());
         let shared = LaneShared {
             wake: wakeups.lane(&destination.name),
+            transport: Arc::new(transport::Transport::new(&destination, &client)),
+            transforms: Arc::clone(&transforms),
             destination,
             store: Arc::clone(&store),
-            client: client.clone(),
             cipher: parts.cipher.clone(),
             hidden_fields: Arc::clone(&parts.hidden_fields),
             clock: Arc::new(SystemClock),
@@ -115,8 +126,10 @@ pub fn spawn_workers(
 /// What a lane and each of its attempts share.
 pub(crate) struct LaneShared {
     destination: Arc<Destination>,
+    /// How deliveries reach the destination (HTTP, NATS JetStream, RabbitMQ).
+    transport: Arc<transport::Transport>,
+    transforms: Arc<RouteTransforms>,
     store: Arc<dyn Store>,
-    client: reqwest::Client,
     cipher: Option<Arc<PayloadCipher>>,
     /// Woken by intake (new deliveries) and by finished attempts (an ordering key may be free).
     wake: Arc<Notify>,

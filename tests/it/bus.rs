@@ -261,12 +261,16 @@ async fn a_replay_inside_the_duplicate_window_is_dropped_by_the_stream_and_recor
         reqwest::Client::new()
             .post(format!("{}/api/v1/replays", app.admin))
             .bearer_auth(crate::common::ADMIN_TOKEN)
-            .json(&json!({
-                "filter": {"event_ids": [event_id]},
-                "dry_run": false,
-                "reason": "the consumer lost its state",
-                "requested_by": "ops@example.com"
-            })),
+            .header("content-type", "application/json")
+            .body(
+                json!({
+                    "filter": {"event_ids": [event_id]},
+                    "dry_run": false,
+                    "reason": "the consumer lost its state",
+                    "requested_by": "ops@example.com"
+                })
+                .to_string(),
+            ),
     )
     .await;
     assert_eq!(status, 200, "{answer}");
@@ -506,8 +510,8 @@ mod rabbitmq {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rabbitmq_once_per_event_unroutable_and_a_broker_restart_that_loses_nothing() {
         let queue = unique("oncehook_it");
-        let channel = channel().await;
-        channel
+        let declaring = channel().await;
+        declaring
             .queue_declare(
                 queue.as_str().into(),
                 QueueDeclareOptions {
@@ -546,7 +550,7 @@ mod rabbitmq {
         let mut events = Vec::new();
         for n in 0..3 {
             let delivery = format!("d-amqp-{n}");
-            let body = json!({"type": "lead", "n": n});
+            let body = json!({"type": "lead", "id": delivery});
             events.push((send_twice(&app, "forms", &delivery, &body).await, delivery));
         }
         for (event_id, _) in &events {
@@ -589,7 +593,13 @@ mod rabbitmq {
         for n in 0..10 {
             let delivery = format!("d-restart-{n}");
             accepted.push((
-                send_twice(&app, "forms", &delivery, &json!({"type": "lead", "n": n})).await,
+                send_twice(
+                    &app,
+                    "forms",
+                    &delivery,
+                    &json!({"type": "lead", "id": delivery}),
+                )
+                .await,
                 delivery,
             ));
             if n == 3 {
@@ -604,6 +614,7 @@ mod rabbitmq {
             }
         }
         drop(restarted);
+        let mut attempts = 0;
         for (event_id, _) in &accepted {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             loop {
@@ -612,6 +623,7 @@ mod rabbitmq {
                     .remove("rabbit")
                     .expect("rabbit");
                 if delivery["state"] == "delivered" {
+                    attempts += delivery["attempts"].as_array().map_or(0, Vec::len);
                     break;
                 }
                 assert_ne!(delivery["state"], "dead", "{delivery}");
@@ -629,13 +641,18 @@ mod rabbitmq {
         }
         assert_eq!(ids.len(), accepted.len());
         eprintln!(
-            "broker restart: {} events, {} messages ({} published again after a lost confirm)",
+            "broker restart: {} events, {attempts} attempts, {} messages ({} published again \
+             after a lost confirm)",
             accepted.len(),
             messages.len(),
             messages.len() - ids.len()
         );
-        let channel = channel().await;
-        let _ = channel
+        assert!(
+            attempts > accepted.len(),
+            "the events sent while the broker was stopped were retried"
+        );
+        let _ = channel()
+            .await
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await;
     }

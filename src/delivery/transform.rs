@@ -265,7 +265,7 @@ impl Budget {
         }
         let steps = self.steps.get().wrapping_add(1);
         self.steps.set(steps);
-        if steps % STEPS_PER_CLOCK_READ == 0 && Instant::now() >= self.deadline {
+        if steps.is_multiple_of(STEPS_PER_CLOCK_READ) && Instant::now() >= self.deadline {
             std::panic::resume_unwind(Box::new(Stopped::TimeLimit));
         }
     }

@@ -38,10 +38,11 @@ impl AmqpTransport {
     /// The kept channel while its connection is up, or a new connection and confirm channel.
     async fn channel(&self, timeout: Duration) -> Result<Channel, String> {
         let mut connection = self.connection.lock().await;
-        if let Some((open, channel)) = connection.as_ref() {
-            if open.status().connected() && channel.status().connected() {
-                return Ok(channel.clone());
-            }
+        if let Some((open, channel)) = connection.as_ref()
+            && open.status().connected()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
         }
         *connection = None;
         let open = async {

@@ -524,7 +524,7 @@ mod rabbitmq {
             .expect("declare the queue");
         let crm = Receiver::start().await;
         let app = spawn_app(&format!(
-            "{}{}{}{}{}{}",
+            "{}{}{}{}{}{}{}",
             source("forms"),
             destination(
                 "rabbit",
@@ -536,11 +536,19 @@ mod rabbitmq {
                 AMQP_URL,
                 &format!("routing_key = \"{}_nobody\"", unique("oncehook_it"))
             ),
+            destination(
+                "no_exchange",
+                AMQP_URL,
+                &format!(
+                    "exchange = \"{}\"\nrouting_key = \"x\"",
+                    unique("oncehook_it")
+                )
+            ),
             destination("crm", &crm.url, ""),
             route("forms", &["rabbit", "crm"], ""),
             route(
                 "forms",
-                &["lost"],
+                &["lost", "no_exchange"],
                 "when = { pointer = \"/kind\", in = [\"lost\"] }"
             )
         ))
@@ -583,6 +591,10 @@ mod rabbitmq {
         .await;
         let dead = wait_for_state(&app, &lost, "lost", "dead").await;
         assert_eq!(dead["dead_reason"], "unroutable", "{dead}");
+        // So is one published to an exchange that does not exist.
+        let dead = wait_for_state(&app, &lost, "no_exchange", "dead").await;
+        assert_eq!(dead["dead_reason"], "unroutable", "{dead}");
+        assert_eq!(dead["attempt_count"], 1, "{dead}");
         drain(&queue).await;
 
         // The broker's application stops and starts while events arrive: every event accepted

@@ -138,6 +138,13 @@ impl AmqpTransport {
                 self.forget().await;
                 Sent::failed(AttemptResult::Network, "the channel is not in confirm mode")
             }
+            Ok(Err(e)) if is_not_found(&e) => {
+                self.forget().await;
+                Sent::failed(
+                    AttemptResult::Unroutable,
+                    format!("the exchange {:?} does not exist: {e}", self.exchange),
+                )
+            }
             Ok(Err(e)) => {
                 self.forget().await;
                 Sent::failed(AttemptResult::Connect, format!("publish failed: {e}"))
@@ -148,4 +155,14 @@ impl AmqpTransport {
             }
         }
     }
+}
+
+/// The broker closed the channel because the exchange published to does not exist (404).
+fn is_not_found(error: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(
+        error.kind(),
+        lapin::ErrorKind::ProtocolError(e)
+            if *e.kind() == AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)
+    )
 }

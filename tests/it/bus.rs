@@ -243,7 +243,8 @@ async fn every_event_sent_twice_reaches_the_stream_once_with_the_http_delivery_k
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replay_inside_the_duplicate_window_is_dropped_by_the_stream_and_recorded_delivered() {
+async fn a_transformed_replay_inside_the_duplicate_window_is_dropped_by_the_stream_and_recorded_delivered()
+ {
     let name = unique("ONCEHOOK_IT");
     let context = jetstream_context().await;
     create_stream(&context, &name, &format!("{name}.>")).await;
@@ -251,7 +252,7 @@ async fn a_replay_inside_the_duplicate_window_is_dropped_by_the_stream_and_recor
         "{}{}{}",
         source("forms"),
         destination("bus", NATS_URL, &format!("subject = \"{name}.leads\"")),
-        route("forms", &["bus"], "")
+        route("forms", &["bus"], "transform = '{lead: .type}'")
     ))
     .await;
     let event_id = send_twice(&app, "forms", "d-replay", &json!({"type": "lead"})).await;
@@ -295,6 +296,14 @@ async fn a_replay_inside_the_duplicate_window_is_dropped_by_the_stream_and_recor
     let stream = context.get_stream(&name).await.expect("stream");
     let info = stream.get_info().await.expect("info");
     assert_eq!(info.state.messages, 1, "the stream dropped the replay");
+    // What the bus got is the transform's output.
+    let messages = stream_messages(&context, &name).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].2, br#"{"lead":"lead"}"#);
+    assert_eq!(
+        messages[0].1.get("Content-Type").map(String::as_str),
+        Some("application/json")
+    );
     context.delete_stream(&name).await.expect("delete stream");
 }
 

@@ -257,6 +257,60 @@ test('dead letters: groups, selection and filter replays preview their counts', 
   assert.equal(await page.locator('#dead-table tbody tr').count(), left, 'dry runs replayed nothing');
 });
 
+test('the overview lists what needs attention, with runbook links', async () => {
+  await page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Overview' }).click();
+  await heading('Overview').waitFor();
+  const attention = page.getByRole('region', { name: 'Needs attention' });
+  // The dead deliveries to crm happened minutes ago.
+  const dead = attention.locator('li[data-attention^="dead-crm"]');
+  await dead.waitFor();
+  assert.match(await dead.innerText(), /Dead letters to crm in the last hour/);
+  assert.equal(await dead.getByRole('link', { name: 'Runbook' }).getAttribute('href'),
+    'https://github.com/oncehook/oncehook/blob/main/RUNBOOK.md#dead-deliveries');
+  // A paused destination is listed too, and leaves the list when resumed.
+  const api = (path, body) => fetch(`${new URL(consoleUrl).origin}/api/v1${path}`, {
+    method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  assert.equal((await api('/destinations/analytics/pause', { reason: 'attention test' })).status, 200);
+  await page.getByRole('button', { name: 'Refresh' }).click();
+  await attention.locator('li[data-attention="paused-analytics"]').waitFor();
+  assert.match(await attention.locator('li[data-attention="paused-analytics"]').innerText(), /attention test/);
+  await assertMasked('overview-attention');
+  await shot('overview-attention');
+  assert.equal((await api('/destinations/analytics/resume', {})).status, 200);
+  await page.getByRole('button', { name: 'Refresh' }).click();
+  await attention.locator('li[data-attention="paused-analytics"]').waitFor({ state: 'detached' });
+});
+
+test('destinations: pause with a reason holds deliveries, resume releases them', async () => {
+  await page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Destinations' }).click();
+  await heading('Destinations').waitFor();
+  const row = page.locator('#destinations-table tbody tr[data-destination="crm"]');
+  await row.getByText('active').waitFor();
+  await page.getByRole('button', { name: 'Pause crm…' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Pause crm' });
+  await dialog.getByRole('button', { name: 'Pause crm' }).click();
+  await dialog.getByText('Give a reason for the pause.').waitFor();
+  await dialog.getByRole('textbox', { name: 'Reason (required)' }).fill('CRM deploy, CHG-42');
+  await dialog.getByRole('textbox', { name: 'Requested by (required)' }).fill('console test');
+  await dialog.getByRole('button', { name: 'Pause crm' }).click();
+  await dialog.waitFor({ state: 'detached' });
+  await row.getByText('paused', { exact: true }).waitFor();
+  await row.getByText('Paused by console test: CRM deploy, CHG-42').waitFor();
+  const paused = await (await fetch(`${new URL(consoleUrl).origin}/api/v1/destinations`,
+    { headers: { Authorization: `Bearer ${token}` } })).json();
+  assert.equal(paused.destinations.find((d) => d.name === 'crm').state, 'paused');
+  await assertMasked('destinations-paused');
+  await shot('destinations-paused');
+  await page.getByRole('button', { name: 'Resume crm' }).click();
+  await row.getByText('active').waitFor();
+  const resumed = await (await fetch(`${new URL(consoleUrl).origin}/api/v1/destinations`,
+    { headers: { Authorization: `Bearer ${token}` } })).json();
+  assert.equal(resumed.destinations.find((d) => d.name === 'crm').state, 'active');
+  await assertMasked('destinations');
+});
+
 test('the pages are keyboard-usable and raised no browser errors', async () => {
   await page.goto(`${consoleUrl}#/overview`);
   await heading('Overview').waitFor();

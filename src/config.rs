@@ -436,6 +436,73 @@ pub struct DestinationConfig {
     pub exchange: Option<String>,
     /// `amqp://` destinations: the routing key (`{source}`, `{type}`).
     pub routing_key: Option<String>,
+    /// The outbound pace, summed over every node that shares the store.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// On by default; `circuit_breaker = false` turns it off.
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+/// `circuit_breaker`: `false`, `true`, or `{ failures, cooldown }` (either may be left out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitBreakerConfig {
+    Off,
+    On { failures: u32, cooldown: Duration },
+}
+
+const DEFAULT_BREAKER_FAILURES: u32 = 5;
+const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig::On {
+            failures: DEFAULT_BREAKER_FAILURES,
+            cooldown: DEFAULT_BREAKER_COOLDOWN,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CircuitBreakerTable {
+    failures: Option<u32>,
+    #[serde(default, with = "humantime_serde::option")]
+    cooldown: Option<Duration>,
+}
+
+impl<'de> Deserialize<'de> for CircuitBreakerConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = CircuitBreakerConfig;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("false, true or a table { failures = 5, cooldown = \"30s\" }")
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<Self::Value, E> {
+                Ok(if on {
+                    CircuitBreakerConfig::default()
+                } else {
+                    CircuitBreakerConfig::Off
+                })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let table = CircuitBreakerTable::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(CircuitBreakerConfig::On {
+                    failures: table.failures.unwrap_or(DEFAULT_BREAKER_FAILURES),
+                    cooldown: table.cooldown.unwrap_or(DEFAULT_BREAKER_COOLDOWN),
+                })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl fmt::Debug for DestinationConfig {
@@ -988,6 +1055,25 @@ impl Config {
             }
             if destination.timeout.is_zero() {
                 return Err((at("timeout"), "must be longer than zero".into()));
+            }
+            if let Some(limit) = &destination.rate_limit {
+                if limit.per_second == 0 {
+                    return Err((at("rate_limit.per_second"), "must be at least 1".into()));
+                }
+                if limit.burst == Some(0) {
+                    return Err((at("rate_limit.burst"), "must be at least 1".into()));
+                }
+            }
+            if let CircuitBreakerConfig::On { failures, cooldown } = destination.circuit_breaker {
+                if failures == 0 {
+                    return Err((at("circuit_breaker.failures"), "must be at least 1".into()));
+                }
+                if cooldown.is_zero() {
+                    return Err((
+                        at("circuit_breaker.cooldown"),
+                        "must be longer than zero".into(),
+                    ));
+                }
             }
             if destination.backoff.base.is_zero()
                 || destination.backoff.max < destination.backoff.base

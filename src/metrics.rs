@@ -16,6 +16,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::clock::now_millis;
 use crate::domain::dead_reason::DeadReason;
 use crate::domain::delivery_outcome::DeliveryOutcome;
+use crate::domain::gate::DestinationState;
 use crate::stats;
 pub use crate::stats::IntakeOutcome;
 
@@ -30,6 +31,7 @@ pub const STORE_OP_DURATION: &str = "oncehook_store_op_duration_seconds";
 pub const REPLAYS_TOTAL: &str = "oncehook_replays_total";
 pub const RETENTION_DELETED_TOTAL: &str = "oncehook_retention_deleted_total";
 pub const DEDUPE_KEYS: &str = "oncehook_dedupe_keys";
+pub const DESTINATION_STATE: &str = "oncehook_destination_state";
 /// Always 1; its labels say which build runs (`version`, `commit`).
 pub const BUILD_INFO: &str = "oncehook_build_info";
 
@@ -132,6 +134,10 @@ fn describe() {
         "Dedupe keys still blocking repeats (counted at each purge pass)."
     );
     describe_gauge!(
+        DESTINATION_STATE,
+        "1 for each destination's current state (active, paused, open, half_open), 0 for the others."
+    );
+    describe_gauge!(
         BUILD_INFO,
         "Always 1: the version and git commit of the running binary."
     );
@@ -186,4 +192,16 @@ pub fn retention_deleted(source: &str, events: u64) {
 
 pub fn dedupe_keys(live: u64) {
     gauge!(DEDUPE_KEYS).set(live as f64);
+}
+
+/// A destination's state: 1 for `state`, 0 for every other, so a query never sees two at once.
+pub fn destination_state(destination: &str, state: DestinationState) {
+    for each in DestinationState::ALL {
+        gauge!(
+            DESTINATION_STATE,
+            "destination" => destination.to_owned(),
+            "state" => each.as_str()
+        )
+        .set(if *each == state { 1.0 } else { 0.0 });
+    }
 }

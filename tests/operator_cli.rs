@@ -731,3 +731,105 @@ async fn events_export_and_import_move_events_between_gateways() {
     assert!(!bad.status.success());
     assert!(stdout(&bad).contains("line 3:"), "{}", stdout(&bad));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destinations_are_listed_paused_and_resumed_from_the_command_line() {
+    let crm = Receiver::start().await;
+    let gateway = Gateway::start(&format!(
+        "[[sources]]\nname = \"forms\"\n\
+         verify = {{ scheme = \"github\", secrets = [\"cli-secret\"] }}\n\
+         [[destinations]]\nname = \"crm\"\nurl = \"{}\"\n\
+         rate_limit = {{ per_second = 50, burst = 10 }}\n\
+         [[routes]]\nsource = \"forms\"\nto = [\"crm\"]\n",
+        crm.url
+    ));
+    let dir = gateway.dir.path();
+    let config = gateway.config_path.to_str().expect("path").to_owned();
+    let token = Some(ADMIN_TOKEN);
+
+    let paused = succeeded(&oncehook(
+        dir,
+        token,
+        &[
+            "destinations",
+            "pause",
+            "crm",
+            "-c",
+            &config,
+            "--reason",
+            "CRM deploy, CHG-42",
+            "--requested-by",
+            "ann",
+        ],
+    ));
+    assert!(paused.contains("crm: paused"), "{paused}");
+    // Sent twice, held once.
+    let client = reqwest::Client::new();
+    let signed = sign(VERIFY, br#"{"n":1}"#, "d-held", unix_now());
+    let url = gateway.webhook_url("forms");
+    assert_eq!(
+        post(&client, &url, &signed, "application/json")
+            .await
+            .status,
+        202
+    );
+    assert_eq!(
+        post(&client, &url, &signed, "application/json")
+            .await
+            .status,
+        200
+    );
+
+    let table = succeeded(&oncehook(dir, token, &["destinations", "-c", &config]));
+    assert!(table.contains("DESTINATION"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("crm"))
+        .expect("crm row");
+    for expected in [
+        "paused",
+        "50/s burst 10",
+        "paused by ann: CRM deploy, CHG-42",
+    ] {
+        assert!(row.contains(expected), "{expected:?} in {row}");
+    }
+    let json = succeeded(&oncehook(
+        dir,
+        token,
+        &["destinations", "list", "-c", &config, "--json"],
+    ));
+    let json: Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(json["destinations"][0]["queue_depth"], 1);
+    assert!(crm.received().is_empty());
+
+    let unknown = oncehook(
+        dir,
+        token,
+        &[
+            "destinations",
+            "pause",
+            "nope",
+            "-c",
+            &config,
+            "--reason",
+            "x",
+        ],
+    );
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("no destination named \"nope\""),
+        "{}",
+        stderr(&unknown)
+    );
+
+    let resumed = succeeded(&oncehook(
+        dir,
+        token,
+        &["destinations", "resume", "crm", "-c", &config],
+    ));
+    assert!(resumed.contains("crm: active"), "{resumed}");
+    crm.wait_for(Duration::from_secs(20), "the held delivery", |r| {
+        r.len() == 1
+    })
+    .await;
+}

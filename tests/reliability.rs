@@ -488,9 +488,10 @@ async fn destination_chaos_every_event_ends_delivered_or_dead_and_counts_reconci
     let body = format!(
         "[[sources]]\nname = \"gh\"\nverify = {{ scheme = \"github\", secrets = [\"fault-secret\"] }}\n\n\
          [[destinations]]\nname = \"flappy\"\nurl = \"{}\"\ntimeout = \"1s\"\nmax_attempts = 4\nconcurrency = 16\n\
-         backoff = {{ base = \"20ms\", max = \"200ms\" }}\n\n\
+         backoff = {{ base = \"20ms\", max = \"200ms\" }}\ncircuit_breaker = {{ failures = 20, cooldown = \"1s\" }}\n\n\
          [[destinations]]\nname = \"down\"\nurl = \"http://127.0.0.1:{down_port}/hook\"\ntimeout = \"1s\"\n\
-         max_attempts = 100000\nconcurrency = 16\nbackoff = {{ base = \"100ms\", max = \"{}\" }}\n\n\
+         max_attempts = 100000\nconcurrency = 16\nbackoff = {{ base = \"100ms\", max = \"{}\" }}\n\
+         circuit_breaker = {{ failures = 5, cooldown = \"1s\" }}\n\n\
          [[destinations]]\nname = \"steady\"\nurl = \"{}\"\nconcurrency = 8\n\n\
          [[routes]]\nsource = \"gh\"\nto = [\"flappy\", \"down\", \"steady\"]\n",
         flappy.url,
@@ -568,8 +569,8 @@ async fn destination_chaos_every_event_ends_delivered_or_dead_and_counts_reconci
         "destination_chaos",
         json!({
             "destinations": {
-                "flappy": "per attempt: 30% 200, 10% 200 after 200 ms, 20% 500, 10% 429 Retry-After: 1, 10% reset, 10% 503, 10% hang past the 1 s timeout; max_attempts 4",
-                "down": format!("connection refused for {} s, then 200, retried without limit", down_for.as_secs()),
+                "flappy": "per attempt: 30% 200, 10% 200 after 200 ms, 20% 500, 10% 429 Retry-After: 1, 10% reset, 10% 503, 10% hang past the 1 s timeout; max_attempts 4; circuit breaker 20 failures, 1 s cooldown",
+                "down": format!("connection refused for {} s, then 200, retried without limit; circuit breaker 5 failures, 1 s cooldown", down_for.as_secs()),
                 "steady": "200",
             },
             "per_destination": &per_destination,

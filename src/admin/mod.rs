@@ -10,12 +10,14 @@
 //! | `GET /api/v1/events`, `GET /api/v1/events/{id}` | `events` |
 //! | `POST /api/v1/replays`, `GET /api/v1/replays`, `GET /api/v1/replays/{id}` | `replays` |
 //! | `GET /api/v1/dlq` | `dlq` |
+//! | `GET /api/v1/destinations`, `POST /api/v1/destinations/{name}/pause\|resume` | `destinations` |
 //! | `GET /api/v1/events/export`, `POST /api/v1/events/import` | `transfer` |
 //! | `GET /api/v1/stats` | `stats` |
 //! | `GET /api/v1/openapi.json` | `openapi` |
 //! | `GET /console` (the operator's page, static files only) | `crate::console` |
 
 mod auth;
+mod destinations;
 mod dlq;
 pub mod error;
 mod events;
@@ -41,6 +43,7 @@ use serde_json::json;
 use crate::privacy::{HiddenFields, PayloadCipher, SearchKey};
 use crate::store::Store;
 use crate::wakeups::Wakeups;
+pub use destinations::DestinationInfo;
 use error::ApiError;
 pub use transfer::{EventImporter, ImportedEvent};
 
@@ -57,7 +60,7 @@ pub struct ApiContext {
     /// Every configured source's hidden fields, possibly none.
     hidden_fields: Arc<HiddenFields>,
     search_fields: BTreeSet<String>,
-    destinations: Vec<String>,
+    destinations: Vec<DestinationInfo>,
     wakeups: Arc<Wakeups>,
     importer: Arc<dyn EventImporter>,
 }
@@ -83,8 +86,8 @@ pub struct AdminParts {
     pub hidden_fields: Arc<HiddenFields>,
     /// The `search_fields` names the sources declare.
     pub search_fields: BTreeSet<String>,
-    /// Every destination's name.
-    pub destinations: Vec<String>,
+    /// Every configured destination.
+    pub destinations: Vec<DestinationInfo>,
     /// Turns imported events into this gateway's events.
     pub importer: Arc<dyn EventImporter>,
 }
@@ -140,6 +143,9 @@ fn api_router(context: Arc<ApiContext>) -> Router {
         .route("/replays", get(replays::list).post(replays::create))
         .route("/replays/{id}", get(replays::show))
         .route("/dlq", get(dlq::list))
+        .route("/destinations", get(destinations::list))
+        .route("/destinations/{name}/pause", post(destinations::pause))
+        .route("/destinations/{name}/resume", post(destinations::resume))
         .route("/stats", get(stats::show))
         .route("/openapi.json", get(openapi::document))
         .fallback(unknown_route)

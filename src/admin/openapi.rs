@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{dlq, error, events, replays, stats, transfer};
+use super::{destinations, dlq, error, events, replays, stats, transfer};
 
 /// Every route of the admin API, as (method, path template): the router serves exactly these and
 /// the OpenAPI document lists exactly these (a test holds both to it).
@@ -19,6 +19,9 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/replays"),
     ("GET", "/api/v1/replays/{id}"),
     ("GET", "/api/v1/dlq"),
+    ("GET", "/api/v1/destinations"),
+    ("POST", "/api/v1/destinations/{name}/pause"),
+    ("POST", "/api/v1/destinations/{name}/resume"),
     ("GET", "/api/v1/stats"),
     ("GET", "/api/v1/openapi.json"),
 ];
@@ -27,7 +30,8 @@ pub const API_ROUTES: &[(&str, &str)] = &[
 #[openapi(
     info(
         title = "oncehook admin API",
-        description = "Search events, replay deliveries, read the dead-letter queue and stats. \
+        description = "Search events, replay deliveries, read the dead-letter queue and stats, \
+                       pause and resume destinations. \
                        Every route needs `Authorization: Bearer <admin.token>`."
     ),
     paths(
@@ -39,6 +43,9 @@ pub const API_ROUTES: &[(&str, &str)] = &[
         replays::list,
         replays::show,
         dlq::list,
+        destinations::list,
+        destinations::pause,
+        destinations::resume,
         stats::show,
         document,
     ),

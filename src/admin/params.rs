@@ -95,6 +95,23 @@ pub fn paginate<T, I: std::fmt::Display>(
     (items, next)
 }
 
+/// Most characters of an operator's free text (a reason, a name).
+const MAX_TEXT: usize = 1000;
+
+/// An operator's free text (`reason`, `requested_by`): required, trimmed, at most 1000 characters.
+pub fn required_text(name: &str, value: Option<&str>) -> Result<String, ApiError> {
+    let text = value.map(str::trim).unwrap_or_default();
+    if text.is_empty() {
+        return Err(ApiError::bad_request(format!("{name} is required")));
+    }
+    if text.chars().count() > MAX_TEXT {
+        return Err(ApiError::bad_request(format!(
+            "{name}: at most {MAX_TEXT} characters"
+        )));
+    }
+    Ok(text.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

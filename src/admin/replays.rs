@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::params::{
-    decode_cursor, format_time, given, paginate, parse_limit, parse_time, word_list,
+    decode_cursor, format_time, given, paginate, parse_limit, parse_time, required_text, word_list,
 };
 use super::words::ReplayStatus;
 use crate::domain::delivery_state::DeliveryState;
@@ -30,7 +30,6 @@ use crate::store::{NewReplay, ReplayFilter, ReplayRecord, now_millis};
 const SAMPLE_SIZE: usize = 10;
 /// Most event ids one replay may name.
 const MAX_EVENT_IDS: usize = 1000;
-const MAX_TEXT: usize = 1000;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -153,19 +152,6 @@ pub struct ReplaysParams {
     limit: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
-}
-
-fn required_text(name: &str, value: Option<&str>) -> Result<String, ApiError> {
-    let text = value.map(str::trim).unwrap_or_default();
-    if text.is_empty() {
-        return Err(ApiError::bad_request(format!("{name} is required")));
-    }
-    if text.chars().count() > MAX_TEXT {
-        return Err(ApiError::bad_request(format!(
-            "{name}: at most {MAX_TEXT} characters"
-        )));
-    }
-    Ok(text.to_owned())
 }
 
 /// Turns the request's filter into the store's, and its normalised JSON for the record.

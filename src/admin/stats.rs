@@ -167,7 +167,7 @@ pub async fn show(
     let mut queue_depth: BTreeMap<String, u64> = context
         .destinations
         .iter()
-        .map(|name| (name.clone(), 0))
+        .map(|destination| (destination.name.clone(), 0))
         .collect();
     queue_depth.extend(context.store.queue_depths().await?);
     let dead_by_reason = context

@@ -1,5 +1,5 @@
 //! The OpenAPI schemas of the domain's words (delivery states, event statuses, dead reasons,
-//! attempt outcomes): each a string enum listing the enum's own words, so the document cannot
+//! attempt outcomes, destination states): each a string enum listing the enum's own words, so the document cannot
 //! drift from what the API writes. They live here, not in `domain/`, which knows nothing of
 //! HTTP documents.
 
@@ -11,6 +11,7 @@ use crate::domain::dead_reason::DeadReason;
 use crate::domain::delivery_outcome::DeliveryOutcome;
 use crate::domain::delivery_state::DeliveryState;
 use crate::domain::event_status::EventStatus;
+use crate::domain::gate::DestinationState;
 
 fn word_schema<'a>(description: &str, words: impl IntoIterator<Item = &'a str>) -> RefOr<Schema> {
     ObjectBuilder::new()
@@ -39,6 +40,7 @@ word_schemas!(
     EventStatus => "An event's status over its deliveries.",
     DeadReason => "Why a delivery went dead.",
     DeliveryOutcome => "How a delivery attempt ended.",
+    DestinationState => "A destination's state.",
 );
 
 /// What a replay filter's `status` may name: a delivery state or an event status (the words

@@ -16,12 +16,14 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::import::SourceImporter;
-use crate::admin::AdminParts;
-use crate::config::{Config, ConfigError, DestinationConfig, SourceConfig};
+use crate::admin::{AdminParts, DestinationInfo};
+use crate::config::{CircuitBreakerConfig, Config, ConfigError, DestinationConfig, SourceConfig};
 use crate::delivery::{
     Bus, DeliveryParts, Destination, RouteTransforms, Template, Transform, signing_verifier,
 };
+use crate::domain::circuit::BreakerPolicy;
 use crate::domain::key::{EmailHasher, KeySpec};
+use crate::domain::pace::Pace;
 use crate::domain::pointer::JsonPointer;
 use crate::domain::retry::RetryPolicy;
 use crate::intake::{IntakeParts, RateLimit, RouteRuntime, SourceParts, SourceRuntime};
@@ -91,7 +93,14 @@ impl Runtime {
                 .iter()
                 .flat_map(|source| source.search_fields.keys().cloned())
                 .collect::<BTreeSet<_>>(),
-            destinations: config.destinations.iter().map(|d| d.name.clone()).collect(),
+            destinations: destinations
+                .iter()
+                .map(|d| DestinationInfo {
+                    name: d.name.to_string(),
+                    pace: d.pace,
+                    breaker: d.breaker.map(|b| (b.failures, b.cooldown)),
+                })
+                .collect(),
             importer: Arc::new(SourceImporter {
                 sources: import_sources,
                 cipher: cipher.clone(),
@@ -288,6 +297,13 @@ fn build_destination(
         signer,
         headers,
         bus,
+        pace: destination.rate_limit.as_ref().map(pace),
+        breaker: match destination.circuit_breaker {
+            CircuitBreakerConfig::Off => None,
+            CircuitBreakerConfig::On { failures, cooldown } => {
+                Some(BreakerPolicy { failures, cooldown })
+            }
+        },
     })
 }
 
@@ -321,6 +337,14 @@ fn route_transforms(config: &Config) -> Result<RouteTransforms, ConfigError> {
         );
     }
     Ok(transforms.finish())
+}
+
+/// A destination's `rate_limit`, already checked by the config loader (both at least 1).
+fn pace(limit: &crate::config::RateLimitConfig) -> Pace {
+    Pace {
+        per_second: limit.per_second.max(1),
+        burst: limit.burst.unwrap_or(limit.per_second).max(1),
+    }
 }
 
 /// A rate limit the config loader has already checked (`per_second` and `burst` at least 1).

@@ -3,6 +3,7 @@
 mod admin_client;
 mod bench;
 mod check;
+mod destinations;
 mod dlq;
 mod events;
 mod listen;
@@ -132,6 +133,12 @@ enum Command {
   oncehook stats --window 1h
   oncehook stats --json | jq .intake.dedupe_hit_rate")]
     Stats(stats::StatsArgs),
+    /// Each destination's state, queue and recent outcomes; pause and resume one.
+    #[command(after_help = "Examples:
+  oncehook destinations
+  oncehook destinations pause crm --reason \"CRM deploy, CHG-42\"
+  oncehook destinations resume crm")]
+    Destinations(destinations::DestinationsArgs),
     /// Load-test a gateway: signed requests, a duplicate mix, closed or open loop, latency
     /// percentiles.
     #[command(after_help = "Examples:
@@ -185,6 +192,7 @@ pub fn main() -> ExitCode {
             Command::Dlq { command } => dlq::run(command).await,
             Command::Replay(args) => replay::run(args).await,
             Command::Stats(args) => stats::run(args).await,
+            Command::Destinations(args) => destinations::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });

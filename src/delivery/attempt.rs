@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::LaneShared;
 use super::transport::{Message, Sent};
+use crate::domain::circuit::Verdict;
 use crate::domain::retry::{AttemptResult, Decision};
 use crate::metrics;
 use crate::privacy::{SensitiveValues, decrypt_with, seal_text};
@@ -69,14 +70,37 @@ impl Attempt {
                 Err(e) => (AttemptResult::Undeliverable, None, Some(e.to_string())),
             };
         let elapsed = clock.elapsed();
-        drop(self.sending.take());
-        let decision = self.lane.destination.policy.decide(
-            self.claim.attempt,
-            &result,
-            retry_after,
-            rand::random::<f64>(),
-        );
+        let policy = &self.lane.destination.policy;
+        let jitter = rand::random::<f64>();
+        let decision = policy.decide(self.claim.attempt, &result, retry_after, jitter);
         let name = &self.lane.destination.name;
+        // The verdict is counted before the sending slot is given back, so a delivery waiting
+        // for the slot sees a circuit this attempt opened and goes back unsent.
+        let circuit =
+            self.lane
+                .health
+                .record(&result, self.claim.probe, self.lane.clock.now_millis());
+        drop(self.sending.take());
+        if let Some(circuit) = circuit
+            && let Err(e) = self.lane.store.set_circuit(name, circuit).await
+        {
+            tracing::warn!(destination = %name, error = %e,
+                "cannot store the destination's circuit; other nodes learn it later");
+        }
+        // A failure that meets an open circuit is the outage's, not the delivery's: it waits
+        // for the circuit instead of going dead (and a probe's attempt does not count at all).
+        let decision = match decision {
+            Decision::Dead { reason }
+                if Verdict::of(&result) == Verdict::Failed
+                    && (self.claim.probe || self.lane.health.circuit_open()) =>
+            {
+                Decision::Retry {
+                    after: policy.backoff(self.claim.attempt, jitter),
+                    reason,
+                }
+            }
+            decision => decision,
+        };
         let outcome = match &decision {
             Decision::Delivered => {
                 metrics::end_to_end(

@@ -5,6 +5,10 @@
 //! and the HTTP connection pool, so a hanging or failing destination only ever fills its own
 //! lane. Claims are leased: if this node dies mid-attempt, the delivery becomes claimable
 //! again when the lease runs out (at least once, with the same `Idempotency-Key`).
+//!
+//! Every claim goes through the destination's gate, shared by all nodes through the store: an
+//! operator's pause, the circuit breaker and the outbound pace (`health` keeps what this node
+//! knows of it between claims).
 
 mod attempt;
 mod transform;
@@ -12,6 +16,7 @@ mod transport;
 
 pub use transform::{CompileError, RouteTransforms, Transform};
 pub use transport::{Bus, Template, TemplateError};
+mod health;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +28,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::{Clock, SystemClock};
+use crate::domain::circuit::BreakerPolicy;
+use crate::domain::gate::Gate;
+use crate::domain::pace::Pace;
 use crate::domain::retry::RetryPolicy;
 use crate::privacy::{HiddenFields, PayloadCipher};
-use crate::store::{Store, millis};
+use crate::store::{GateClaim, LaneClaim, Store, millis};
 use crate::verify::{SchemeName, Verifier, VerifyConfig};
 use crate::wakeups::Wakeups;
+use health::Health;
 
 /// How long a lane with nothing due sleeps before looking again, when nobody wakes it.
 /// Wake-ups from intake and from finished attempts make this matter only across nodes.
@@ -52,6 +61,10 @@ pub struct Destination {
     pub headers: HeaderMap,
     /// Set for `nats://` and `amqp://` destinations; `None` is HTTP.
     pub bus: Option<Bus>,
+    /// `rate_limit`: the pace deliveries start at, summed over every node.
+    pub pace: Option<Pace>,
+    /// `circuit_breaker` (None: turned off).
+    pub breaker: Option<BreakerPolicy>,
 }
 
 impl Destination {
@@ -110,6 +123,7 @@ pub fn spawn_workers(
             wake: wakeups.lane(&destination.name),
             transport: Arc::new(transport::Transport::new(&destination, &client)),
             transforms: Arc::clone(&transforms),
+            health: Health::new(Arc::clone(&destination.name), destination.breaker),
             destination,
             store: Arc::clone(&store),
             cipher: parts.cipher.clone(),
@@ -135,6 +149,8 @@ pub(crate) struct LaneShared {
     wake: Arc<Notify>,
     hidden_fields: Arc<HiddenFields>,
     clock: Arc<dyn Clock>,
+    /// What this node knows of the destination's gate, and its run of failures there.
+    health: Health,
 }
 
 /// One destination's worker: claims due deliveries and runs at most `concurrency` attempts.
@@ -198,7 +214,8 @@ impl Lane {
     /// One pass: waits for room for one more claimed delivery, claims what the free sending
     /// slots can take at once and starts those attempts. If that found a backlog, it claims
     /// further rounds in the same pass: one store round trip then feeds several rounds of
-    /// sends instead of one.
+    /// sends instead of one. A paced destination claims only what free slots send at once, so
+    /// a delivery starts when its token is drawn, not later in a bunch.
     async fn step(&self) -> Step {
         let permit = tokio::select! {
             _ = self.stop.cancelled() => return Step::Stopped,
@@ -207,46 +224,63 @@ impl Lane {
                 Err(_) => return Step::Stopped,
             },
         };
+        let paced = self.shared.destination.pace.is_some();
+        if paced {
+            tokio::select! {
+                _ = self.stop.cancelled() => return Step::Stopped,
+                slot = self.sending.acquire() => drop(slot),
+            }
+        }
         let now_free = self
             .sending
             .available_permits()
             .clamp(1, self.open.available_permits() + 1);
-        let Some(claims) = self.claim(now_free).await else {
+        let Some(claim) = self.claim(now_free).await else {
             return Step::StoreFailed;
         };
-        if claims.is_empty() {
+        if claim.deliveries.is_empty() {
             drop(permit);
-            let now = self.shared.clock.now_millis();
-            let wait = match self
+            return Step::Idle(self.idle_for(claim.gate).await);
+        }
+        let backlog = claim.gate == Gate::Open && !paced && claim.deliveries.len() == now_free;
+        let mut permit = Some(permit);
+        let mut started = self.start(claim.deliveries, &mut permit).await;
+        let more = self.open.available_permits();
+        if backlog
+            && more > 0
+            && let Some(claim) = self.claim(more).await
+        {
+            started += self.start(claim.deliveries, &mut permit).await;
+        }
+        Step::Started(started)
+    }
+
+    /// How long to wait after a claim that took nothing: until the gate opens (paused: until
+    /// woken, or the next look), or until the next delivery is due.
+    async fn idle_for(&self, gate: Gate) -> Duration {
+        let now = self.shared.clock.now_millis();
+        let until = |at: i64| Duration::from_millis(at.saturating_sub(now).max(1) as u64);
+        match gate {
+            Gate::Paused => IDLE_POLL,
+            Gate::CircuitOpen { until: at } | Gate::RateLimited { until: at } => {
+                until(at).min(IDLE_POLL)
+            }
+            Gate::Open | Gate::Probe => match self
                 .shared
                 .store
                 .next_due_at(&self.shared.destination.name)
                 .await
             {
-                Ok(Some(due)) if due > now => {
-                    Duration::from_millis((due - now) as u64).min(IDLE_POLL)
-                }
+                Ok(Some(due)) if due > now => until(due).min(IDLE_POLL),
                 _ => IDLE_POLL,
-            };
-            return Step::Idle(wait);
+            },
         }
-        let backlog = claims.len() == now_free;
-        let mut permit = Some(permit);
-        let mut started = self.start(claims, &mut permit).await;
-        let more = self.open.available_permits();
-        if backlog
-            && more > 0
-            && let Some(claims) = self.claim(more).await
-        {
-            started += self.start(claims, &mut permit).await;
-        }
-        Step::Started(started)
     }
 
-    /// Claims up to `limit` due deliveries. Their lease covers the wait for a sending slot:
-    /// the last of them may queue behind every delivery the lane already holds, one attempt
-    /// per `concurrency` ahead of it. None when the store failed.
-    async fn claim(&self, limit: usize) -> Option<Vec<crate::store::ClaimedDelivery>> {
+    /// Claims up to `limit` due deliveries through the destination's gate. Their lease covers
+    /// the wait for a sending slot: the last of them may queue behind every delivery the lane
+    /// already holds, one attempt per `concurrency` ahead of it. None when the store failed.
+    async fn claim(&self, limit: usize) -> Option<LaneClaim> {
         let destination = &self.shared.destination;
         let held = self.capacity.saturating_sub(self.open.available_permits());
         let rounds = (held + limit)
@@ -255,13 +289,18 @@ impl Lane {
         let now = self.shared.clock.now_millis();
         let lease = destination.lease() * u32::try_from(rounds).unwrap_or(u32::MAX);
         let lease_until = now.saturating_add(millis(lease));
-        match self
-            .shared
-            .store
-            .claim_due_deliveries(&destination.name, now, lease_until, limit)
-            .await
-        {
-            Ok(claims) => Some(claims),
+        let request = GateClaim {
+            destination: destination.name.to_string(),
+            now,
+            lease_until,
+            limit,
+            pace: destination.pace,
+        };
+        match self.shared.store.claim_through_gate(&request).await {
+            Ok(claim) => {
+                self.shared.health.observe(&claim.row);
+                Some(claim)
+            }
             Err(e) => {
                 tracing::warn!(destination = %destination.name, error = %e, "claiming deliveries failed");
                 None
@@ -307,8 +346,16 @@ impl Lane {
                     }
                     slot = sending.acquire_owned() => {
                         if let Ok(slot) = slot {
-                            attempt.sending = Some(slot);
-                            attempt.run_until_shutdown(stop, grace).await;
+                            // Paused or opened while it waited: back unsent, no attempt spent.
+                            if !attempt.claim.probe && attempt.lane.health.holds_back() {
+                                if let Err(e) = store.release_claim(&attempt.claim).await {
+                                    tracing::warn!(event_id = %attempt.claim.event_id, error = %e,
+                                        "cannot hand back a held delivery; it is retried after its lease");
+                                }
+                            } else {
+                                attempt.sending = Some(slot);
+                                attempt.run_until_shutdown(stop, grace).await;
+                            }
                         }
                     }
                 }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::clock::UnixMillis;
+use crate::domain::circuit::BreakerPolicy;
 use crate::domain::delivery_state::DeliveryState;
 use crate::domain::fingerprint::Fingerprint;
 use crate::domain::key::DedupeKey;
@@ -72,6 +73,15 @@ struct Harness {
 
 impl Harness {
     fn new(url: &str, concurrency: usize) -> Harness {
+        Harness::with_gate(url, concurrency, None, None)
+    }
+
+    fn with_gate(
+        url: &str,
+        concurrency: usize,
+        pace: Option<Pace>,
+        breaker: Option<BreakerPolicy>,
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(SqliteOptions {
@@ -96,6 +106,8 @@ impl Harness {
             signer: None,
             headers: HeaderMap::new(),
             bus: None,
+            pace,
+            breaker,
         });
         let shared = LaneShared {
             transport: Arc::new(super::transport::Transport::new(
@@ -109,6 +121,7 @@ impl Harness {
             wake: Arc::new(Notify::new()),
             hidden_fields: Arc::default(),
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
+            health: Health::new(Arc::from("crm"), breaker),
         };
         let lane = Lane::new(
             shared,
@@ -222,4 +235,63 @@ async fn a_step_that_finds_a_backlog_claims_further_rounds_in_the_same_pass() {
     for id in ids {
         assert_eq!(lane.state(id).await.0, DeliveryState::Delivered);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_opens_the_circuit_and_ends_in_delivery_not_dead_letters() {
+    // Down for three requests (the third is the first probe), then back.
+    let crm = destination(&[503, 503, 503, 200]).await;
+    let breaker = BreakerPolicy {
+        failures: 2,
+        cooldown: Duration::from_secs(30),
+    };
+    let lane = Harness::with_gate(&crm.url, 1, None, Some(breaker));
+    let ids = [
+        lane.accept(1).await,
+        lane.accept(2).await,
+        lane.accept(3).await,
+    ];
+    // All three are claimed; two fail in a row and open the circuit; the third, still waiting
+    // for the one sending slot, goes back unsent.
+    assert_eq!(lane.step().await, Step::Started(3));
+    assert_eq!(crm.requests.load(Ordering::SeqCst), 2);
+    assert_eq!(lane.state(ids[2]).await, (DeliveryState::Pending, 0));
+    // Their retries come due, but the circuit holds them without spending attempts.
+    lane.advance(Duration::from_secs(11));
+    assert!(matches!(lane.step().await, Step::Idle(_)));
+    assert_eq!(crm.requests.load(Ordering::SeqCst), 2);
+    // After the cooldown one probe goes; it fails and the circuit opens again, uncounted.
+    lane.advance(Duration::from_secs(20));
+    assert_eq!(lane.step().await, Step::Started(1));
+    assert_eq!(crm.requests.load(Ordering::SeqCst), 3);
+    assert!(matches!(lane.step().await, Step::Idle(_)));
+    // The next probe succeeds and closes the circuit; the rest follow.
+    lane.advance(Duration::from_secs(31));
+    assert_eq!(lane.step().await, Step::Started(1));
+    lane.advance(Duration::from_secs(11));
+    assert_eq!(lane.step().await, Step::Started(2));
+    for id in ids {
+        assert_eq!(lane.state(id).await.0, DeliveryState::Delivered, "{id}");
+    }
+    assert_eq!(crm.requests.load(Ordering::SeqCst), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_lane_claims_what_its_tokens_allow_and_says_when_to_come_back() {
+    let crm = destination(&[200]).await;
+    let pace = Pace {
+        per_second: 10,
+        burst: 2,
+    };
+    let lane = Harness::with_gate(&crm.url, 4, Some(pace), None);
+    for n in 1..=5 {
+        lane.accept(n).await;
+    }
+    assert_eq!(lane.step().await, Step::Started(2));
+    assert_eq!(lane.step().await, Step::Idle(Duration::from_millis(100)));
+    lane.advance(Duration::from_millis(100));
+    assert_eq!(lane.step().await, Step::Started(1));
+    lane.advance(Duration::from_millis(250));
+    assert_eq!(lane.step().await, Step::Started(2));
+    assert_eq!(crm.requests.load(Ordering::SeqCst), 5);
 }

@@ -42,6 +42,11 @@ pub const SQLITE: &[Migration] = &[
         name: "retention",
         sql: include_str!("../../migrations/sqlite/0006_retention.sql"),
     },
+    Migration {
+        version: 7,
+        name: "destinations",
+        sql: include_str!("../../migrations/sqlite/0007_destinations.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -74,6 +79,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 6,
         name: "retention",
         sql: include_str!("../../migrations/postgres/0006_retention.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "destinations",
+        sql: include_str!("../../migrations/postgres/0007_destinations.sql"),
     },
 ];
 

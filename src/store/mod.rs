@@ -1,9 +1,10 @@
 //! The store: one contract (`Store`), one implementation per backend.
 //!
-//! The contract is four traits, one per concern: `IntakeStore` (the atomic accept, the purge of
-//! expired keys, retention), `DeliveryQueue` (claims, outcomes, queue depth), `AdminQueries` (what
-//! operators read) and `ReplayStore` (replays and their records). `Store` is all four, for
-//! every type that implements them. Handlers and workers hold an `Arc<dyn Store>` and never see
+//! The contract is five traits, one per concern: `IntakeStore` (the atomic accept, the purge of
+//! expired keys, retention), `DeliveryQueue` (claims, outcomes, queue depth), `DestinationControl`
+//! (each destination's shared gate: pause, circuit, pace, and what operators see of it),
+//! `AdminQueries` (what operators read) and `ReplayStore` (replays and their records). `Store` is
+//! all five, for every type that implements them. Handlers and workers hold an `Arc<dyn Store>` and never see
 //! SQL. Each backend keeps its SQL to itself (`sqlite/`, `postgres/`, a file per concern);
 //! what every backend must do is pinned down by the shared conformance suite in `tests.rs`.
 
@@ -21,12 +22,15 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use uuid::Uuid;
 
+use crate::domain::circuit::Circuit;
 use crate::domain::dead_reason::DeadReason;
 use crate::domain::delivery_outcome::DeliveryOutcome;
 use crate::domain::delivery_state::DeliveryState;
 use crate::domain::event_status::EventStatus;
 use crate::domain::fingerprint::Fingerprint;
+use crate::domain::gate::{Gate, GateRow};
 use crate::domain::key::DedupeKey;
+use crate::domain::pace::Pace;
 
 pub use self::error::{StoreError, StoreErrorKind};
 pub use self::open::{StoreLocation, StoreOptions, open};
@@ -170,6 +174,78 @@ pub struct ClaimedDelivery {
     pub content_type: Option<String>,
     pub body: Bytes,
     pub replay_id: Option<Uuid>,
+    /// The circuit's probe: its attempt is not counted against `max_attempts` (and not given
+    /// back when the claim is released).
+    pub probe: bool,
+}
+
+/// A lane's claim: up to `limit` due deliveries to `destination`, through its gate (SPEC §5.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateClaim {
+    pub destination: String,
+    pub now: UnixMillis,
+    pub lease_until: UnixMillis,
+    pub limit: usize,
+    /// The destination's `rate_limit`, drawn from the bucket all nodes share.
+    pub pace: Option<Pace>,
+}
+
+/// What a gated claim took, why, and the gate as it stands after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaneClaim {
+    pub deliveries: Vec<ClaimedDelivery>,
+    pub gate: Gate,
+    pub row: GateRow,
+}
+
+/// An operator's pause or resume of a destination, for the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PauseChange {
+    pub paused: bool,
+    /// Why (required to pause).
+    pub reason: Option<String>,
+    pub requested_by: String,
+    pub at: UnixMillis,
+}
+
+/// A destination as operators see it: its gate, its queue and its recent outcomes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationOverview {
+    pub name: String,
+    pub row: GateRow,
+    /// The pause in force, if paused: why, by whom, since when.
+    pub paused_reason: Option<String>,
+    pub paused_by: Option<String>,
+    pub paused_at: Option<UnixMillis>,
+    /// Unfinished deliveries (pending, retrying, in flight).
+    pub queue_depth: u64,
+    /// When the event of the oldest unfinished delivery was received.
+    pub oldest_pending_at: Option<UnixMillis>,
+    /// Attempts since `recent_since` that delivered, and that did not.
+    pub delivered_recent: u64,
+    pub failed_recent: u64,
+}
+
+impl DestinationOverview {
+    /// The overview of `name` in `all`, added (active, nothing queued) when it is not there
+    /// yet: backends gather an overview from several queries.
+    pub fn entry(
+        all: &mut std::collections::BTreeMap<String, DestinationOverview>,
+        name: String,
+    ) -> &mut DestinationOverview {
+        all.entry(name.clone())
+            .or_insert_with(|| DestinationOverview {
+                name,
+                row: GateRow::default(),
+                paused_reason: None,
+                paused_by: None,
+                paused_at: None,
+                queue_depth: 0,
+                oldest_pending_at: None,
+                delivered_recent: 0,
+                failed_recent: 0,
+            })
+    }
 }
 
 /// What happened on the wire, and what should happen next.
@@ -455,6 +531,31 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     async fn queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
+/// Each destination's gate, shared by every node: pause, circuit and pace live in the store so
+/// that they hold on every node and survive restarts.
+#[async_trait]
+pub trait DestinationControl: Send + Sync + 'static {
+    /// Claims like `claim_due_deliveries`, through the destination's gate, in one transaction:
+    /// nothing while paused or while the circuit is open; one probe (its attempt not counted)
+    /// once the cooldown is over, which holds the circuit half open until `lease_until`; with
+    /// a pace, no more than the shared bucket's whole tokens, which are taken.
+    async fn claim_through_gate(&self, request: &GateClaim) -> Result<LaneClaim, StoreError>;
+
+    /// Sets the destination's circuit (a node opened it, or an answer closed it).
+    async fn set_circuit(&self, destination: &str, circuit: Circuit) -> Result<(), StoreError>;
+
+    /// Pauses or resumes the destination, and records who did it and why. Pausing a paused
+    /// destination keeps the first pause's time; the newer reason is kept.
+    async fn set_paused(&self, destination: &str, change: &PauseChange) -> Result<(), StoreError>;
+
+    /// Every destination that has shared state or deliveries, with its queue and the attempt
+    /// outcomes since `recent_since`.
+    async fn destination_overview(
+        &self,
+        recent_since: UnixMillis,
+    ) -> Result<Vec<DestinationOverview>, StoreError>;
+}
+
 /// What operators read: events, their attempts, the dead-letter queue, and whether the store
 /// answers at all.
 #[async_trait]
@@ -517,9 +618,15 @@ pub trait ReplayStore: Send + Sync + 'static {
     async fn event_replays(&self, event_id: Uuid) -> Result<Vec<DeliveryReplay>, StoreError>;
 }
 
-/// The whole store contract. Every type that implements the four concerns is a `Store`, so
+/// The whole store contract. Every type that implements the five concerns is a `Store`, so
 /// handlers and workers hold one `Arc<dyn Store>`, and a wrapper (a fault-injecting one in
 /// tests) implements the concerns and is a `Store` too.
-pub trait Store: IntakeStore + DeliveryQueue + AdminQueries + ReplayStore {}
+pub trait Store:
+    IntakeStore + DeliveryQueue + DestinationControl + AdminQueries + ReplayStore
+{
+}
 
-impl<T: IntakeStore + DeliveryQueue + AdminQueries + ReplayStore + ?Sized> Store for T {}
+impl<T: IntakeStore + DeliveryQueue + DestinationControl + AdminQueries + ReplayStore + ?Sized>
+    Store for T
+{
+}

@@ -12,12 +12,15 @@ use uuid::Uuid;
 use super::postgres::{PostgresOptions, PostgresStore};
 use super::sqlite::{SqliteOptions, SqliteStore};
 use super::*;
+use crate::domain::circuit::{Circuit, CircuitPhase};
 use crate::domain::dead_reason::DeadReason;
 use crate::domain::delivery_outcome::DeliveryOutcome;
 use crate::domain::delivery_state::DeliveryState;
 use crate::domain::event_status::EventStatus;
 use crate::domain::fingerprint::Fingerprint;
+use crate::domain::gate::{DestinationState, Gate};
 use crate::domain::key::DedupeKey;
+use crate::domain::pace::Pace;
 
 struct SqliteFixture {
     _dir: tempfile::TempDir,
@@ -185,6 +188,10 @@ conformance!(
     a_working_store_is_writable,
     retention_deletes_finished_events_and_keeps_their_keys,
     retention_deletes_in_batches_of_the_given_size,
+    a_paused_destination_claims_nothing_until_resumed,
+    an_open_circuit_lets_one_uncounted_probe_out_after_its_cooldown,
+    concurrent_claims_share_one_pace,
+    the_destination_overview_counts_queue_and_recent_outcomes,
 );
 
 const T0: UnixMillis = 1_800_000_000_000;
@@ -1983,4 +1990,289 @@ async fn retention_deletes_in_batches_of_the_given_size(store: Arc<dyn Store>) {
     for id in ids {
         assert_eq!(store.event(id).await.expect("read"), None);
     }
+}
+
+fn gate_claim(destination: &str, now: UnixMillis, limit: usize, pace: Option<Pace>) -> GateClaim {
+    GateClaim {
+        destination: destination.to_owned(),
+        now,
+        lease_until: now + 60_000,
+        limit,
+        pace,
+    }
+}
+
+fn pause(reason: &str, at: UnixMillis) -> PauseChange {
+    PauseChange {
+        paused: true,
+        reason: Some(reason.to_owned()),
+        requested_by: "ops".to_owned(),
+        at,
+    }
+}
+
+async fn a_paused_destination_claims_nothing_until_resumed(store: Arc<dyn Store>) {
+    for n in 1..=2 {
+        let new = with_deliveries(event(key(n), n, T0), &[("crm", None), ("analytics", None)]);
+        store.accept(new).await.expect("accept");
+    }
+    store
+        .set_paused("crm", &pause("CRM deploy", T0))
+        .await
+        .expect("pause");
+    // Pausing again keeps when the pause began; the newer reason is shown.
+    store
+        .set_paused("crm", &pause("CRM deploy, CHG-42", T0 + 5))
+        .await
+        .expect("pause again");
+    let held = store
+        .claim_through_gate(&gate_claim("crm", T0 + 10, 10, None))
+        .await
+        .expect("claim");
+    assert_eq!(held.gate, Gate::Paused);
+    assert!(held.deliveries.is_empty());
+    assert_eq!(held.row.state(), DestinationState::Paused);
+    // Another destination is not held back.
+    let other = store
+        .claim_through_gate(&gate_claim("analytics", T0 + 10, 10, None))
+        .await
+        .expect("claim");
+    assert_eq!((other.gate, other.deliveries.len()), (Gate::Open, 2));
+
+    let overview = store.destination_overview(T0).await.expect("overview");
+    let crm = overview.iter().find(|o| o.name == "crm").expect("crm");
+    assert_eq!(crm.row.state(), DestinationState::Paused);
+    assert_eq!(crm.paused_reason.as_deref(), Some("CRM deploy, CHG-42"));
+    assert_eq!(crm.paused_by.as_deref(), Some("ops"));
+    assert_eq!(crm.paused_at, Some(T0));
+    assert_eq!(crm.queue_depth, 2);
+    assert_eq!(crm.oldest_pending_at, Some(T0));
+    // Nothing was attempted while paused.
+    assert_eq!((crm.delivered_recent, crm.failed_recent), (0, 0));
+
+    let resume = PauseChange {
+        paused: false,
+        reason: None,
+        requested_by: "ops".to_owned(),
+        at: T0 + 20,
+    };
+    store.set_paused("crm", &resume).await.expect("resume");
+    let drained = store
+        .claim_through_gate(&gate_claim("crm", T0 + 30, 10, None))
+        .await
+        .expect("claim");
+    assert_eq!(drained.gate, Gate::Open);
+    assert_eq!(drained.deliveries.len(), 2);
+    assert!(
+        drained
+            .deliveries
+            .iter()
+            .all(|d| d.attempt == 1 && !d.probe)
+    );
+    let overview = store.destination_overview(T0).await.expect("overview");
+    let crm = overview.iter().find(|o| o.name == "crm").expect("crm");
+    assert_eq!(crm.row.state(), DestinationState::Active);
+    assert_eq!(crm.paused_reason, None);
+}
+
+async fn an_open_circuit_lets_one_uncounted_probe_out_after_its_cooldown(store: Arc<dyn Store>) {
+    for n in 1..=3 {
+        store.accept(event(key(n), n, T0)).await.expect("accept");
+    }
+    let open = Circuit::open(T0, std::time::Duration::from_secs(30));
+    store.set_circuit("crm", open).await.expect("open");
+    let waiting = store
+        .claim_through_gate(&gate_claim("crm", T0 + 1_000, 10, None))
+        .await
+        .expect("claim");
+    assert_eq!(waiting.gate, Gate::CircuitOpen { until: T0 + 30_000 });
+    assert!(waiting.deliveries.is_empty());
+    assert_eq!(waiting.row.state(), DestinationState::Open);
+
+    // The cooldown is over: one probe, whose attempt is numbered but not counted.
+    let probe = store
+        .claim_through_gate(&gate_claim("crm", T0 + 30_000, 10, None))
+        .await
+        .expect("claim");
+    assert_eq!(probe.gate, Gate::Probe);
+    assert_eq!(probe.deliveries.len(), 1);
+    assert!(probe.deliveries[0].probe);
+    assert_eq!(probe.deliveries[0].attempt, 1);
+    assert_eq!(probe.row.circuit.phase, CircuitPhase::HalfOpen);
+    // While the probe is out nobody else goes, on any node.
+    let meanwhile = store
+        .claim_through_gate(&gate_claim("crm", T0 + 30_001, 10, None))
+        .await
+        .expect("claim");
+    assert_eq!(meanwhile.gate, Gate::CircuitOpen { until: T0 + 90_000 });
+    let probe = probe.deliveries[0].clone();
+    let failed = attempt(
+        T0 + 30_000,
+        Some(503),
+        AttemptOutcome::Retry {
+            next_attempt_at: T0 + 30_100,
+        },
+    );
+    assert!(store.record_attempt(&probe, failed).await.expect("record"));
+    let record = store
+        .event(probe.event_id)
+        .await
+        .expect("read")
+        .expect("event");
+    assert_eq!(record.deliveries[0].attempts, 0, "a probe is not counted");
+    assert_eq!(record.deliveries[0].state, DeliveryState::Retrying);
+
+    // An answer closes the circuit: everything due goes again, attempts counted as ever.
+    store
+        .set_circuit("crm", Circuit::CLOSED)
+        .await
+        .expect("close");
+    let drained = store
+        .claim_through_gate(&gate_claim("crm", T0 + 31_000, 10, None))
+        .await
+        .expect("claim");
+    assert_eq!(drained.gate, Gate::Open);
+    assert_eq!(drained.deliveries.len(), 3);
+    assert!(
+        drained
+            .deliveries
+            .iter()
+            .all(|d| d.attempt == 1 && !d.probe)
+    );
+
+    // A released probe gives back no attempt either.
+    let second = store.accept(event(key(9), 9, T0)).await.expect("accept");
+    assert_eq!(second, AcceptOutcome::Accepted);
+    store
+        .set_circuit("crm", Circuit::open(T0, std::time::Duration::from_secs(1)))
+        .await
+        .expect("open");
+    let probe = store
+        .claim_through_gate(&gate_claim("crm", T0 + 40_000, 10, None))
+        .await
+        .expect("claim")
+        .deliveries
+        .remove(0);
+    store.release_claim(&probe).await.expect("release");
+    let record = store
+        .event(probe.event_id)
+        .await
+        .expect("read")
+        .expect("event");
+    assert_eq!(record.deliveries[0].attempts, 0);
+    assert_eq!(record.deliveries[0].state, DeliveryState::Pending);
+}
+
+async fn concurrent_claims_share_one_pace(store: Arc<dyn Store>) {
+    claim_with_one_pace(&[Arc::clone(&store), store]).await;
+}
+
+/// Workers on `nodes` claim at the same moment from a bucket of 3 (10/s): 3 deliveries between
+/// them, then one more per 100 ms.
+async fn claim_with_one_pace(nodes: &[Arc<dyn Store>]) {
+    for n in 0..20u8 {
+        nodes[0].accept(event(key(n), n, T0)).await.expect("accept");
+    }
+    let pace = Pace {
+        per_second: 10,
+        burst: 3,
+    };
+    let claim_all = |now: UnixMillis| {
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = Arc::clone(&nodes[i % nodes.len()]);
+                tokio::spawn(async move {
+                    store
+                        .claim_through_gate(&gate_claim("crm", now, 5, Some(pace)))
+                        .await
+                        .expect("claim")
+                })
+            })
+            .collect();
+        async move {
+            let mut claimed = 0;
+            let mut limited = 0;
+            for task in tasks {
+                let claim = task.await.expect("task");
+                claimed += claim.deliveries.len();
+                if matches!(claim.gate, Gate::RateLimited { .. }) {
+                    limited += 1;
+                }
+            }
+            (claimed, limited)
+        }
+    };
+    let (claimed, limited) = claim_all(T0).await;
+    assert_eq!(claimed, 3, "the burst");
+    assert!(limited >= 1);
+    assert_eq!(claim_all(T0 + 100).await.0, 1);
+    assert_eq!(claim_all(T0 + 350).await.0, 2);
+    let waiting = nodes[0]
+        .claim_through_gate(&gate_claim("crm", T0 + 360, 5, Some(pace)))
+        .await
+        .expect("claim");
+    assert_eq!(waiting.gate, Gate::RateLimited { until: T0 + 400 });
+}
+
+async fn the_destination_overview_counts_queue_and_recent_outcomes(store: Arc<dyn Store>) {
+    for n in 1..=3 {
+        store
+            .accept(event(key(n), n, T0 + i64::from(n)))
+            .await
+            .expect("accept");
+    }
+    let claims = store
+        .claim_through_gate(&gate_claim("crm", T0 + 10, 2, None))
+        .await
+        .expect("claim")
+        .deliveries;
+    assert_eq!(claims.len(), 2);
+    let delivered = attempt(T0 + 10, Some(200), AttemptOutcome::Delivered);
+    assert!(
+        store
+            .record_attempt(&claims[0], delivered)
+            .await
+            .expect("record")
+    );
+    let failed = attempt(
+        T0 + 10,
+        Some(503),
+        AttemptOutcome::Retry {
+            next_attempt_at: T0 + 1_000,
+        },
+    );
+    assert!(
+        store
+            .record_attempt(&claims[1], failed)
+            .await
+            .expect("record")
+    );
+    let overview = store.destination_overview(T0).await.expect("overview");
+    let crm = overview.iter().find(|o| o.name == "crm").expect("crm");
+    assert_eq!(crm.row.state(), DestinationState::Active);
+    assert_eq!(crm.queue_depth, 2, "one retrying, one pending");
+    assert_eq!(crm.oldest_pending_at, Some(T0 + 2));
+    assert_eq!((crm.delivered_recent, crm.failed_recent), (1, 1));
+    // Outcomes before the window are not counted.
+    let later = store.destination_overview(T0 + 20).await.expect("overview");
+    let crm = later.iter().find(|o| o.name == "crm").expect("crm");
+    assert_eq!((crm.delivered_recent, crm.failed_recent), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_nodes_share_one_pace_and_one_pause() {
+    let Some(fixture) = postgres().await else {
+        return;
+    };
+    let nodes = [fixture.store.clone(), fixture.another_node().await];
+    claim_with_one_pace(&nodes).await;
+    nodes[0]
+        .set_paused("crm", &pause("deploy", T0))
+        .await
+        .expect("pause");
+    let held = nodes[1]
+        .claim_through_gate(&gate_claim("crm", T0 + 10_000, 5, None))
+        .await
+        .expect("claim");
+    assert_eq!(held.gate, Gate::Paused);
 }

@@ -180,6 +180,12 @@ fn context_for(key: &str) -> Vec<(&'static str, toml::Value)> {
         "sources[].rate_limit.burst" => {
             vec![("sources[].rate_limit.per_second", toml::Value::Integer(100))]
         }
+        "destinations[].rate_limit.burst" => {
+            vec![(
+                "destinations[].rate_limit.per_second",
+                toml::Value::Integer(50),
+            )]
+        }
         "server.auth_failures_per_ip.burst" => vec![(
             "server.auth_failures_per_ip.per_second",
             toml::Value::Integer(10),
@@ -263,6 +269,11 @@ fn effective(key: &str, config: &Config) -> Option<String> {
         "destinations[].backoff.max" => format!("{:?}", destination.backoff.max),
         "destinations[].exchange" => destination.exchange.clone().unwrap_or_default(),
         "destinations[].routing_key" => destination.routing_key.clone().unwrap_or_default(),
+        "destinations[].circuit_breaker"
+        | "destinations[].circuit_breaker.failures"
+        | "destinations[].circuit_breaker.cooldown" => {
+            format!("{:?}", destination.circuit_breaker)
+        }
         _ => return None,
     })
 }

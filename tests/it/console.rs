@@ -27,7 +27,7 @@ fn config(crm: &str, analytics: &str) -> String {
          mask_fields = [\"/email\", \"/phone\"]\n\
          search_fields = {{ email = \"/email\", contact = \"/contact_id\" }}\n\n\
          [[destinations]]\nname = \"crm\"\nurl = \"{crm}\"\nmax_attempts = 2\n\
-         backoff = {{ base = \"20ms\", max = \"100ms\" }}\n\n\
+         backoff = {{ base = \"20ms\", max = \"100ms\" }}\ncircuit_breaker = false\n\n\
          [[destinations]]\nname = \"analytics\"\nurl = \"{analytics}\"\n\n\
          [[routes]]\nsource = \"forms\"\nto = [\"crm\", \"analytics\"]\n"
     )

@@ -12,14 +12,14 @@ use serde_json::{Value, json};
 const VERIFY: &str = "scheme = \"github\"\nsecrets = [\"delivery-secret\"]";
 const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-fn source(name: &str) -> String {
+pub(crate) fn source(name: &str) -> String {
     format!(
         "[[sources]]\nname = \"{name}\"\nverify = {{ scheme = \"github\", secrets = [\"delivery-secret\"] }}\n"
     )
 }
 
 /// A destination with fast retries unless `extra` sets its own backoff.
-fn destination(name: &str, url: &str, extra: &str) -> String {
+pub(crate) fn destination(name: &str, url: &str, extra: &str) -> String {
     let backoff = if extra.contains("backoff") {
         ""
     } else {
@@ -28,7 +28,7 @@ fn destination(name: &str, url: &str, extra: &str) -> String {
     format!("[[destinations]]\nname = \"{name}\"\nurl = \"{url}\"\n{backoff}{extra}\n")
 }
 
-fn route(source: &str, to: &[&str], extra: &str) -> String {
+pub(crate) fn route(source: &str, to: &[&str], extra: &str) -> String {
     let to: Vec<String> = to.iter().map(|d| format!("\"{d}\"")).collect();
     format!(
         "[[routes]]\nsource = \"{source}\"\nto = [{}]\n{extra}\n",
@@ -46,7 +46,7 @@ fn request(delivery: &str, body: &Value) -> Signed {
 }
 
 /// Sends the event twice (a provider retry); returns the event id, checking the second is a duplicate.
-async fn send_twice(
+pub(crate) async fn send_twice(
     client: &reqwest::Client,
     gateway: &Gateway,
     source: &str,
@@ -77,7 +77,7 @@ async fn send_twice(
         .to_owned()
 }
 
-const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fans_out_to_every_destination_with_stable_headers() {
@@ -231,8 +231,24 @@ async fn the_same_provider_event_after_its_ttl_keeps_its_delivery_key() {
             .iter()
             .map(|r| (r.event_id().to_owned(), r.idempotency_key().to_owned()))
             .collect::<Vec<_>>(),
-        vec![(first, key.clone()), (second, key)]
+        vec![(first.clone(), key.clone()), (second, key.clone())]
     );
+    // A replay of the first event keeps the key too.
+    let (status, replay) = gateway
+        .admin_post(
+            "/api/v1/replays",
+            &json!({"filter": {"event_ids": [first]}, "reason": "resend", "requested_by": "ops"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{replay}");
+    crm.wait_for(WAIT, "the replayed delivery", |r| r.len() == 3)
+        .await;
+    let received = crm.received();
+    assert!(received[2].header("oncehook-replay").is_some());
+    for r in &received {
+        assert_eq!(r.idempotency_key(), key);
+        assert_eq!(r.header("webhook-id"), Some(key.as_str()));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -562,7 +578,8 @@ async fn chaos_every_event_ends_delivered_or_dead_and_counts_reconcile() {
         destination(
             "chaos",
             &chaos.url,
-            "timeout = \"2s\"\nmax_attempts = 4\nconcurrency = 32\nbackoff = { base = \"10ms\", max = \"50ms\" }"
+            "timeout = \"2s\"\nmax_attempts = 4\nconcurrency = 32\nbackoff = { base = \"10ms\", max = \"50ms\" }\n\
+             circuit_breaker = { failures = 5, cooldown = \"500ms\" }"
         ),
         route("s", &["chaos"], ""),
     ));

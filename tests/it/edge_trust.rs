@@ -590,7 +590,7 @@ async fn a_destination_streaming_a_gibibyte_cannot_grow_the_gateway() {
         "[[sources]]\nname = \"forms\"\nverify = {{ {} }}\n\n\
          [[destinations]]\nname = \"ok\"\nurl = \"{ok_url}\"\n\n\
          [[destinations]]\nname = \"failing\"\nurl = \"{failing_url}\"\nmax_attempts = 2\n\
-         backoff = {{ base = \"50ms\", max = \"100ms\" }}\n\n\
+         backoff = {{ base = \"50ms\", max = \"100ms\" }}\ncircuit_breaker = false\n\n\
          [[routes]]\nsource = \"forms\"\nto = [\"ok\", \"failing\"]\n",
         verify_forms().replace('\n', ", "),
     ));

@@ -11,6 +11,7 @@ mod admin;
 mod bus;
 mod console;
 mod delivery;
+mod destinations;
 mod edge_limits;
 mod edge_trust;
 mod intake;

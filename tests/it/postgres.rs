@@ -520,3 +520,91 @@ async fn with_sslmode_require_every_connection_of_the_node_is_encrypted() {
     assert_eq!(row[1].as_deref(), Some("true"), "{row:?}");
     eprintln!("{connections} connections, all over {:?}", row[2]);
 }
+
+/// Two nodes share one destination's pace (the token bucket lives in the database) and one
+/// pause: the sum of what both send stays under the rate, and a pause given to one node holds
+/// the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_share_a_destination_s_pace_and_its_pause() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    let sink = Receiver::start().await;
+    let body = config(&sink.url, "rate_limit = { per_second = 20, burst = 1 }");
+    let nodes = Arc::new([
+        Gateway::start_with(&body, on(&schema.url(), None)),
+        Gateway::start_with(&body, on(&schema.url(), None)),
+    ]);
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for i in 0..200usize {
+        let (client, nodes) = (client.clone(), Arc::clone(&nodes));
+        tasks.push(tokio::spawn(async move {
+            let delivery = format!("paced-{i}");
+            let first = send(&client, &nodes[i % 2], &delivery).await;
+            assert_eq!(first.status, 202, "{delivery}: {}", first.json);
+            let repeat = send(&client, &nodes[(i + 1) % 2], &delivery).await;
+            assert_eq!(repeat.status, 200, "{delivery}: {}", repeat.json);
+            event_id(&first)
+        }));
+    }
+    let mut ids = HashSet::new();
+    for task in tasks {
+        ids.insert(task.await.expect("task"));
+    }
+    schema
+        .wait_for_count(DELIVERED, 200, Duration::from_secs(60))
+        .await;
+    let received = sink.received();
+    let delivered = delivered(&received);
+    assert_eq!(delivered.keys().cloned().collect::<HashSet<_>>(), ids);
+    assert!(
+        delivered.values().all(|n| *n == 1),
+        "delivered more than once"
+    );
+    let mut times: Vec<Instant> = received.iter().map(|r| r.at).collect();
+    times.sort();
+    let mut most = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end].duration_since(times[start]) >= Duration::from_secs(2) {
+            start += 1;
+        }
+        most = most.max(end - start + 1);
+    }
+    assert!(
+        most <= 44,
+        "{most} deliveries within 2 s from two nodes at 20/s"
+    );
+    let (a, b) = (delivered_by(&nodes[0]).await, delivered_by(&nodes[1]).await);
+    assert!(a > 0.0 && b > 0.0, "both nodes delivered ({a} and {b})");
+
+    // Paused through one node, held by both.
+    let (status, _) = nodes[0]
+        .admin_post(
+            "/api/v1/destinations/sink/pause",
+            &json!({"reason": "deploy", "requested_by": "ops"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for i in 0..10usize {
+        let delivery = format!("held-{i}");
+        assert_eq!(send(&client, &nodes[i % 2], &delivery).await.status, 202);
+        assert_eq!(
+            send(&client, &nodes[(i + 1) % 2], &delivery).await.status,
+            200
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sink.received().len(), 200, "nothing sent while paused");
+    let (_, list) = nodes[1].admin_get("/api/v1/destinations").await;
+    assert_eq!(list["destinations"][0]["state"], "paused", "{list}");
+    assert_eq!(list["destinations"][0]["queue_depth"], 10);
+    let (status, _) = nodes[1]
+        .admin_post("/api/v1/destinations/sink/resume", &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    schema
+        .wait_for_count(DELIVERED, 210, Duration::from_secs(30))
+        .await;
+}

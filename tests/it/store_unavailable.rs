@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use oncehook::app::Runtime;
 use oncehook::config::Config;
+use oncehook::domain::circuit::Circuit;
 use oncehook::intake::{Intake, router};
 use oncehook::store::sqlite::{SqliteOptions, SqliteStore};
 use oncehook::store::*;
@@ -93,6 +94,29 @@ impl DeliveryQueue for Switchable {
     async fn queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.check()?;
         self.inner.queue_depths().await
+    }
+}
+
+#[async_trait]
+impl DestinationControl for Switchable {
+    async fn claim_through_gate(&self, request: &GateClaim) -> Result<LaneClaim, StoreError> {
+        self.check()?;
+        self.inner.claim_through_gate(request).await
+    }
+    async fn set_circuit(&self, destination: &str, circuit: Circuit) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.set_circuit(destination, circuit).await
+    }
+    async fn set_paused(&self, destination: &str, change: &PauseChange) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.set_paused(destination, change).await
+    }
+    async fn destination_overview(
+        &self,
+        recent_since: UnixMillis,
+    ) -> Result<Vec<DestinationOverview>, StoreError> {
+        self.check()?;
+        self.inner.destination_overview(recent_since).await
     }
 }
 

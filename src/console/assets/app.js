@@ -22,6 +22,9 @@ const OUTCOME_COLORS = {
 };
 const PAGE_SIZE = 25;
 const OVERVIEW_REFRESH_MS = 15000;
+const RUNBOOK = 'https://github.com/oncehook/oncehook/blob/main/RUNBOOK.md';
+// The end-to-end objective the alert rules use: 95% within 2 s.
+const SLO_P95_MS = 2000;
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 // What the views remember while the tab is open (never written to the page or the URL).
@@ -97,6 +100,7 @@ function badge(status) {
     failed_terminal: 'bad', dead: 'bad',
     failed_retryable: 'warn', retrying: 'warn',
     processing: 'info', in_flight: 'info', pending: 'info', received: 'info',
+    active: 'ok', paused: 'warn', open: 'bad', half_open: 'warn',
   }[status] || '';
   return h('span', { class: `badge ${tone}` }, String(status || 'unknown').replace(/_/g, ' '));
 }
@@ -268,6 +272,7 @@ function route() {
   if (parts[0] === 'events' && parts[1]) view = renderEvent(seq, parts[1]);
   else if (parts[0] === 'events') view = renderEvents(seq);
   else if (parts[0] === 'dead-letters') view = renderDeadLetters(seq);
+  else if (parts[0] === 'destinations') view = renderDestinations(seq);
   else view = renderOverview(seq);
   view.then(() => {
     if (current(seq)) focusHeading();
@@ -521,12 +526,15 @@ async function renderOverview(seq) {
   async function refresh() {
     const wanted = state.window;
     body.setAttribute('aria-busy', 'true');
-    const [stats, dlq] = await Promise.all([
+    const [stats, dlq, destinations, recent, day] = await Promise.all([
       api(`/stats${query({ window: wanted })}`),
       api('/dlq?group_by=reason'),
+      api('/destinations'),
+      api('/stats?window=15m'),
+      api('/stats?window=24h'),
     ]);
     if (!current(seq) || wanted !== state.window) return;
-    fill(body, ...overviewContent(stats, dlq));
+    fill(body, attentionList(dlq, destinations, recent, day), ...overviewContent(stats, dlq));
     paintSwatches(body);
     body.setAttribute('aria-busy', 'false');
     updated.textContent = `Updated ${formatLocal(new Date()).slice(11)}`;
@@ -537,6 +545,44 @@ async function renderOverview(seq) {
   timers.push(window.setInterval(() => {
     if (!document.hidden) refresh().catch(() => {});
   }, OVERVIEW_REFRESH_MS));
+}
+
+// What needs someone now, each with its runbook section: the same conditions the alert rules
+// watch, read from this gateway's API.
+function attentionList(dlq, destinations, recent, day) {
+  const items = [];
+  const add = (id, text, anchor) => items.push(h('li', { 'data-attention': id }, text, ' ',
+    h('a', { href: `${RUNBOOK}#${anchor}`, target: '_blank', rel: 'noopener noreferrer' }, 'Runbook')));
+  const hourAgo = Date.now() - 3600 * 1000;
+  for (const group of dlq.groups || []) {
+    if (Date.parse(group.last_at) >= hourAgo) {
+      add(`dead-${group.destination}-${group.reason}`,
+        `Dead letters to ${group.destination} in the last hour (${String(group.reason || 'unknown').replace(/_/g, ' ')}, ${group.count} in all).`,
+        'dead-deliveries');
+    }
+  }
+  for (const d of destinations.destinations || []) {
+    if (d.state === 'open' || d.state === 'half_open') {
+      add(`circuit-${d.name}`, `The circuit of ${d.name} is open: ${plural(d.queue_depth, 'delivery waits', 'deliveries wait')}.`,
+        'circuit-open');
+    } else if (d.state === 'paused') {
+      add(`paused-${d.name}`, `${d.name} is paused (${d.paused_reason || 'no reason given'}): ${plural(d.queue_depth, 'delivery waits', 'deliveries wait')}.`,
+        'paused-destination');
+    }
+  }
+  const now = recent.intake.dedupe_hit_rate;
+  const usual = day.intake.dedupe_hit_rate;
+  if (now !== null && now > 0.1 && (usual === null || now > 3 * usual)) {
+    add('dedupe-jump', `Repeats are ${formatPercent(now)} of requests over 15 minutes (usually ${formatPercent(usual)}): a provider is retrying.`,
+      'dedupe-storm');
+  }
+  const p95 = recent.delivery.end_to_end_ms.p95;
+  if (p95 !== null && p95 > SLO_P95_MS) {
+    add('slo', `End-to-end p95 is ${formatMs(p95)} over 15 minutes (objective: 2 s).`, 'end-to-end-slow');
+  }
+  return h('section', { class: 'attention', 'aria-labelledby': 'attention-title', id: 'attention' },
+    h('h2', { id: 'attention-title' }, 'Needs attention'),
+    items.length ? h('ul', {}, items) : h('p', { class: 'muted' }, 'Nothing needs attention now.'));
 }
 
 function overviewContent(stats, dlq) {
@@ -1027,6 +1073,111 @@ function openReplay({ title, description, filter, onDone }) {
     dialog.remove();
     if (done && onDone) onDone();
     else if (opener && document.body.contains(opener)) opener.focus();
+  });
+  document.body.append(dialog);
+  dialog.showModal();
+  reason.focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Destinations
+
+async function renderDestinations(seq) {
+  const answer = await api('/destinations');
+  if (!current(seq)) return;
+  const rows = answer.destinations.map((d) => {
+    const note = d.state === 'paused'
+      ? `Paused by ${d.paused_by || 'someone'}: ${d.paused_reason || 'no reason given'}`
+      : d.state === 'open' ? 'Circuit open: one probe per cooldown' : d.state === 'half_open' ? 'Probing' : '';
+    const action = d.state === 'paused'
+      ? h('button', { type: 'button', id: `resume-${d.name}`, onclick: () => resumeDestination(d.name) },
+        `Resume ${d.name}`)
+      : h('button', { type: 'button', class: 'quiet', id: `pause-${d.name}`, onclick: () => openPause(d.name) },
+        `Pause ${d.name}…`);
+    return h('tr', { 'data-destination': d.name },
+      h('th', { scope: 'row' }, d.name),
+      h('td', {}, badge(d.state), note ? h('div', { class: 'muted' }, note) : null),
+      h('td', { class: 'num' }, String(d.queue_depth)),
+      h('td', { class: 'num' }, d.oldest_pending_age_s === null ? '–' : formatSeconds(Math.round(d.oldest_pending_age_s))),
+      h('td', {}, d.rate_limit ? `${d.rate_limit.per_second}/s (burst ${d.rate_limit.burst})` : '–'),
+      h('td', { class: 'num' }, String(d.delivered_5m)),
+      h('td', { class: 'num' }, String(d.failed_5m)),
+      h('td', {}, action));
+  });
+  setView('Destinations', 'destinations',
+    h('div', { class: 'page-head' }, h('h1', {}, 'Destinations')),
+    h('p', { class: 'muted' }, 'A paused destination receives nothing and spends no attempts, on every node, ' +
+      'until it is resumed; its backlog then drains in order. An open circuit holds deliveries the same way ' +
+      'and lets one probe out per cooldown.'),
+    rows.length
+      ? table('Each destination, its queue and its last 5 minutes',
+        ['Destination', 'State', ['Queue', 'num'], ['Oldest pending', 'num'], 'Pace',
+          ['Delivered (5 min)', 'num'], ['Failed (5 min)', 'num'], 'Action'],
+        rows, { attrs: { id: 'destinations-table' } })
+      : h('p', { class: 'muted' }, 'No destinations are configured.'),
+    h('div', { id: 'destinations-message', 'aria-live': 'polite' }));
+  timers.push(window.setInterval(() => {
+    if (current(seq) && !document.querySelector('dialog[open]')) route();
+  }, OVERVIEW_REFRESH_MS));
+}
+
+async function resumeDestination(name) {
+  const message = document.getElementById('destinations-message');
+  try {
+    await api(`/destinations/${encodeURIComponent(name)}/resume`, {
+      method: 'POST', body: { requested_by: sessionStorage.getItem(REQUESTED_BY_KEY) || 'console' },
+    });
+    announce(`${name} resumed.`);
+    route();
+  } catch (error) {
+    if (message && error.status !== 401) fill(message, h('p', { class: 'error', role: 'alert' }, error.message));
+  }
+}
+
+function openPause(name) {
+  const reason = h('textarea', { id: 'pause-reason', name: 'reason', required: true, maxlength: 1000 });
+  const who = h('input', {
+    id: 'pause-requested-by', name: 'requested_by', required: true, maxlength: 1000, autocomplete: 'off',
+    value: sessionStorage.getItem(REQUESTED_BY_KEY) || '',
+  });
+  const message = h('div', { id: 'pause-message', 'aria-live': 'polite' });
+  const cancelButton = h('button', { type: 'button', class: 'quiet' }, 'Cancel');
+  const form = h('form', { novalidate: true },
+    h('p', {}, `Nothing is sent to ${name} until it is resumed; its deliveries wait without spending attempts.`),
+    field('Reason (required)', reason, 'Why, e.g. the deploy or incident; shown with the destination.'),
+    field('Requested by (required)', who),
+    message,
+    h('div', { class: 'form-actions' }, h('button', { type: 'submit', class: 'danger' }, `Pause ${name}`), cancelButton));
+  const dialog = h('dialog', { 'aria-labelledby': 'pause-title', id: 'pause-dialog' },
+    h('h2', { id: 'pause-title' }, `Pause ${name}`), form);
+  let done = false;
+  form.addEventListener('submit', async (submit) => {
+    submit.preventDefault();
+    const text = { reason: reason.value.trim(), requested_by: who.value.trim() };
+    if (!text.reason || !text.requested_by) {
+      fill(message, h('p', { class: 'error', role: 'alert' },
+        !text.reason ? 'Give a reason for the pause.' : 'Say who is pausing it.'));
+      (!text.reason ? reason : who).focus();
+      return;
+    }
+    sessionStorage.setItem(REQUESTED_BY_KEY, text.requested_by);
+    try {
+      await api(`/destinations/${encodeURIComponent(name)}/pause`, { method: 'POST', body: text });
+      done = true;
+      dialog.close();
+    } catch (error) {
+      if (error.status === 401) return dialog.close();
+      fill(message, h('p', { class: 'error', role: 'alert' }, error.message));
+    }
+  });
+  cancelButton.addEventListener('click', () => dialog.close());
+  const opener = document.activeElement;
+  dialog.addEventListener('close', () => {
+    dialog.remove();
+    if (done) {
+      announce(`${name} paused.`);
+      route();
+    } else if (opener && document.body.contains(opener)) opener.focus();
   });
   document.body.append(dialog);
   dialog.showModal();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use deadpool_postgres::ClientWrapper;
+use deadpool_postgres::{ClientWrapper, Transaction};
 
 use super::PostgresStore;
 use super::pool::{DbError, get, run, text, unsigned};
@@ -30,14 +30,14 @@ impl DeliveryQueue for PostgresStore {
         run(&self.pool, "claim", move |client| {
             // A fresh token per try: a retried claim must not share one with a lost try.
             let token = rand::random::<i64>() & i64::MAX;
-            Box::pin(claim_due(
-                client,
-                Arc::clone(&destination),
-                now,
-                lease_until,
-                limit,
-                token,
-            ))
+            let destination = Arc::clone(&destination);
+            Box::pin(async move {
+                let tx = client.transaction().await?;
+                let claimed =
+                    claim_due(&tx, &destination, now, lease_until, limit, token, true).await?;
+                tx.commit().await?;
+                Ok(claimed)
+            })
         })
         .await
     }
@@ -61,19 +61,21 @@ impl DeliveryQueue for PostgresStore {
 
     async fn release_claim(&self, claim: &ClaimedDelivery) -> Result<(), StoreError> {
         let (id, token) = (claim.id, claim.lease_token);
+        // A probe's attempt was never counted, so there is none to give back.
+        let counted = i32::from(!claim.probe);
         run(&self.pool, "release_claim", move |client| {
             Box::pin(async move {
                 let statement = client
                     .prepare_cached(
                         "UPDATE deliveries
-                         SET state = CASE WHEN attempts <= 1 THEN 'pending' ELSE 'retrying' END,
-                             attempts = GREATEST(attempts - 1, 0), next_attempt_at = $3,
+                         SET state = CASE WHEN attempts - $4 <= 0 THEN 'pending' ELSE 'retrying' END,
+                             attempts = GREATEST(attempts - $4, 0), next_attempt_at = $3,
                              lease_expires_at = NULL, lease_token = NULL, updated_at = $3
                          WHERE id = $1 AND lease_token = $2 AND state = 'in_flight'",
                     )
                     .await?;
                 client
-                    .execute(&statement, &[&id, &token, &now_millis()])
+                    .execute(&statement, &[&id, &token, &now_millis(), &counted])
                     .await?;
                 Ok(())
             })
@@ -122,17 +124,19 @@ impl DeliveryQueue for PostgresStore {
     }
 }
 
-/// See `Store::claim_due_deliveries`. Rows are locked with `SKIP LOCKED`, so concurrent claims
-/// on any node pass over each other's picks instead of waiting or taking them twice.
-async fn claim_due(
-    client: &mut ClientWrapper,
-    destination: Arc<str>,
+/// See `Store::claim_due_deliveries`, in the caller's transaction. Rows are locked with
+/// `SKIP LOCKED`, so concurrent claims on any node pass over each other's picks instead of
+/// waiting or taking them twice. `count_attempt` is false for the circuit's probe: its attempt
+/// number is the next one, but it is not counted against `max_attempts`.
+pub(super) async fn claim_due(
+    tx: &Transaction<'_>,
+    destination: &str,
     now: UnixMillis,
     lease_until: UnixMillis,
     limit: i64,
     token: i64,
+    count_attempt: bool,
 ) -> Result<Vec<ClaimedDelivery>, DbError> {
-    let tx = client.transaction().await?;
     // Due retries and fresh deliveries in due order, then attempts whose worker vanished. An
     // ordered delivery waits while an earlier one with its key is open: a head another node is
     // claiming right now is still open (pending) in this snapshot, so its successor waits too.
@@ -159,11 +163,11 @@ async fn claim_due(
                  SELECT id, due, pass FROM ready UNION ALL SELECT id, due, pass FROM abandoned
              )
              UPDATE deliveries d
-             SET state = 'in_flight', attempts = d.attempts + 1, lease_expires_at = $4,
+             SET state = 'in_flight', attempts = d.attempts + $6, lease_expires_at = $4,
                  lease_token = $5, updated_at = $2
              FROM chosen c, events e
              WHERE d.id = c.id AND e.seq = d.event_seq
-             RETURNING d.id, d.attempts, d.replay_id, d.event_seq, e.id, e.source,
+             RETURNING d.id, d.attempts + 1 - $6, d.replay_id, d.event_seq, e.id, e.source,
                        e.received_at, e.content_type, e.body, c.pass, c.due,
                        COALESCE(e.delivery_key, e.id)",
         )
@@ -171,7 +175,14 @@ async fn claim_due(
     let rows = tx
         .query(
             &claim,
-            &[&&*destination, &now, &limit, &lease_until, &token],
+            &[
+                &destination,
+                &now,
+                &limit,
+                &lease_until,
+                &token,
+                &i32::from(count_attempt),
+            ],
         )
         .await?;
     let mut claimed = Vec::with_capacity(rows.len());
@@ -193,6 +204,7 @@ async fn claim_due(
                 content_type: get(row, 7)?,
                 body: Bytes::from(get::<Vec<u8>>(row, 8)?),
                 replay_id: get(row, 2)?,
+                probe: !count_attempt,
             },
         ));
     }
@@ -209,7 +221,6 @@ async fn claim_due(
             .await?;
         tx.execute(&mark_processing, &[&event_seqs]).await?;
     }
-    tx.commit().await?;
     claimed.sort_by_key(|(rank, claim)| (*rank, claim.id));
     Ok(claimed.into_iter().map(|(_, claim)| claim).collect())
 }

@@ -25,6 +25,7 @@
 
 mod accept;
 mod deliveries;
+mod destinations;
 mod migrate;
 mod pool;
 mod queries;

@@ -6,6 +6,7 @@ use std::error::Error;
 use bytes::BytesMut;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
+use crate::domain::circuit::CircuitPhase;
 use crate::domain::dead_reason::DeadReason;
 use crate::domain::delivery_outcome::DeliveryOutcome;
 use crate::domain::delivery_state::DeliveryState;
@@ -43,4 +44,10 @@ macro_rules! stored_as_text {
     };
 }
 
-stored_as_text!(DeliveryState, EventStatus, DeadReason, DeliveryOutcome);
+stored_as_text!(
+    DeliveryState,
+    EventStatus,
+    DeadReason,
+    DeliveryOutcome,
+    CircuitPhase
+);

@@ -25,7 +25,7 @@ impl DeliveryQueue for SqliteStore {
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let destination = destination.to_owned();
         let token: i64 = rand::random::<i64>() & i64::MAX;
-        self.write(move |conn| claim_due(conn, &destination, now, lease_until, limit, token))
+        self.write(move |conn| claim_due(conn, &destination, now, lease_until, limit, token, true))
             .await
     }
 
@@ -42,15 +42,17 @@ impl DeliveryQueue for SqliteStore {
 
     async fn release_claim(&self, claim: &ClaimedDelivery) -> Result<(), StoreError> {
         let (id, token) = (claim.id, claim.lease_token);
+        // A probe's attempt was never counted, so there is none to give back.
+        let counted = i64::from(!claim.probe);
         self.write(move |conn| {
             conn.prepare_cached(
                 "UPDATE deliveries
-                 SET state = CASE WHEN attempts <= 1 THEN 'pending' ELSE 'retrying' END,
-                     attempts = MAX(attempts - 1, 0), next_attempt_at = ?3,
+                 SET state = CASE WHEN attempts - ?4 <= 0 THEN 'pending' ELSE 'retrying' END,
+                     attempts = MAX(attempts - ?4, 0), next_attempt_at = ?3,
                      lease_expires_at = NULL, lease_token = NULL, updated_at = ?3
                  WHERE id = ?1 AND lease_token = ?2 AND state = 'in_flight'",
             )?
-            .execute(params![id, token, now_millis()])?;
+            .execute(params![id, token, now_millis(), counted])?;
             Ok(())
         })
         .await
@@ -116,13 +118,16 @@ type ClaimedEventRow = (
     Option<Vec<u8>>,
 );
 
-fn claim_due(
+/// Claims up to `limit` due deliveries. `count_attempt` is false for the circuit's probe: its
+/// attempt number is the next one, but it is not counted against `max_attempts`.
+pub(super) fn claim_due(
     conn: &Connection,
     destination: &str,
     now: UnixMillis,
     lease_until: UnixMillis,
     limit: usize,
     token: i64,
+    count_attempt: bool,
 ) -> rusqlite::Result<Vec<ClaimedDelivery>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     // Due retries and fresh deliveries in due order, then attempts whose worker vanished.
@@ -149,10 +154,10 @@ fn claim_due(
         .collect::<rusqlite::Result<_>>()?;
     let mut claimed = Vec::with_capacity(ids.len());
     let mut take = conn.prepare_cached(
-        "UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1,
+        "UPDATE deliveries SET state = 'in_flight', attempts = attempts + ?5,
              lease_expires_at = ?2, lease_token = ?3, updated_at = ?4
          WHERE id = ?1
-         RETURNING attempts, event_seq, replay_id",
+         RETURNING attempts + 1 - ?5, event_seq, replay_id",
     )?;
     let mut load = conn.prepare_cached(
         "SELECT id, source, received_at, content_type, body, delivery_key
@@ -162,10 +167,10 @@ fn claim_due(
         "UPDATE events SET status = 'processing' WHERE seq = ?1 AND status = 'received'",
     )?;
     for id in ids {
-        let (attempt, event_seq, replay): (u32, i64, Option<Vec<u8>>) = take
-            .query_row(params![id, lease_until, token, now], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })?;
+        let (attempt, event_seq, replay): (u32, i64, Option<Vec<u8>>) = take.query_row(
+            params![id, lease_until, token, now, i64::from(count_attempt)],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?;
         let (event_id, source, received_at, content_type, body, delivery_key): ClaimedEventRow =
             load.query_row([event_seq], |row| {
                 Ok((
@@ -195,6 +200,7 @@ fn claim_due(
             content_type,
             body: Bytes::from(body),
             replay_id: replay.as_deref().map(uuid_from_blob).transpose()?,
+            probe: !count_attempt,
         });
     }
     Ok(claimed)

@@ -13,6 +13,7 @@
 mod accept;
 mod connection;
 mod deliveries;
+mod destinations;
 mod migrate;
 mod queries;
 mod readiness;

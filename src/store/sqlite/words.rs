@@ -3,6 +3,7 @@
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
+use crate::domain::circuit::CircuitPhase;
 use crate::domain::dead_reason::DeadReason;
 use crate::domain::delivery_outcome::DeliveryOutcome;
 use crate::domain::delivery_state::DeliveryState;
@@ -29,4 +30,10 @@ macro_rules! stored_as_text {
     };
 }
 
-stored_as_text!(DeliveryState, EventStatus, DeadReason, DeliveryOutcome);
+stored_as_text!(
+    DeliveryState,
+    EventStatus,
+    DeadReason,
+    DeliveryOutcome,
+    CircuitPhase
+);

@@ -535,10 +535,14 @@ mod rabbitmq {
         let app = spawn_app(&format!(
             "{}{}{}{}{}{}{}",
             source("forms"),
+            // The breaker opens while the broker is stopped; a cooldown of 1 s keeps the test short.
             destination(
                 "rabbit",
                 AMQP_URL,
-                &format!("exchange = \"\"\nrouting_key = \"{queue}\"\nmax_attempts = 100")
+                &format!(
+                    "exchange = \"\"\nrouting_key = \"{queue}\"\nmax_attempts = 100\n\
+                     circuit_breaker = {{ failures = 5, cooldown = \"1s\" }}"
+                )
             ),
             destination(
                 "lost",

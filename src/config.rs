@@ -461,6 +461,12 @@ pub struct DestinationConfig {
     /// and searchable by keyed hash like `search_fields` (`GET /api/v1/events?crm_id=…`).
     #[serde(default)]
     pub response_capture: BTreeMap<String, JsonPointer>,
+    /// `nats://` destinations: the JetStream subject published to (`{source}`, `{type}`).
+    pub subject: Option<String>,
+    /// `amqp://` destinations: the exchange published to (`""`, the default exchange, when unset).
+    pub exchange: Option<String>,
+    /// `amqp://` destinations: the routing key (`{source}`, `{type}`).
+    pub routing_key: Option<String>,
     /// The outbound pace, summed over every node that shares the store.
     pub rate_limit: Option<RateLimitConfig>,
     /// On by default; `circuit_breaker = false` turns it off.
@@ -571,6 +577,8 @@ pub struct RouteConfig {
     pub when: Option<WhenConfig>,
     /// A key expression (`json:/contact_id`, `header:X-Tenant`): same key, same destination → intake order.
     pub ordering_key: Option<String>,
+    /// A jq program applied to the stored JSON body at send time; its one output is delivered.
+    pub transform: Option<String>,
 }
 
 /// A route's filter: the value at `pointer` is one of `in`, or a string starting with `prefix`.
@@ -1062,14 +1070,56 @@ impl Config {
                     format!("not a URL ({e}): {:?}", redact_url(&destination.url)),
                 )
             })?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err((
-                    at("url"),
-                    format!(
-                        "must be http:// or https://, got {:?}",
-                        redact_url(&destination.url)
-                    ),
-                ));
+            let bus_keys = [
+                ("subject", destination.subject.is_some()),
+                ("exchange", destination.exchange.is_some()),
+                ("routing_key", destination.routing_key.is_some()),
+            ];
+            let allowed: &[&str] = match url.scheme() {
+                "http" | "https" => &[],
+                "nats" => &["subject"],
+                "amqp" => &["exchange", "routing_key"],
+                _ => {
+                    return Err((
+                        at("url"),
+                        format!(
+                            "must be http://, https://, nats:// or amqp://, got {:?}",
+                            redact_url(&destination.url)
+                        ),
+                    ));
+                }
+            };
+            for (key, set) in bus_keys {
+                if set && !allowed.contains(&key) {
+                    return Err((
+                        at(key),
+                        format!("does not apply to a {}:// destination", url.scheme()),
+                    ));
+                }
+            }
+            match url.scheme() {
+                "nats" if destination.subject.as_deref().is_none_or(str::is_empty) => {
+                    return Err((
+                        at("subject"),
+                        "a nats:// destination needs the subject it publishes to".into(),
+                    ));
+                }
+                "amqp"
+                    if destination.exchange.as_deref().is_none_or(str::is_empty)
+                        && destination.routing_key.as_deref().is_none_or(str::is_empty) =>
+                {
+                    return Err((
+                        at("routing_key"),
+                        "an amqp:// destination needs an exchange, a routing key or both".into(),
+                    ));
+                }
+                "nats" | "amqp" if destination.signing_secret.is_some() => {
+                    return Err((
+                        at("signing_secret"),
+                        "signs HTTP deliveries only; event-bus messages carry no signature".into(),
+                    ));
+                }
+                _ => {}
             }
             if destination.max_attempts == 0 {
                 return Err((at("max_attempts"), "must be at least 1".into()));
@@ -1157,6 +1207,13 @@ impl Config {
             if let Some(when) = &route.when {
                 when.condition()
                     .map_err(|(key, m)| (at(&format!("when.{key}")), m))?;
+            }
+            if route
+                .transform
+                .as_deref()
+                .is_some_and(|t| t.trim().is_empty())
+            {
+                return Err((at("transform"), "is empty".into()));
             }
         }
         Ok(())
@@ -1359,6 +1416,50 @@ mod tests {
             config.store_location(),
             Ok(StoreLocation::Sqlite(PathBuf::from("./data/oncehook.db")))
         );
+    }
+
+    #[test]
+    fn bus_keys_belong_to_their_kind_of_destination() {
+        let destination = |url: &str, extra: &str| {
+            format!("[[destinations]]\nname = \"d\"\nurl = \"{url}\"\n{extra}\n")
+        };
+        let nats = "nats://127.0.0.1:4222";
+        let amqp = "amqp://u:p@127.0.0.1:5672/%2f";
+        check_error(
+            &destination(nats, ""),
+            "destinations[0].subject",
+            "needs the subject",
+        );
+        check_error(
+            &destination(nats, "subject = \"a\"\nrouting_key = \"b\""),
+            "destinations[0].routing_key",
+            "does not apply to a nats:// destination",
+        );
+        check_error(
+            &destination(amqp, ""),
+            "destinations[0].routing_key",
+            "needs an exchange, a routing key or both",
+        );
+        check_error(
+            &destination("http://127.0.0.1:9/", "subject = \"a\""),
+            "destinations[0].subject",
+            "does not apply to a http:// destination",
+        );
+        check_error(
+            &destination(
+                nats,
+                "subject = \"a\"\nsigning_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"",
+            ),
+            "destinations[0].signing_secret",
+            "HTTP deliveries only",
+        );
+        check_error(
+            &destination("ftp://127.0.0.1/", ""),
+            "destinations[0].url",
+            "nats:// or amqp://",
+        );
+        assert!(load(&destination(nats, "subject = \"events.{source}.{type}\"")).is_ok());
+        assert!(load(&destination(amqp, "exchange = \"leads\"")).is_ok());
     }
 
     #[test]

@@ -69,7 +69,7 @@ def report(raw, out):
     runs = {}
     for path in sorted(glob.glob(os.path.join(raw, "*.json"))):
         name = os.path.basename(path)[:-5]
-        if name not in ("machine", "sink", "postgres-skipped"):
+        if name not in ("machine", "sink", "postgres-skipped") and not name.startswith("drain-"):
             runs[name] = load(path)
 
     def rps(name):
@@ -130,6 +130,15 @@ def report(raw, out):
             "bytes_per_event": round(scale_db / stored) if scale_db and stored else None,
         }
 
+    delivery_throughput = {}
+    for kind in ("http", "jetstream"):
+        drained = load(os.path.join(raw, f"drain-{kind}.json"))
+        if drained is not None:
+            delivery_throughput[kind] = drained
+    messages = read_int(os.path.join(raw, "drain-jetstream-stream-messages"))
+    if messages is not None and "jetstream" in delivery_throughput:
+        delivery_throughput["jetstream"]["stream_messages"] = messages
+
     postgres = load(os.path.join(raw, "postgres-skipped.json"))
     if postgres is None and "postgres-max" in runs:
         postgres = {"max": runs["postgres-max"], "open_50": runs.get("postgres-open-50")}
@@ -188,6 +197,7 @@ def report(raw, out):
         },
         "duplicates_10pct_at_half_max": runs.get("oncehook-dup10"),
         "end_to_end": end_to_end,
+        "delivery_throughput": delivery_throughput,
         "memory": memory,
         "storage": storage,
         "scale": scale,
@@ -259,6 +269,12 @@ def print_tables(result):
               f"max {ms(lat['max'])} ms")
     else:
         print("end to end: no deliveries seen (this build has no delivery workers)")
+    for kind, d in result.get("delivery_throughput", {}).items():
+        if d.get("per_sec"):
+            print(f"delivery throughput, {kind}: {d['per_sec']:,} deliveries/s "
+                  f"({int(d['deliveries'])} of {d['wanted']} in {d['seconds']} s)")
+        else:
+            print(f"delivery throughput, {kind}: not measured ({d.get('skipped', 'no deliveries')})")
     mem, st = result["memory"], result["storage"]
     print(f"memory: idle {kib_mib(mem['idle_rss_kib'])}, under max load (VmHWM) "
           f"{kib_mib(mem['max_load_hwm_kib'])}, peak over all runs {kib_mib(mem['peak_hwm_any_run_kib'])}")

@@ -20,7 +20,10 @@ use crate::admin::{AdminParts, DestinationInfo};
 use crate::config::{
     CircuitBreakerConfig, Config, ConfigError, DestinationConfig, SchemaConfig, SourceConfig,
 };
-use crate::delivery::{DeliveryParts, Destination, ResponseCapture, signing_verifier};
+use crate::delivery::{
+    Bus, DeliveryParts, Destination, ResponseCapture, RouteTransforms, Template, Transform,
+    signing_verifier,
+};
 use crate::domain::circuit::BreakerPolicy;
 use crate::domain::key::{EmailHasher, KeySpec};
 use crate::domain::pace::Pace;
@@ -83,6 +86,7 @@ impl Runtime {
             .enumerate()
             .map(|(index, destination)| build_destination(config, index, destination, &search_key))
             .collect::<Result<Vec<_>, _>>()?;
+        let transforms = route_transforms(config)?;
 
         let admin = AdminParts {
             token: config.admin.token.clone(),
@@ -129,6 +133,7 @@ impl Runtime {
                 destinations,
                 cipher,
                 hidden_fields,
+                transforms,
             },
             admin,
             intake_listen: config.server.listen,
@@ -277,6 +282,25 @@ fn build_destination(
         ),
         None => None,
     };
+    let template = |key: &str, text: &str| {
+        Template::parse(text).map_err(|e| config.error(at(key), e.to_string()))
+    };
+    let bus = match url.scheme() {
+        "nats" => Some(Bus::Nats {
+            subject: template(
+                "subject",
+                destination.subject.as_deref().unwrap_or_default(),
+            )?,
+        }),
+        "amqp" => Some(Bus::Amqp {
+            exchange: destination.exchange.clone().unwrap_or_default(),
+            routing_key: template(
+                "routing_key",
+                destination.routing_key.as_deref().unwrap_or_default(),
+            )?,
+        }),
+        _ => None,
+    };
     let mut headers = HeaderMap::new();
     for (name, value) in &destination.headers {
         let key = at(&format!("headers.{name}"));
@@ -299,6 +323,7 @@ fn build_destination(
         concurrency: destination.concurrency,
         signer,
         headers,
+        bus,
         pace: destination.rate_limit.as_ref().map(pace),
         breaker: match destination.circuit_breaker {
             CircuitBreakerConfig::Off => None,
@@ -315,6 +340,38 @@ fn build_destination(
             search_key: search_key.clone(),
         }),
     })
+}
+
+/// Every route's `transform`, compiled once, by source and destination; a program that does not
+/// compile is reported with its position.
+fn route_transforms(config: &Config) -> Result<RouteTransforms, ConfigError> {
+    let mut transforms = RouteTransforms::default();
+    for (index, route) in config.routes.iter().enumerate() {
+        let at = |key: &str| format!("routes[{index}].{key}");
+        let transform = match &route.transform {
+            Some(code) => {
+                Some(Arc::new(Transform::compile(code).map_err(|e| {
+                    config.error(at("transform"), format!("jq program {e}"))
+                })?))
+            }
+            None => None,
+        };
+        let when = match &route.when {
+            Some(when) => Some(
+                when.condition()
+                    .map_err(|(key, m)| config.error(at(&format!("when.{key}")), m))?,
+            ),
+            None => None,
+        };
+        let destinations: Vec<Arc<str>> = route.to.iter().map(|d| Arc::from(d.as_str())).collect();
+        transforms.add_route(
+            &Arc::from(route.source.as_str()),
+            &destinations,
+            when,
+            transform,
+        );
+    }
+    Ok(transforms.finish())
 }
 
 /// A destination's `rate_limit`, already checked by the config loader (both at least 1).
@@ -372,6 +429,50 @@ mod tests {
             assert_eq!(error.key, key, "{error}");
             assert!(error.to_string().starts_with("test.toml: "), "{error}");
         }
+    }
+
+    #[test]
+    fn a_transform_that_does_not_compile_is_reported_with_its_position() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = "[[sources]]\nname = \"a\"\nverify = { scheme = \"github\", secrets = [\"x\"] }\n\
+                    [[destinations]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/\"\n\
+                    [[routes]]\nsource = \"a\"\nto = [\"crm\"]\ntransform = \"{email: .email | nope}\"\n";
+        let error = match Runtime::build(&config(text, dir.path())) {
+            Ok(_) => panic!("built"),
+            Err(e) => e,
+        };
+        assert_eq!(error.key, "routes[0].transform", "{error}");
+        let text = error.to_string();
+        assert!(text.starts_with("test.toml: "), "{text}");
+        assert!(
+            text.contains("line 1, column 18") && text.contains("undefined filter nope"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bus_destinations_get_their_subject_and_routing_key_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let destination = |extra: &str| format!("[[destinations]]\nname = \"bus\"\n{extra}\n");
+        let error = match Runtime::build(&config(
+            &destination("url = \"nats://127.0.0.1:4222\"\nsubject = \"a.{tenant}\""),
+            dir.path(),
+        )) {
+            Ok(_) => panic!("built"),
+            Err(e) => e,
+        };
+        assert_eq!(error.key, "destinations[0].subject", "{error}");
+        let runtime = Runtime::build(&config(
+            &destination(
+                "url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\nrouting_key = \"{source}.{type}\"",
+            ),
+            dir.path(),
+        ))
+        .expect("builds");
+        assert!(matches!(
+            runtime.delivery.destinations[0].bus,
+            Some(Bus::Amqp { .. })
+        ));
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    // What `serve` would build from it: verifiers, signers and schema files are checked there.
+    // What `serve` would build from it: verifiers, signers, schema files,
+    // subjects, routing keys and transforms are checked there.
     if let Err(e) = Runtime::build(&config) {
         eprintln!("error: {e}");
         return Ok(ExitCode::FAILURE);
@@ -82,8 +83,16 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         } else {
             ""
         };
+        let bus = [
+            ("subject", &destination.subject),
+            ("exchange", &destination.exchange),
+            ("routing_key", &destination.routing_key),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.as_ref().map(|v| format!("  {key}={v:?}")))
+        .collect::<String>();
         show(format!(
-            "  {:<16} {}  timeout={} max_attempts={} concurrency={}{headers}{signed}",
+            "  {:<16} {}{bus}  timeout={} max_attempts={} concurrency={}{headers}{signed}",
             destination.name,
             destination.url,
             humantime::format_duration(destination.timeout),
@@ -109,8 +118,14 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             .as_ref()
             .map(|k| format!("  ordered by {k}"))
             .unwrap_or_default();
+        // The program compiled (the runtime was built above); its text can be long.
+        let transform = if route.transform.is_some() {
+            "  transformed"
+        } else {
+            ""
+        };
         show(format!(
-            "  {} -> {}{filter}{ordering}",
+            "  {} -> {}{filter}{ordering}{transform}",
             route.source,
             route.to.join(", ")
         ));

@@ -1,20 +1,16 @@
 //! One delivery attempt: send, classify, record.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use http::{HeaderMap, HeaderValue, header};
+use std::time::{Duration, Instant};
 
 use super::LaneShared;
+use super::transport::{Message, Sent};
 use crate::domain::circuit::Verdict;
 use crate::domain::retry::{AttemptResult, Decision};
 use crate::metrics;
 use crate::privacy::{SensitiveValues, decrypt_with, seal_text};
 use crate::store::{AttemptOutcome, CapturedValue, ClaimedDelivery, DeliveryAttempt, millis};
 
-/// How much of a destination's response is read: enough for any error message or captured
-/// value, and a destination that streams gigabytes cannot make the node hold them.
-const RESPONSE_READ_LIMIT: usize = 64 * 1024;
 /// How much of an error text is kept (UTF-8 bytes), after scrubbing.
 const ERROR_TEXT_LIMIT: usize = 512;
 /// How often recording an outcome is retried while the store is unavailable. After that the
@@ -215,8 +211,9 @@ impl Attempt {
             .into_owned()
     }
 
-    /// Sends the delivery: what happened, the `Retry-After` asked for, the error text, and the
-    /// values `response_capture` keeps from a 2xx answer.
+    /// Applies the route's `transform`, if any, and hands the message to the lane's transport:
+    /// what happened, the `Retry-After` asked for, the error text, and the values
+    /// `response_capture` keeps from a 2xx answer.
     async fn send(
         &self,
         body: bytes::Bytes,
@@ -226,120 +223,71 @@ impl Attempt {
         Option<String>,
         Vec<CapturedValue>,
     ) {
-        let request = self
-            .lane
-            .client
-            .post(self.lane.destination.url.clone())
-            .timeout(self.lane.destination.timeout)
-            .headers(self.headers(&body))
-            .body(body);
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => {
-                let result = if e.is_timeout() {
-                    AttemptResult::Timeout
-                } else if e.is_connect() {
-                    AttemptResult::Connect
-                } else {
-                    AttemptResult::Network
-                };
-                return (result, None, Some(describe(&e)), Vec::new());
-            }
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|value| {
-                let date = response
-                    .headers()
-                    .get(header::DATE)
-                    .and_then(|v| v.to_str().ok());
-                parse_retry_after(value, date, SystemTime::now())
-            });
-        let mut captured = Vec::new();
-        let error = if response.status().is_success() {
-            // Read the body so the connection can be reused, and keep what `response_capture`
-            // names from it.
-            let answer =
-                read_limited(response, RESPONSE_READ_LIMIT, self.lane.destination.timeout).await;
-            if let Some(capture) = &self.lane.destination.response_capture {
-                captured = capture.capture(&answer, self.lane.cipher.as_deref());
-            }
-            None
-        } else {
-            // The whole (limited) answer is kept until it is scrubbed: cutting it first could
-            // leave half of a masked value that no longer matches.
-            let body = read_limited(response, RESPONSE_READ_LIMIT, Duration::from_secs(2)).await;
-            let snippet = String::from_utf8_lossy(&body);
-            Some(if snippet.trim().is_empty() {
-                format!("HTTP {status}")
-            } else {
-                format!("HTTP {status}: {}", snippet.trim())
-            })
-        };
-        (AttemptResult::Status(status), retry_after, error, captured)
-    }
-
-    /// The same identifying headers on every attempt, retry and replay (SPEC §5).
-    fn headers(&self, body: &[u8]) -> HeaderMap {
         let claim = &self.claim;
-        let mut headers = self.lane.destination.headers.clone();
-        let delivery_key = claim.delivery_key.to_string();
-        if let Ok(value) = HeaderValue::from_str(&delivery_key) {
-            headers.insert("idempotency-key", value.clone());
-            headers.insert("webhook-id", value);
-        }
-        if let Ok(value) = HeaderValue::from_str(&claim.event_id.to_string()) {
-            headers.insert("oncehook-event-id", value);
-        }
-        if let Some(content_type) = claim
-            .content_type
-            .as_deref()
-            .and_then(|c| HeaderValue::from_str(c).ok())
-        {
-            headers.insert(header::CONTENT_TYPE, content_type);
-        }
-        if let Ok(source) = HeaderValue::from_str(&claim.source) {
-            headers.insert("oncehook-source", source);
-        }
-        headers.insert("oncehook-attempt", HeaderValue::from(claim.attempt));
-        if let Some(replay) = claim
-            .replay_id
-            .and_then(|r| HeaderValue::from_str(&r.to_string()).ok())
-        {
-            headers.insert("oncehook-replay", replay);
-        }
-        if let Some(signer) = &self.lane.destination.signer {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            for (name, value) in signer.sign(body, &delivery_key, now) {
-                headers.insert(name, value);
-            }
-        }
-        headers
-    }
-}
-
-/// At most `limit` bytes of a response body, within `timeout`; what came before an error or the
-/// deadline. The rest is never read (the connection is closed instead of reused).
-async fn read_limited(mut response: reqwest::Response, limit: usize, timeout: Duration) -> Vec<u8> {
-    let mut body = Vec::new();
-    let read = async {
-        while body.len() < limit {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = limit - body.len();
-                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let destination = &self.lane.destination;
+        let transform = self.lane.transforms.find(&claim.source, &destination.name);
+        let wants_json = transform.is_some() || self.lane.transport.needs_type();
+        let json = if wants_json {
+            serde_json::from_slice::<serde_json::Value>(&body).ok()
+        } else {
+            None
+        };
+        let mut content_type = claim.content_type.as_deref();
+        let body = match transform.and_then(|t| t.pick(json.as_ref())) {
+            Some(transform) => match &json {
+                Some(json) => match transform.apply(json).await {
+                    Ok(transformed) => {
+                        content_type = Some("application/json");
+                        transformed
+                    }
+                    Err(e) => {
+                        return (
+                            AttemptResult::Transform,
+                            None,
+                            Some(format!("transform: {e}")),
+                            Vec::new(),
+                        );
+                    }
+                },
+                None => {
+                    return (
+                        AttemptResult::Transform,
+                        None,
+                        Some("transform: the stored body is not JSON".into()),
+                        Vec::new(),
+                    );
                 }
-                Ok(None) | Err(_) => break,
+            },
+            None => body,
+        };
+        let event_type = json
+            .as_ref()
+            .and_then(|j| j.get("type"))
+            .and_then(|t| t.as_str());
+        let message = Message {
+            body,
+            delivery_key: claim.delivery_key,
+            event_id: claim.event_id,
+            source: &claim.source,
+            attempt: claim.attempt,
+            replay_id: claim.replay_id,
+            content_type,
+            event_type,
+        };
+        let Sent {
+            result,
+            retry_after,
+            error,
+            answer,
+        } = self.lane.transport.send(destination, message).await;
+        let captured = match (&destination.response_capture, &result) {
+            (Some(capture), AttemptResult::Status(code)) if (200..300).contains(code) => {
+                capture.capture(&answer, self.lane.cipher.as_deref())
             }
-        }
-    };
-    let _ = tokio::time::timeout(timeout, read).await;
-    body
+            _ => Vec::new(),
+        };
+        (result, retry_after, error, captured)
+    }
 }
 
 /// `text` cut to at most `limit` bytes at a character boundary.
@@ -350,54 +298,6 @@ fn truncate_utf8(mut text: String, limit: usize) -> String {
             end -= 1;
         }
         text.truncate(end);
-    }
-    text
-}
-
-/// `Retry-After` as seconds or an HTTP date. A date is read against the response's own `Date`
-/// when it has one (RFC 9110 §10.2.3): a destination whose clock is off by an hour means "in two
-/// seconds" by its clock, not an hour from now or already past by ours. Without a `Date` it is
-/// read against `now`, and a date in the past means at once.
-fn parse_retry_after(value: &str, date: Option<&str>, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate_to_system_time(value)?;
-    let their_now = date
-        .and_then(|d| httpdate_to_system_time(d.trim()))
-        .unwrap_or(now);
-    Some(at.duration_since(their_now).unwrap_or(Duration::ZERO))
-}
-
-fn httpdate_to_system_time(value: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(value).ok().or_else(|| {
-        // IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
-        let parts: Vec<&str> = value.split_whitespace().collect();
-        let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
-            return None;
-        };
-        let month = [
-            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-        ]
-        .iter()
-        .position(|m| m == month)?
-            + 1;
-        humantime::parse_rfc3339(&format!("{year}-{month:02}-{day:0>2}T{time}Z")).ok()
-    })
-}
-
-/// A transport error with its causes, without the URL's query string.
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = match error.url() {
-        Some(url) => error.to_string().replace(url.as_str(), url.path()),
-        None => error.to_string(),
-    };
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
     }
     text
 }
@@ -414,58 +314,5 @@ mod tests {
         assert_eq!(cut.len(), 510);
         assert!(cut.chars().all(|c| c == 'é'));
         assert_eq!(truncate_utf8("abc".into(), 0), "");
-    }
-
-    #[test]
-    fn retry_after_takes_seconds_and_dates() {
-        let now = SystemTime::now();
-        assert_eq!(
-            parse_retry_after("2", None, now),
-            Some(Duration::from_secs(2))
-        );
-        assert_eq!(
-            parse_retry_after(" 120 ", None, now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", None, now),
-            Some(Duration::ZERO)
-        );
-        let future = httpdate_to_system_time("Fri, 01 Jan 2100 00:00:00 GMT").expect("date");
-        assert!(future > now);
-        assert_eq!(parse_retry_after("soon", None, now), None);
-    }
-
-    #[test]
-    fn a_retry_after_date_counts_from_the_destination_s_own_date() {
-        // The destination's clock is an hour ahead of ours, or an hour behind: either way it
-        // asks for two seconds.
-        let ours = httpdate_to_system_time("Mon, 23 Nov 2026 12:00:00 GMT").expect("date");
-        for date in [
-            "Mon, 23 Nov 2026 13:00:00 GMT",
-            "Mon, 23 Nov 2026 11:00:00 GMT",
-        ] {
-            let theirs = httpdate_to_system_time(date).expect("date");
-            let retry = humantime::format_rfc3339(theirs + Duration::from_secs(2)).to_string();
-            assert_eq!(
-                parse_retry_after(&retry, Some(date), ours),
-                Some(Duration::from_secs(2)),
-                "{date}"
-            );
-        }
-        // A date before the destination's own now means at once; an unreadable `Date` falls
-        // back to our clock.
-        assert_eq!(
-            parse_retry_after(
-                "Mon, 23 Nov 2026 12:59:00 GMT",
-                Some("Mon, 23 Nov 2026 13:00:00 GMT"),
-                ours
-            ),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(
-            parse_retry_after("Mon, 23 Nov 2026 12:00:05 GMT", Some("yesterday"), ours),
-            Some(Duration::from_secs(5))
-        );
     }
 }

@@ -12,6 +12,11 @@
 
 mod attempt;
 mod capture;
+mod transform;
+mod transport;
+
+pub use transform::{CompileError, RouteTransforms, Transform};
+pub use transport::{Bus, Template, TemplateError};
 mod health;
 
 use std::sync::Arc;
@@ -56,6 +61,8 @@ pub struct Destination {
     /// Signs deliveries the Standard Webhooks way when `signing_secret` is set.
     pub signer: Option<Verifier>,
     pub headers: HeaderMap,
+    /// Set for `nats://` and `amqp://` destinations; `None` is HTTP.
+    pub bus: Option<Bus>,
     /// `rate_limit`: the pace deliveries start at, summed over every node.
     pub pace: Option<Pace>,
     /// `circuit_breaker` (None: turned off).
@@ -90,6 +97,8 @@ pub struct DeliveryParts {
     pub cipher: Option<Arc<PayloadCipher>>,
     /// Scrubbed from the error texts destinations answer with.
     pub hidden_fields: Arc<HiddenFields>,
+    /// The routes' `transform`s, by source and destination.
+    pub transforms: RouteTransforms,
 }
 
 /// Starts one lane per destination and the queue-depth gauge on `tasks`. When `stop` is
@@ -110,15 +119,17 @@ pub fn spawn_workers(
         .build()
         .context("cannot build the HTTP client")?;
     let mut names = Vec::new();
+    let transforms = Arc::new(parts.transforms);
     for destination in parts.destinations {
         let destination = Arc::new(destination);
         names.push(destination.name.to_string());
         let shared = LaneShared {
             wake: wakeups.lane(&destination.name),
+            transport: Arc::new(transport::Transport::new(&destination, &client)),
+            transforms: Arc::clone(&transforms),
             health: Health::new(Arc::clone(&destination.name), destination.breaker),
             destination,
             store: Arc::clone(&store),
-            client: client.clone(),
             cipher: parts.cipher.clone(),
             hidden_fields: Arc::clone(&parts.hidden_fields),
             clock: Arc::new(SystemClock),
@@ -167,8 +178,10 @@ async fn wake_on_announcements(
 /// What a lane and each of its attempts share.
 pub(crate) struct LaneShared {
     destination: Arc<Destination>,
+    /// How deliveries reach the destination (HTTP, NATS JetStream, RabbitMQ).
+    transport: Arc<transport::Transport>,
+    transforms: Arc<RouteTransforms>,
     store: Arc<dyn Store>,
-    client: reqwest::Client,
     cipher: Option<Arc<PayloadCipher>>,
     /// Woken by intake (new deliveries) and by finished attempts (an ordering key may be free).
     wake: Arc<Notify>,

@@ -93,25 +93,31 @@ impl Harness {
         );
         let clock = Arc::new(ManualClock(AtomicI64::new(T0)));
         let tasks = TaskTracker::new();
+        let destination = Arc::new(Destination {
+            name: Arc::from("crm"),
+            url: url.parse().expect("url"),
+            timeout: Duration::from_secs(5),
+            policy: RetryPolicy {
+                base: Duration::from_secs(10),
+                max: Duration::from_secs(10),
+                max_attempts: 3,
+            },
+            concurrency,
+            signer: None,
+            headers: HeaderMap::new(),
+            bus: None,
+            pace,
+            breaker,
+            response_capture: None,
+        });
         let shared = LaneShared {
-            destination: Arc::new(Destination {
-                name: Arc::from("crm"),
-                url: url.parse().expect("url"),
-                timeout: Duration::from_secs(5),
-                policy: RetryPolicy {
-                    base: Duration::from_secs(10),
-                    max: Duration::from_secs(10),
-                    max_attempts: 3,
-                },
-                concurrency,
-                signer: None,
-                headers: HeaderMap::new(),
-                pace,
-                breaker,
-                response_capture: None,
-            }),
+            transport: Arc::new(super::transport::Transport::new(
+                &destination,
+                &reqwest::Client::new(),
+            )),
+            transforms: Arc::default(),
+            destination,
             store: Arc::clone(&store),
-            client: reqwest::Client::new(),
             cipher: None,
             wake: Arc::new(Notify::new()),
             hidden_fields: Arc::default(),

@@ -87,10 +87,13 @@ impl Verdict {
                 Verdict::Failed
             }
             AttemptResult::Status(_) => Verdict::Answered,
+            // A broker that took the message, or refused it as unroutable, answered.
+            AttemptResult::Published | AttemptResult::Unroutable => Verdict::Answered,
             AttemptResult::Timeout | AttemptResult::Connect | AttemptResult::Network => {
                 Verdict::Failed
             }
-            AttemptResult::Undeliverable => Verdict::Neither,
+            // Neither says anything of the destination: the payload or the program is at fault.
+            AttemptResult::Undeliverable | AttemptResult::Transform => Verdict::Neither,
         }
     }
 }

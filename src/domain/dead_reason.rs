@@ -6,7 +6,7 @@ use super::words::words;
 
 words! {
     /// Why an attempt failed. Some reasons are final at once (`http_4xx`, `http_3xx`,
-    /// `http_other`, `undeliverable`); the others are retried until `max_attempts`.
+    /// `http_other`, `undeliverable`, `transform`, `unroutable`); the others are retried until `max_attempts`.
     pub enum DeadReason("dead reason") {
         /// A redirect: not followed (a POST body would be lost); the URL needs fixing.
         Http3xx => "http_3xx",
@@ -28,6 +28,12 @@ words! {
         Network => "network",
         /// The stored payload cannot be sent (e.g. its encryption key is gone): final at once.
         Undeliverable => "undeliverable",
+        /// The route's `transform` failed, yielded no value or several, or ran too long: final
+        /// at once.
+        Transform => "transform",
+        /// An event bus has nowhere to put the message (no stream covers the subject, the
+        /// exchange routes it to no queue): final at once.
+        Unroutable => "unroutable",
     }
 }
 
@@ -48,6 +54,8 @@ mod tests {
             (DeadReason::Connect, "connect"),
             (DeadReason::Network, "network"),
             (DeadReason::Undeliverable, "undeliverable"),
+            (DeadReason::Transform, "transform"),
+            (DeadReason::Unroutable, "unroutable"),
         ];
         assert_eq!(DeadReason::ALL.len(), table.len());
         for (reason, word) in table {

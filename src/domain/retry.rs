@@ -10,6 +10,8 @@ use super::dead_reason::DeadReason;
 pub enum AttemptResult {
     /// The destination answered with this status code.
     Status(u16),
+    /// An event bus took the message (the stream acknowledged it, the broker confirmed it).
+    Published,
     /// No answer within the destination's timeout.
     Timeout,
     /// The connection could not be made.
@@ -18,6 +20,10 @@ pub enum AttemptResult {
     Network,
     /// The stored payload cannot be sent (e.g. its encryption key is gone).
     Undeliverable,
+    /// The route's `transform` gave no body to send.
+    Transform,
+    /// The broker took the message but has nowhere to put it.
+    Unroutable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +62,7 @@ impl RetryPolicy {
     ) -> Decision {
         let reason = match result {
             AttemptResult::Status(code) if (200..300).contains(code) => return Decision::Delivered,
+            AttemptResult::Published => return Decision::Delivered,
             AttemptResult::Status(408) => DeadReason::Http408,
             AttemptResult::Status(429) => DeadReason::Http429,
             AttemptResult::Status(code) if (500..600).contains(code) => DeadReason::Http5xx,
@@ -78,6 +85,16 @@ impl RetryPolicy {
             AttemptResult::Undeliverable => {
                 return Decision::Dead {
                     reason: DeadReason::Undeliverable,
+                };
+            }
+            AttemptResult::Transform => {
+                return Decision::Dead {
+                    reason: DeadReason::Transform,
+                };
+            }
+            AttemptResult::Unroutable => {
+                return Decision::Dead {
+                    reason: DeadReason::Unroutable,
                 };
             }
             AttemptResult::Timeout => DeadReason::Timeout,
@@ -140,6 +157,9 @@ mod tests {
         check(1, Network, None, retry(1, DeadReason::Network));
         check(1, Status(400), None, dead(DeadReason::Http4xx));
         check(1, Status(404), None, dead(DeadReason::Http4xx));
+        check(1, Published, None, Decision::Delivered);
+        check(1, Transform, None, dead(DeadReason::Transform));
+        check(1, Unroutable, None, dead(DeadReason::Unroutable));
         check(1, Status(301), None, dead(DeadReason::Http3xx));
         check(3, Status(500), None, dead(DeadReason::Http5xx));
         check(3, Timeout, None, dead(DeadReason::Timeout));

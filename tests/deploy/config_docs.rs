@@ -212,6 +212,15 @@ fn context_for(key: &str) -> Vec<(&'static str, toml::Value)> {
             ("sources[].dedupe_ttl_when[].pointer", text("/type")),
             ("sources[].dedupe_ttl_when[].prefix", text("invoice.")),
         ],
+        "destinations[].subject" => vec![("destinations[].url", text("nats://127.0.0.1:4222"))],
+        "destinations[].exchange" => vec![
+            ("destinations[].url", text("amqp://127.0.0.1:5672/%2f")),
+            ("destinations[].routing_key", text("leads")),
+        ],
+        "destinations[].routing_key" => vec![
+            ("destinations[].url", text("amqp://127.0.0.1:5672/%2f")),
+            ("destinations[].exchange", text("leads")),
+        ],
         _ => Vec::new(),
     }
 }
@@ -259,6 +268,8 @@ fn effective(key: &str, config: &Config) -> Option<String> {
         ),
         "destinations[].backoff.base" => format!("{:?}", destination.backoff.base),
         "destinations[].backoff.max" => format!("{:?}", destination.backoff.max),
+        "destinations[].exchange" => destination.exchange.clone().unwrap_or_default(),
+        "destinations[].routing_key" => destination.routing_key.clone().unwrap_or_default(),
         "destinations[].circuit_breaker"
         | "destinations[].circuit_breaker.failures"
         | "destinations[].circuit_breaker.cooldown" => {

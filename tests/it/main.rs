@@ -8,6 +8,7 @@
 mod common;
 
 mod admin;
+mod bus;
 mod console;
 mod delivery;
 mod destinations;

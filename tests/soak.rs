@@ -514,6 +514,26 @@ async fn retention_deleted_total(client: &reqwest::Client, admin: &str) -> Optio
     None
 }
 
+/// A counting destination on a thread and runtime of its own: the senders' hundreds of tasks on
+/// the test's runtime must not slow the destination down, or a starved machine would show as a
+/// delivery backlog of the gateway's.
+fn sink_on_its_own_thread() -> CountingSink {
+    let (started, sink) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("the destination's runtime");
+        runtime.block_on(async {
+            started
+                .send(CountingSink::start(Duration::ZERO).await)
+                .expect("hand the destination over");
+            std::future::pending::<()>().await;
+        });
+    });
+    sink.recv().expect("the destination started")
+}
+
 /// The `q` quantile of `values` (sorted in place), 0 when empty.
 fn quantile(values: &mut [u32], q: f64) -> u32 {
     if values.is_empty() {
@@ -556,7 +576,7 @@ async fn retention_levels_off_the_file_bounds_the_events_and_loses_nothing() {
         "retention run: {} req/s for {} s, retention {} s, dedupe TTL {} s",
         plan.rate, plan.seconds, plan.retention_secs, plan.dedupe_ttl_secs
     );
-    let sink = CountingSink::start(Duration::ZERO).await;
+    let sink = sink_on_its_own_thread();
     let gateway = block_in_place(|| Gateway::start(&retention_config(&sink.url, &plan)));
     let db = gateway.db_path();
     let wal = db.with_extension("db-wal");

@@ -260,6 +260,14 @@ test('dead letters: groups, selection and filter replays preview their counts', 
 test('the overview lists what needs attention, with runbook links', async () => {
   await page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Overview' }).click();
   await heading('Overview').waitFor();
+  // The replay of the earlier test delivered: the overview shows how replays ended.
+  const replayKpi = page.locator('li[data-kpi="replays"] .value');
+  for (let i = 0; i < 20 && (await replayKpi.innerText()) !== '100%'; i += 1) {
+    await page.waitForTimeout(500);
+    await page.getByRole('button', { name: 'Refresh' }).click();
+  }
+  assert.equal(await replayKpi.innerText(), '100%');
+  assert.match(await page.locator('li[data-kpi="replays"] .note').innerText(), /1 delivered, 0 dead/);
   const attention = page.getByRole('region', { name: 'Needs attention' });
   // The dead deliveries to crm happened minutes ago.
   const dead = attention.locator('li[data-attention^="dead-crm"]');

@@ -23,6 +23,7 @@ use crate::wakeups::Wakeups;
 
 mod import;
 mod runtime;
+mod stats_sharing;
 mod upkeep;
 
 pub use runtime::Runtime;
@@ -102,6 +103,10 @@ impl App {
         let runtime = self.runtime;
         let upkeep = Upkeep::new(runtime.retention.clone());
         tasks.spawn(upkeep.run(Arc::clone(&self.store), shutdown.clone()));
+        tasks.spawn(stats_sharing::run(
+            Arc::clone(&self.store),
+            shutdown.clone(),
+        ));
 
         let limits = runtime.http_limits;
         let grace = runtime.shutdown_grace;

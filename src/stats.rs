@@ -5,12 +5,17 @@
 //! the recorder keeps its own small time series: one slot per 10 seconds, each with counts per
 //! outcome and fixed log-scale latency histograms from which percentiles are read. It is fed by
 //! `metrics.rs` (the same calls that record the Prometheus metrics), so its figures are this
-//! node's; several nodes sharing a database each answer for themselves. It owns the outcome
-//! words it counts (`IntakeOutcome`, `DeliveryOutcome`) and imports nothing but the clock.
+//! node's. Nodes sharing a database see each other through it: each writes its recent slots
+//! there (`export`, as JSON: plain lists, so a node that knows more outcomes or buckets still
+//! reads what it knows), and a snapshot adds the other nodes' slots in (`snapshot_with`). It
+//! owns the outcome words it counts (`IntakeOutcome`, `DeliveryOutcome`) and this process's
+//! node id, and imports nothing but the clock.
 
 use std::collections::VecDeque;
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::clock::{UnixMillis, now_millis};
 use crate::domain::delivery_outcome::DeliveryOutcome;
@@ -193,7 +198,57 @@ struct Slot {
     replays: [u64; DeliveryOutcome::ALL.len()],
 }
 
+/// A slot as it is stored for the other nodes.
+#[derive(Serialize, Deserialize)]
+struct SlotRecord {
+    index: i64,
+    intake: Vec<u64>,
+    by_source: Vec<(String, Vec<u64>)>,
+    ack: Vec<u32>,
+    deliveries: Vec<u64>,
+    end_to_end: Vec<u32>,
+    replays: Vec<u64>,
+}
+
+/// Copies what fits: a record from a node that knows more (or fewer) slots of a kind.
+fn fill<T: Copy>(into: &mut [T], from: &[T]) {
+    for (mine, theirs) in into.iter_mut().zip(from) {
+        *mine = *theirs;
+    }
+}
+
 impl Slot {
+    fn to_record(&self) -> SlotRecord {
+        SlotRecord {
+            index: self.index,
+            intake: self.intake.0.to_vec(),
+            by_source: self
+                .by_source
+                .iter()
+                .map(|(source, counts)| (source.to_string(), counts.0.to_vec()))
+                .collect(),
+            ack: self.ack.counts.to_vec(),
+            deliveries: self.deliveries.to_vec(),
+            end_to_end: self.end_to_end.counts.to_vec(),
+            replays: self.replays.to_vec(),
+        }
+    }
+
+    fn from_record(record: &SlotRecord) -> Slot {
+        let mut slot = Slot::new(record.index);
+        fill(&mut slot.intake.0, &record.intake);
+        for (source, counts) in &record.by_source {
+            let mut intake = IntakeCounts::default();
+            fill(&mut intake.0, counts);
+            slot.by_source.push((source.as_str().into(), intake));
+        }
+        fill(&mut slot.ack.counts, &record.ack);
+        fill(&mut slot.deliveries, &record.deliveries);
+        fill(&mut slot.end_to_end.counts, &record.end_to_end);
+        fill(&mut slot.replays, &record.replays);
+        slot
+    }
+
     fn new(index: i64) -> Slot {
         Slot {
             index,
@@ -340,6 +395,16 @@ impl StatsRecorder {
         }
     }
 
+    /// This node's slots from index `first` on, as the other nodes read them: `(index, JSON)`.
+    pub fn export(&self, first: i64) -> Vec<(i64, Vec<u8>)> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots
+            .iter()
+            .filter(|slot| slot.index >= first)
+            .filter_map(|slot| Some((slot.index, serde_json::to_vec(&slot.to_record()).ok()?)))
+            .collect()
+    }
+
     /// The figures of the last `window` (at most `MAX_WINDOW`), as of `now`; with `percentile`
     /// (above 0, at most 100), the latencies at that percentile too.
     pub fn snapshot(
@@ -348,6 +413,23 @@ impl StatsRecorder {
         window: Duration,
         percentile: Option<f64>,
     ) -> StatsSnapshot {
+        self.snapshot_with(now, window, percentile, &[])
+    }
+
+    /// Like `snapshot`, with other nodes' slots (as `export` wrote them) added in. A slot that
+    /// does not read is left out.
+    pub fn snapshot_with(
+        &self,
+        now: UnixMillis,
+        window: Duration,
+        percentile: Option<f64>,
+        others: &[Vec<u8>],
+    ) -> StatsSnapshot {
+        let others: Vec<Slot> = others
+            .iter()
+            .filter_map(|bytes| serde_json::from_slice::<SlotRecord>(bytes).ok())
+            .map(|record| Slot::from_record(&record))
+            .collect();
         let window = window
             .min(MAX_WINDOW)
             .max(Duration::from_millis(SLOT_MILLIS as u64));
@@ -369,7 +451,11 @@ impl StatsRecorder {
         let mut end_to_end_series = vec![Histogram::new(); points];
         {
             let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            for slot in slots.iter().filter(|s| s.index >= first && s.index <= last) {
+            for slot in slots
+                .iter()
+                .chain(others.iter())
+                .filter(|s| s.index >= first && s.index <= last)
+            {
                 intake.add(&slot.intake);
                 for (source, counts) in &slot.by_source {
                     by_source.entry(source.to_string()).or_default().add(counts);
@@ -422,6 +508,25 @@ fn slots_in(window: Duration) -> i64 {
 }
 
 static RECORDER: LazyLock<StatsRecorder> = LazyLock::new(|| StatsRecorder::new(now_millis()));
+static NODE_ID: LazyLock<String> = LazyLock::new(|| uuid::Uuid::now_v7().to_string());
+
+/// This process's id among the nodes sharing a store, for its stored slots.
+pub fn node_id() -> &'static str {
+    &NODE_ID
+}
+
+/// The slot index of `at`.
+pub fn slot_index(at: UnixMillis) -> i64 {
+    at.div_euclid(SLOT_MILLIS)
+}
+
+/// The first slot index of a window ending at `now` (as `snapshot` counts it).
+pub fn first_slot(now: UnixMillis, window: Duration) -> i64 {
+    let window = window
+        .min(MAX_WINDOW)
+        .max(Duration::from_millis(SLOT_MILLIS as u64));
+    slot_index(now) - slots_in(window) + 1
+}
 
 /// This process's recorder (fed by `metrics.rs`).
 pub fn global() -> &'static StatsRecorder {
@@ -554,5 +659,45 @@ mod tests {
             (1, 0, 0)
         );
         assert!(recorder.slots.lock().expect("lock").len() <= 2);
+    }
+
+    #[test]
+    fn another_node_s_exported_slots_add_to_this_node_s_figures() {
+        let here = StatsRecorder::new(T0);
+        let there = StatsRecorder::new(T0);
+        for i in 0..3 {
+            here.record_intake(T0 + i * 1_000, "stripe", IntakeOutcome::Accepted, ms(4));
+        }
+        there.record_intake(T0 + 500, "stripe", IntakeOutcome::Accepted, ms(40));
+        there.record_intake(T0 + 20_500, "forms", IntakeOutcome::Duplicate, ms(40));
+        there.record_delivery(T0 + 21_000, DeliveryOutcome::Delivered);
+        let exported: Vec<Vec<u8>> = there
+            .export(slot_index(T0))
+            .into_iter()
+            .map(|(_, bytes)| bytes)
+            .collect();
+        assert_eq!(exported.len(), 2);
+        let now = T0 + 30_000;
+        let alone = here.snapshot(now, Duration::from_secs(60), None);
+        assert_eq!(alone.intake_total(), 3);
+        let both = here.snapshot_with(now, Duration::from_secs(60), None, &exported);
+        assert_eq!(both.intake_total(), 5);
+        assert_eq!(
+            both.intake_by_source["forms"].count(IntakeOutcome::Duplicate),
+            1
+        );
+        assert_eq!(both.delivered, 1);
+        assert_eq!(both.ack_latency.count, 5);
+        // A record that does not read is left out; slots outside the window too.
+        let garbled = vec![b"{".to_vec()];
+        assert_eq!(
+            here.snapshot_with(now, Duration::from_secs(60), None, &garbled)
+                .intake_total(),
+            3
+        );
+        assert_eq!(
+            first_slot(now, Duration::from_secs(60)),
+            slot_index(now) - 5
+        );
     }
 }

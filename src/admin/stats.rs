@@ -39,6 +39,9 @@ pub struct StatsParams {
 pub struct StatsResponse {
     /// The window as asked for.
     pub window: String,
+    /// How many nodes' figures are in `intake` and `delivery`: this one, and every other node
+    /// sharing the store that recorded something in the window.
+    pub nodes: u64,
     pub window_seconds: u64,
     /// The part of the window this node has been running (rates are over it).
     pub covered_seconds: u64,
@@ -50,10 +53,11 @@ pub struct StatsResponse {
     pub dead_by_reason: Vec<DeadByReason>,
 }
 
-/// Intake over the window, as seen by this node only.
+/// Intake over the window, over the nodes that answered (`nodes`).
 #[derive(Serialize, ToSchema)]
 pub struct IntakeStats {
-    /// Always `node`: these figures are this node's, not the cluster's.
+    /// `node` when only this node recorded anything in the window, `nodes` when other nodes
+    /// sharing the store are added in (`nodes` says how many).
     pub scope: &'static str,
     pub total: u64,
     pub rate_per_second: f64,
@@ -205,7 +209,30 @@ pub async fn show(
     let Query(params) = query?;
     let window = parse_window(params.window.as_deref())?;
     let percentile = parse_percentile(params.percentile.as_deref())?;
-    let snapshot = crate::stats::global().snapshot(now_millis(), window, percentile);
+    let now = now_millis();
+    // The other nodes' slots, as they shared them through the store; without them (the store
+    // did not answer) this node answers for itself.
+    let others = match context
+        .store
+        .node_stats(
+            crate::stats::first_slot(now, window),
+            crate::stats::node_id(),
+        )
+        .await
+    {
+        Ok(others) => others,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the other nodes' stats; showing this node's");
+            Vec::new()
+        }
+    };
+    let nodes = 1 + others
+        .iter()
+        .map(|(node, _, _)| node.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let slots: Vec<Vec<u8>> = others.into_iter().map(|(_, _, data)| data).collect();
+    let snapshot = crate::stats::global().snapshot_with(now, window, percentile, &slots);
     let mut queue_depth: BTreeMap<String, u64> = context
         .destinations
         .iter()
@@ -229,6 +256,7 @@ pub async fn show(
             .unwrap_or("15m")
             .to_owned(),
         &snapshot,
+        nodes as u64,
         queue_depth,
         dead_by_reason,
     )))
@@ -237,15 +265,18 @@ pub async fn show(
 fn response(
     window: String,
     snapshot: &StatsSnapshot,
+    nodes: u64,
     queue_depth: BTreeMap<String, u64>,
     dead_by_reason: Vec<DeadByReason>,
 ) -> StatsResponse {
+    let scope = if nodes > 1 { "nodes" } else { "node" };
     StatsResponse {
         window,
+        nodes,
         window_seconds: snapshot.window.as_secs(),
         covered_seconds: snapshot.covered.as_secs(),
         intake: IntakeStats {
-            scope: "node",
+            scope,
             total: snapshot.intake_total(),
             rate_per_second: (snapshot.intake_rate() * 1000.0).round() / 1000.0,
             outcomes: outcomes(&snapshot.intake),
@@ -274,7 +305,7 @@ fn response(
                 .collect(),
         },
         delivery: DeliveryStats {
-            scope: "node",
+            scope,
             outcomes: BTreeMap::from([
                 (DeliveryOutcome::Delivered.as_str(), snapshot.delivered),
                 (DeliveryOutcome::Retry.as_str(), snapshot.retried),

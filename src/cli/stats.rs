@@ -39,10 +39,13 @@ fn report(stats: &Value) -> String {
     let intake = stats.get("intake").unwrap_or(&null);
     let delivery = stats.get("delivery").unwrap_or(&null);
     let mut out = String::new();
-    out.push_str(&format!(
-        "last {} (intake and delivery figures are this node's)\n\n",
-        text(stats, "window")
-    ));
+    let nodes = stats.get("nodes").and_then(Value::as_u64).unwrap_or(1);
+    let scope = if nodes > 1 {
+        format!("intake and delivery figures are the {nodes} nodes'")
+    } else {
+        "intake and delivery figures are this node's".to_owned()
+    };
+    out.push_str(&format!("last {} ({scope})\n\n", text(stats, "window")));
     let series: Vec<u64> = intake
         .pointer("/series/counts")
         .and_then(Value::as_array)

@@ -52,6 +52,11 @@ pub const SQLITE: &[Migration] = &[
         name: "duplicates",
         sql: include_str!("../../migrations/sqlite/0008_duplicates.sql"),
     },
+    Migration {
+        version: 9,
+        name: "node_stats",
+        sql: include_str!("../../migrations/sqlite/0009_node_stats.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -94,6 +99,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 8,
         name: "duplicates",
         sql: include_str!("../../migrations/postgres/0008_duplicates.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "node_stats",
+        sql: include_str!("../../migrations/postgres/0009_node_stats.sql"),
     },
 ];
 

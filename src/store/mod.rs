@@ -644,6 +644,23 @@ pub trait AdminQueries: Send + Sync + 'static {
     /// Succeeds when the store answers queries.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Keeps this node's recent stats slots (`(slot index, data)`, replacing the node's earlier
+    /// copies of the same slots) for the other nodes, and forgets every node's slots before
+    /// `forget_before`.
+    async fn save_node_stats(
+        &self,
+        node: &str,
+        slots: Vec<(i64, Vec<u8>)>,
+        forget_before: i64,
+    ) -> Result<(), StoreError>;
+
+    /// The other nodes' stats slots from index `first` on: `(node, slot index, data)`.
+    async fn node_stats(
+        &self,
+        first: i64,
+        except: &str,
+    ) -> Result<Vec<(String, i64, Vec<u8>)>, StoreError>;
+
     /// Succeeds when the store can take writes now: a write as small as can be, taken where
     /// intake's writes go (a full disk, a read-only database fail it). Behind `/readyz`, so it
     /// is called every few seconds, never on the hot path.

@@ -192,6 +192,7 @@ conformance!(
     an_open_circuit_lets_one_uncounted_probe_out_after_its_cooldown,
     concurrent_claims_share_one_pace,
     the_destination_overview_counts_queue_and_recent_outcomes,
+    node_stats_are_shared_replaced_and_forgotten,
     captured_values_are_kept_with_the_delivery_and_found_by_hash,
     claims_after_an_attempt_that_may_have_arrived_are_redeliveries,
     repeats_are_counted_on_the_original_s_key_row,
@@ -2556,4 +2557,39 @@ async fn postgres_nodes_share_one_pace_and_one_pause() {
         .await
         .expect("claim");
     assert_eq!(held.gate, Gate::Paused);
+}
+
+async fn node_stats_are_shared_replaced_and_forgotten(store: Arc<dyn Store>) {
+    store
+        .save_node_stats("a", vec![(10, b"a10".to_vec()), (11, b"a11".to_vec())], 0)
+        .await
+        .expect("save");
+    store
+        .save_node_stats("b", vec![(11, b"b11".to_vec())], 0)
+        .await
+        .expect("save");
+    // A node rewrites its latest slot as it gains recordings.
+    store
+        .save_node_stats("b", vec![(11, b"b11+".to_vec()), (12, b"b12".to_vec())], 0)
+        .await
+        .expect("save");
+    let mut seen = store.node_stats(11, "a").await.expect("read");
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("b".to_owned(), 11, b"b11+".to_vec()),
+            ("b".to_owned(), 12, b"b12".to_vec())
+        ]
+    );
+    assert_eq!(store.node_stats(10, "b").await.expect("read").len(), 2);
+    // Slots before `forget_before` go, every node's.
+    store
+        .save_node_stats("b", vec![(13, b"b13".to_vec())], 12)
+        .await
+        .expect("save");
+    let mut left = store.node_stats(0, "nobody").await.expect("read");
+    left.sort();
+    let slots: Vec<(String, i64)> = left.into_iter().map(|(n, s, _)| (n, s)).collect();
+    assert_eq!(slots, vec![("b".to_owned(), 12), ("b".to_owned(), 13)]);
 }

@@ -648,3 +648,66 @@ async fn a_worker_node_starts_on_work_another_node_accepted_at_once() {
     );
     assert_eq!(delivered(&sink.received()).len(), 20);
 }
+
+/// One view of many nodes: intake on node A, delivery and a replay on node B; node B's stats
+/// show both nodes' figures and say how many nodes answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stats_on_one_node_show_every_node_s_figures() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    let sink = Receiver::start().await;
+    let body = config(&sink.url, "");
+    let intake = Gateway::start_with(&body, on(&schema.url(), Some("intake")));
+    let worker = Gateway::start_with(&body, on(&schema.url(), Some("worker")));
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..5usize {
+        let delivery = format!("viewed-{i}");
+        let first = send(&client, &intake, &delivery).await;
+        assert_eq!(first.status, 202);
+        assert_eq!(send(&client, &intake, &delivery).await.status, 200);
+        ids.push(event_id(&first));
+    }
+    schema
+        .wait_for_count(DELIVERED, 5, Duration::from_secs(20))
+        .await;
+    let (status, replay) = worker
+        .admin_post(
+            "/api/v1/replays",
+            &json!({"filter": {"event_ids": ids}, "reason": "one view", "requested_by": "ops"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{replay}");
+    sink.wait_for(Duration::from_secs(20), "the replayed deliveries", |r| {
+        r.len() >= 10
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, stats) = worker.admin_get("/api/v1/stats?window=15m").await;
+        assert_eq!(status, 200, "{stats}");
+        let done = stats["nodes"] == 2
+            && stats["intake"]["total"] == 10
+            && stats["intake"]["outcomes"]["duplicate"] == 5
+            && stats["delivery"]["replays"]["delivered"] == 5
+            && stats["delivery"]["outcomes"]["delivered"] == 10;
+        if done {
+            assert_eq!(stats["intake"]["scope"], "nodes");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The intake node answers for both too, once the worker has shared its latest slots
+    // (every 2 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, stats) = intake.admin_get("/api/v1/stats?window=15m").await;
+        if stats["nodes"] == 2 && stats["delivery"]["outcomes"]["delivered"] == 10 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -149,6 +149,23 @@ impl AdminQueries for Switchable {
         self.check()?;
         self.inner.ping().await
     }
+    async fn save_node_stats(
+        &self,
+        node: &str,
+        slots: Vec<(i64, Vec<u8>)>,
+        forget_before: i64,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.save_node_stats(node, slots, forget_before).await
+    }
+    async fn node_stats(
+        &self,
+        first: i64,
+        except: &str,
+    ) -> Result<Vec<(String, i64, Vec<u8>)>, StoreError> {
+        self.check()?;
+        self.inner.node_stats(first, except).await
+    }
     async fn writable(&self) -> Result<(), StoreError> {
         self.check()?;
         self.inner.writable().await

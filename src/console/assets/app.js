@@ -595,6 +595,7 @@ function overviewContent(stats, dlq) {
   const deadTotal = groups.reduce((sum, g) => sum + g.count, 0);
   const ack = intake.ack_latency_ms;
   const endToEnd = stats.delivery.end_to_end_ms;
+  const replays = stats.delivery.replays || { delivered: 0, dead: 0, success_rate: null };
   const windowLabel = formatSeconds(stats.window_seconds);
 
   const kpi = (id, label, value, note) => h('li', { class: 'kpi', 'data-kpi': id },
@@ -606,7 +607,9 @@ function overviewContent(stats, dlq) {
     kpi('ack-p95', 'Ack p95', formatMs(ack.p95), `${plural(ack.count, 'request', 'requests')}`),
     kpi('e2e-p95', 'End-to-end p95', formatMs(endToEnd.p95), `${plural(endToEnd.count, 'delivery', 'deliveries')}`),
     kpi('queue', 'Open deliveries', String(queueTotal), 'pending, in flight or retrying'),
-    kpi('dead', 'Dead letters', String(deadTotal), 'waiting for a replay'));
+    kpi('dead', 'Dead letters', String(deadTotal), 'waiting for a replay'),
+    kpi('replays', 'Replay success', formatPercent(replays.success_rate),
+      `${replays.delivered} delivered, ${replays.dead} dead after a replay`));
 
   // Intake by outcome.
   const intakeSeries = outcomes.map((name) => [name, OUTCOME_COLORS[name] || '#6b7280', byOutcome[name]]);
@@ -690,7 +693,7 @@ function overviewContent(stats, dlq) {
       : h('p', { class: 'chart-empty' }, 'No requests in this window.'));
 
   const scope = h('p', { class: 'muted' },
-    `Intake and latency figures are this node’s over the last ${windowLabel}` +
+    `Intake and latency figures are ${stats.nodes > 1 ? `the ${stats.nodes} nodes’` : 'this node’s'} over the last ${windowLabel}` +
     (stats.covered_seconds < stats.window_seconds ? ` (it has been running for ${formatSeconds(stats.covered_seconds)})` : '') +
     '; queue depth and dead letters cover the whole store.');
   return [kpis, h('div', { class: 'charts' }, intakeChart, dedupeChart, ackChart, endToEndChart, queueChart, deadChart),

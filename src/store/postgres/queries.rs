@@ -121,6 +121,60 @@ impl AdminQueries for PostgresStore {
     async fn writable(&self) -> Result<(), StoreError> {
         self.probe_writable().await
     }
+
+    async fn save_node_stats(
+        &self,
+        node: &str,
+        slots: Vec<(i64, Vec<u8>)>,
+        forget_before: i64,
+    ) -> Result<(), StoreError> {
+        let node: Arc<str> = Arc::from(node);
+        let (indexes, data): (Vec<i64>, Vec<Vec<u8>>) = slots.into_iter().unzip();
+        let (indexes, data) = (Arc::new(indexes), Arc::new(data));
+        run(&self.pool, "save_node_stats", move |client| {
+            let (node, indexes, data) =
+                (Arc::clone(&node), Arc::clone(&indexes), Arc::clone(&data));
+            Box::pin(async move {
+                let save = client
+                    .prepare_cached(
+                        "INSERT INTO node_stats (node, slot, data)
+                         SELECT $1, s, d FROM unnest($2::bigint[], $3::bytea[]) AS t (s, d)
+                         ON CONFLICT (node, slot) DO UPDATE SET data = excluded.data",
+                    )
+                    .await?;
+                client.execute(&save, &[&&*node, &*indexes, &*data]).await?;
+                let forget = client
+                    .prepare_cached("DELETE FROM node_stats WHERE slot < $1")
+                    .await?;
+                client.execute(&forget, &[&forget_before]).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn node_stats(
+        &self,
+        first: i64,
+        except: &str,
+    ) -> Result<Vec<(String, i64, Vec<u8>)>, StoreError> {
+        let except: Arc<str> = Arc::from(except);
+        run(&self.pool, "node_stats", move |client| {
+            let except = Arc::clone(&except);
+            Box::pin(async move {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT node, slot, data FROM node_stats WHERE slot >= $1 AND node <> $2",
+                    )
+                    .await?;
+                let rows = client.query(&statement, &[&first, &&*except]).await?;
+                rows.iter()
+                    .map(|row| Ok((get(row, 0)?, get(row, 1)?, get(row, 2)?)))
+                    .collect()
+            })
+        })
+        .await
+    }
 }
 
 /// A parameter of a query built at run time.

@@ -130,6 +130,46 @@ impl AdminQueries for SqliteStore {
     async fn writable(&self) -> Result<(), StoreError> {
         self.probe_writable().await
     }
+
+    async fn save_node_stats(
+        &self,
+        node: &str,
+        slots: Vec<(i64, Vec<u8>)>,
+        forget_before: i64,
+    ) -> Result<(), StoreError> {
+        let node = node.to_owned();
+        self.write(move |conn| {
+            let mut save = conn.prepare_cached(
+                "INSERT INTO node_stats (node, slot, data) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (node, slot) DO UPDATE SET data = excluded.data",
+            )?;
+            for (slot, data) in &slots {
+                save.execute(rusqlite::params![node, slot, data])?;
+            }
+            conn.prepare_cached("DELETE FROM node_stats WHERE slot < ?1")?
+                .execute([forget_before])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn node_stats(
+        &self,
+        first: i64,
+        except: &str,
+    ) -> Result<Vec<(String, i64, Vec<u8>)>, StoreError> {
+        let except = except.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT node, slot, data FROM node_stats WHERE slot >= ?1 AND node <> ?2",
+            )?
+            .query_map(rusqlite::params![first, except], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?
+            .collect()
+        })
+        .await
+    }
 }
 
 /// The WHERE clause of a query built from optional criteria, with its positional parameters.

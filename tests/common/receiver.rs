@@ -53,6 +53,22 @@ impl Received {
     }
 }
 
+/// The most requests of `received` that arrived within any `window`: a destination's observed
+/// peak rate.
+pub fn busiest(received: &[Received], window: Duration) -> usize {
+    let mut times: Vec<Instant> = received.iter().map(|r| r.at).collect();
+    times.sort();
+    let mut most = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end].duration_since(times[start]) >= window {
+            start += 1;
+        }
+        most = most.max(end - start + 1);
+    }
+    most
+}
+
 /// How to answer one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {

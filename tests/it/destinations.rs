@@ -10,23 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::common::Gateway;
-use crate::common::receiver::{Received, Receiver, Reply};
+use crate::common::receiver::{Received, Receiver, Reply, busiest};
 use crate::delivery::{WAIT, destination, route, send_twice, source};
-
-/// The most requests that arrived within any `window`.
-fn busiest(received: &[Received], window: Duration) -> usize {
-    let mut times: Vec<Instant> = received.iter().map(|r| r.at).collect();
-    times.sort();
-    let mut most = 0;
-    let mut start = 0;
-    for end in 0..times.len() {
-        while times[end].duration_since(times[start]) >= window {
-            start += 1;
-        }
-        most = most.max(end - start + 1);
-    }
-    most
-}
 
 /// Sends `n` events twice each from a few concurrent senders; returns their event ids.
 async fn send_many(gateway: &Arc<Gateway>, n: usize) -> HashSet<String> {

@@ -562,16 +562,7 @@ async fn two_nodes_share_a_destination_s_pace_and_its_pause() {
         delivered.values().all(|n| *n == 1),
         "delivered more than once"
     );
-    let mut times: Vec<Instant> = received.iter().map(|r| r.at).collect();
-    times.sort();
-    let mut most = 0;
-    let mut start = 0;
-    for end in 0..times.len() {
-        while times[end].duration_since(times[start]) >= Duration::from_secs(2) {
-            start += 1;
-        }
-        most = most.max(end - start + 1);
-    }
+    let most = crate::common::receiver::busiest(&received, Duration::from_secs(2));
     assert!(
         most <= 44,
         "{most} deliveries within 2 s from two nodes at 20/s"

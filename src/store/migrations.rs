@@ -57,6 +57,11 @@ pub const SQLITE: &[Migration] = &[
         name: "node_stats",
         sql: include_str!("../../migrations/sqlite/0009_node_stats.sql"),
     },
+    Migration {
+        version: 10,
+        name: "event_payloads",
+        sql: include_str!("../../migrations/sqlite/0010_event_payloads.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -104,6 +109,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 9,
         name: "node_stats",
         sql: include_str!("../../migrations/postgres/0009_node_stats.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "event_payloads",
+        sql: include_str!("../../migrations/postgres/0010_event_payloads.sql"),
     },
 ];
 

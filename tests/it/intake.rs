@@ -345,7 +345,7 @@ async fn dropped_fields_are_never_stored() {
     }
     let stored: Vec<u8> = gateway
         .db()
-        .query_row("SELECT body FROM events", [], |r| r.get(0))
+        .query_row("SELECT body FROM event_payloads", [], |r| r.get(0))
         .expect("body");
     let stored: Value = serde_json::from_slice(&stored).expect("json");
     assert_eq!(stored, json!({"lead": "x", "meta": {"keep": true}}));

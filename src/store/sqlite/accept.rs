@@ -144,8 +144,8 @@ fn accept(conn: &Connection, event: &NewEvent) -> rusqlite::Result<AcceptOutcome
         EventStatus::from_deliveries([(DeliveryState::Pending, event.deliveries.len() as u64)]);
     conn.prepare_cached(
         "INSERT INTO events (id, source, idempotency_key, fingerprint, received_at, status,
-                             content_type, headers, body, delivery_key)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                             content_type, delivery_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         &event.id.as_bytes()[..],
@@ -155,11 +155,13 @@ fn accept(conn: &Connection, event: &NewEvent) -> rusqlite::Result<AcceptOutcome
         now,
         status,
         event.content_type,
-        event.headers_json,
-        &event.body[..],
         &event.delivery_key.as_bytes()[..],
     ])?;
     let seq = conn.last_insert_rowid();
+    conn.prepare_cached(
+        "INSERT INTO event_payloads (event_seq, headers, body) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![seq, event.headers_json, &event.body[..]])?;
     // An expired key is replaced: after its TTL the same key is a new event.
     conn.prepare_cached(
         "INSERT INTO dedupe_keys (key, event_id, fingerprint, expires_at) VALUES (?1, ?2, ?3, ?4)

@@ -162,8 +162,8 @@ pub(super) fn claim_due(
          RETURNING attempts + 1 - ?5, event_seq, replay_id, maybe_received",
     )?;
     let mut load = conn.prepare_cached(
-        "SELECT id, source, received_at, content_type, body, delivery_key
-         FROM events WHERE seq = ?1",
+        "SELECT e.id, e.source, e.received_at, e.content_type, p.body, e.delivery_key
+         FROM events e JOIN event_payloads p ON p.event_seq = e.seq WHERE e.seq = ?1",
     )?;
     let mut mark_processing = conn.prepare_cached(
         "UPDATE events SET status = 'processing' WHERE seq = ?1 AND status = 'received'",
@@ -294,7 +294,8 @@ pub(super) fn refresh_event_status(conn: &Connection, event_seq: i64) -> rusqlit
         })?
         .collect::<rusqlite::Result<_>>()?;
     let status = EventStatus::from_deliveries(states);
-    conn.prepare_cached("UPDATE events SET status = ?2 WHERE seq = ?1")?
+    // Unchanged (another of its deliveries still open) writes nothing.
+    conn.prepare_cached("UPDATE events SET status = ?2 WHERE seq = ?1 AND status IS NOT ?2")?
         .execute(params![event_seq, status])?;
     Ok(())
 }

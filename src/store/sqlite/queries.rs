@@ -68,8 +68,9 @@ impl AdminQueries for SqliteStore {
             }
             let sql = format!(
                 "SELECT d.id, e.id, e.source, d.destination, e.idempotency_key, e.received_at,
-                        d.updated_at, d.dead_reason, d.last_error, d.attempts, e.body
-                 FROM deliveries d JOIN events e ON e.seq = d.event_seq{}
+                        d.updated_at, d.dead_reason, d.last_error, d.attempts, p.body
+                 FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                      JOIN event_payloads p ON p.event_seq = e.seq{}
                  ORDER BY d.updated_at DESC, d.id DESC LIMIT ?",
                 filter.sql()
             );
@@ -262,8 +263,9 @@ fn list_events(conn: &Connection, query: &EventQuery) -> rusqlite::Result<Vec<Ev
 fn load_event(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<EventRecord>> {
     let row = conn
         .prepare_cached(
-            "SELECT seq, source, idempotency_key, received_at, status, content_type, headers, body
-             FROM events WHERE id = ?1",
+            "SELECT e.seq, e.source, e.idempotency_key, e.received_at, e.status, e.content_type,
+                    p.headers, p.body
+             FROM events e JOIN event_payloads p ON p.event_seq = e.seq WHERE e.id = ?1",
         )?
         .query_row([&id.as_bytes()[..]], |row| {
             Ok((

@@ -58,6 +58,10 @@ pub(super) fn delete_finished_events(
         &format!("DELETE FROM event_search WHERE event_seq IN ({list})"),
         [],
     )?;
+    conn.execute(
+        &format!("DELETE FROM event_payloads WHERE event_seq IN ({list})"),
+        [],
+    )?;
     let events = conn.execute(&format!("DELETE FROM events WHERE seq IN ({list})"), [])?;
     Ok(events as u64)
 }

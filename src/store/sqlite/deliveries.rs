@@ -25,8 +25,10 @@ impl DeliveryQueue for SqliteStore {
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let destination = destination.to_owned();
         let token: i64 = rand::random::<i64>() & i64::MAX;
-        self.write(move |conn| claim_due(conn, &destination, now, lease_until, limit, token, true))
-            .await
+        self.write_deferred(move |conn| {
+            claim_due(conn, &destination, now, lease_until, limit, token, true)
+        })
+        .await
     }
 
     async fn record_attempt(
@@ -36,15 +38,17 @@ impl DeliveryQueue for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (id, token, number, replay_id) =
             (claim.id, claim.lease_token, claim.attempt, claim.replay_id);
-        self.write(move |conn| record_attempt(conn, id, token, number, replay_id, &attempt))
-            .await
+        self.write_deferred(move |conn| {
+            record_attempt(conn, id, token, number, replay_id, &attempt)
+        })
+        .await
     }
 
     async fn release_claim(&self, claim: &ClaimedDelivery) -> Result<(), StoreError> {
         let (id, token) = (claim.id, claim.lease_token);
         // A probe's attempt was never counted, so there is none to give back.
         let counted = i64::from(!claim.probe);
-        self.write(move |conn| {
+        self.write_deferred(move |conn| {
             conn.prepare_cached(
                 "UPDATE deliveries
                  SET state = CASE WHEN attempts - ?4 <= 0 THEN 'pending' ELSE 'retrying' END,

@@ -22,7 +22,7 @@ impl DestinationControl for SqliteStore {
     async fn claim_through_gate(&self, request: &GateClaim) -> Result<LaneClaim, StoreError> {
         let request = request.clone();
         let token: i64 = rand::random::<i64>() & i64::MAX;
-        self.write(move |conn| {
+        self.write_deferred(move |conn| {
             let row = load_gate(conn, &request.destination)?;
             let plan = gate::plan(&row, request.pace, request.now, request.limit);
             let deliveries = if plan.limit > 0 {

@@ -36,7 +36,7 @@ use self::connection::{
 };
 use self::migrate::migrate;
 use self::wal::{Wal, run_checkpointer};
-use self::writer::{Job, WriteJob, run_writer};
+use self::writer::{Job, Sync, WriteJob, run_writer};
 use super::StoreError;
 
 pub struct SqliteOptions {
@@ -107,8 +107,26 @@ impl SqliteStore {
         })
     }
 
-    /// Queues `work` for the writer and waits for the batch holding it to commit.
+    /// Queues `work` for the writer and waits for the batch holding it to commit, fsynced.
     async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.write_with(Sync::Full, work).await
+    }
+
+    /// Like `write`, for delivery bookkeeping that the protocol redoes if a power loss takes it
+    /// (`Sync::Deferred`): its commit is fsynced with the next one that must be.
+    async fn write_deferred<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.write_with(Sync::Deferred, work).await
+    }
+
+    async fn write_with<T, F>(&self, sync: Sync, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: Fn(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -116,6 +134,7 @@ impl SqliteStore {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Job {
             work,
+            sync,
             result: None,
             reply,
         });

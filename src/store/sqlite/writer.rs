@@ -17,10 +17,27 @@ pub(super) trait WriteJob: Send {
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller once the batch's fate is known.
     fn complete(self: Box<Self>, committed: Result<(), &StoreError>);
+    /// Whether the job's commit must be on disk before it is answered (see `Sync`).
+    fn sync(&self) -> Sync;
+}
+
+/// How durable a job's commit must be when its caller hears of it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Sync {
+    /// Fsynced before the answer: what intake acknowledges and what operators change.
+    Full,
+    /// Written to the WAL (so it survives the process being killed) and fsynced with the next
+    /// `Full` commit or checkpoint. Only for what the delivery protocol redoes if a power loss
+    /// takes it: claims, gate bookkeeping and outcomes. A lost claim is claimed again when its
+    /// lease runs out; a lost outcome sends the delivery again under the same
+    /// `Idempotency-Key`, which at-least-once delivery allows. Batches of such jobs alone (a
+    /// node draining a backlog) skip the fsync that bounded them.
+    Deferred,
 }
 
 pub(super) struct Job<T, F> {
     pub(super) work: F,
+    pub(super) sync: Sync,
     pub(super) result: Option<rusqlite::Result<T>>,
     pub(super) reply: oneshot::Sender<Result<T, StoreError>>,
 }
@@ -47,6 +64,10 @@ where
         // The caller may have gone away (client disconnected); the write stands regardless.
         let _ = self.reply.send(outcome);
     }
+
+    fn sync(&self) -> Sync {
+        self.sync
+    }
 }
 
 pub(super) fn run_writer(
@@ -56,6 +77,8 @@ pub(super) fn run_writer(
     wal: &Wal,
 ) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(batch_max);
+    // The connection opens with `synchronous = FULL`.
+    let mut synchronous = Sync::Full;
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
         while batch.len() < batch_max {
@@ -64,8 +87,16 @@ pub(super) fn run_writer(
                 Err(_) => break,
             }
         }
+        let needed = if batch.iter().any(|job| job.sync() == Sync::Full) {
+            Sync::Full
+        } else {
+            Sync::Deferred
+        };
         let started = std::time::Instant::now();
-        let committed = run_batch(&mut conn, &mut batch);
+        let committed = match set_synchronous(&conn, needed, &mut synchronous) {
+            Ok(()) => run_batch(&mut conn, &mut batch),
+            Err(e) => Err(e),
+        };
         crate::metrics::store_op("commit_batch", started.elapsed());
         if let Err(e) = &committed {
             tracing::error!(error = %e, jobs = batch.len(), "store commit failed; the batch was not acknowledged");
@@ -78,6 +109,29 @@ pub(super) fn run_writer(
         wal.restart_if_long(&conn);
     }
     wal.stopped.store(true, Ordering::Relaxed);
+}
+
+/// Switches `synchronous` to what the batch needs. Only a failure to make commits durable again
+/// is an error; failing to relax them leaves them durable.
+fn set_synchronous(conn: &Connection, needed: Sync, current: &mut Sync) -> Result<(), StoreError> {
+    if needed == *current {
+        return Ok(());
+    }
+    let level = match needed {
+        Sync::Full => "FULL",
+        Sync::Deferred => "NORMAL",
+    };
+    match conn.pragma_update(None, "synchronous", level) {
+        Ok(()) => {
+            *current = needed;
+            Ok(())
+        }
+        Err(e) if needed == Sync::Full => Err(classify(e)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot defer the fsync of delivery bookkeeping");
+            Ok(())
+        }
+    }
 }
 
 /// Commits the batch in one transaction. Jobs almost never fail inside the store, so the batch
@@ -138,6 +192,7 @@ mod tests {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Job {
             work,
+            sync: Sync::Full,
             result: None,
             reply,
         });

@@ -2,6 +2,11 @@
 
   sustained.py PID SINK_STATS_URL OUT -- LOAD_COMMAND...
   sustained.py PID - OUT -- LOAD_COMMAND...     intake only: no drain, CPU per accepted event
+  sustained.py drain SINK_STATS_URL N OUT -- WORKER_COMMAND...
+                                               starts a worker-only node on a stored backlog of
+                                               N and measures it until the sink has N more:
+                                               deliveries/s and CPU µs per delivery, per kind
+                                               of thread; then stops it
 
 Runs LOAD_COMMAND (an `oncehook bench --json` closed-loop run against the node whose process
 is PID, its JSON on stdout) while sampling, every 100 ms, the deliveries the sink has seen and
@@ -38,6 +43,54 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def thread_cpu_seconds(pid):
+    """CPU seconds per thread name (the writer, the checkpointer, tokio's workers…)."""
+    totals = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        totals[name] = totals.get(name, 0) + (int(fields[11]) + int(fields[12])) / TICKS
+    return totals
+
+
+def drain(stats_url, wanted, out, command):
+    # Read before the worker starts: it delivers from its first milliseconds.
+    first = sink(stats_url)
+    start_count, start_repeats = first.get("deliveries", 0), first.get("repeats", 0)
+    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pid = worker.pid
+    started = time.monotonic()
+    count = start_count
+    while count - start_count < wanted and time.monotonic() - started < 300:
+        time.sleep(0.05)
+        count = sink(stats_url).get("deliveries", count)
+    seconds = time.monotonic() - started
+    delivered = count - start_count
+    threads = thread_cpu_seconds(pid)
+    total = sum(threads.values())
+    report = {
+        "delivered": delivered,
+        "seconds": round(seconds, 2),
+        "sustained_per_sec": round(delivered / seconds) if seconds else 0,
+        "accepted_per_sec": None,
+        "backlog_seconds": None,
+        "repeats": sink(stats_url).get("repeats", 0) - start_repeats,
+        "cpu_us_per_webhook": round(total * 1e6 / delivered, 1) if delivered else None,
+        "cpu_us_per_webhook_by_thread": {
+            name: round(cpu * 1e6 / delivered, 1) for name, cpu in sorted(threads.items())
+            if delivered and cpu > 0},
+    }
+    with open(out, "w") as f:
+        json.dump(report, f, indent=2)
+    worker.terminate()
+    worker.wait()
+
+
 def sink(url):
     try:
         return json.load(urllib.request.urlopen(url, timeout=5))
@@ -46,6 +99,10 @@ def sink(url):
 
 
 def main():
+    if sys.argv[1] == "drain":
+        stats_url, wanted, out = sys.argv[2:5]
+        drain(stats_url, int(wanted), out, sys.argv[sys.argv.index("--") + 1:])
+        return
     pid, stats_url, out = sys.argv[1:4]
     command = sys.argv[sys.argv.index("--") + 1:]
     start_cpu, started = cpu_seconds(pid), time.monotonic()

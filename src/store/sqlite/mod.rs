@@ -36,7 +36,7 @@ use self::connection::{
 };
 use self::migrate::migrate;
 use self::wal::{Wal, run_checkpointer};
-use self::writer::{Job, Sync, WriteJob, run_writer};
+use self::writer::{CommitSync, Job, WriteJob, run_writer};
 use super::StoreError;
 
 pub struct SqliteOptions {
@@ -113,20 +113,20 @@ impl SqliteStore {
         T: Send + 'static,
         F: Fn(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.write_with(Sync::Full, work).await
+        self.write_with(CommitSync::Full, work).await
     }
 
     /// Like `write`, for delivery bookkeeping that the protocol redoes if a power loss takes it
-    /// (`Sync::Deferred`): its commit is fsynced with the next one that must be.
+    /// (`CommitSync::Deferred`): its commit is fsynced with the next one that must be.
     async fn write_deferred<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: Fn(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.write_with(Sync::Deferred, work).await
+        self.write_with(CommitSync::Deferred, work).await
     }
 
-    async fn write_with<T, F>(&self, sync: Sync, work: F) -> Result<T, StoreError>
+    async fn write_with<T, F>(&self, sync: CommitSync, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: Fn(&Connection) -> rusqlite::Result<T> + Send + 'static,

@@ -17,13 +17,13 @@ pub(super) trait WriteJob: Send {
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller once the batch's fate is known.
     fn complete(self: Box<Self>, committed: Result<(), &StoreError>);
-    /// Whether the job's commit must be on disk before it is answered (see `Sync`).
-    fn sync(&self) -> Sync;
+    /// Whether the job's commit must be on disk before it is answered (see `CommitSync`).
+    fn sync(&self) -> CommitSync;
 }
 
 /// How durable a job's commit must be when its caller hears of it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum Sync {
+pub(super) enum CommitSync {
     /// Fsynced before the answer: what intake acknowledges and what operators change.
     Full,
     /// Written to the WAL (so it survives the process being killed) and fsynced with the next
@@ -37,7 +37,7 @@ pub(super) enum Sync {
 
 pub(super) struct Job<T, F> {
     pub(super) work: F,
-    pub(super) sync: Sync,
+    pub(super) sync: CommitSync,
     pub(super) result: Option<rusqlite::Result<T>>,
     pub(super) reply: oneshot::Sender<Result<T, StoreError>>,
 }
@@ -65,7 +65,7 @@ where
         let _ = self.reply.send(outcome);
     }
 
-    fn sync(&self) -> Sync {
+    fn sync(&self) -> CommitSync {
         self.sync
     }
 }
@@ -78,7 +78,7 @@ pub(super) fn run_writer(
 ) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(batch_max);
     // The connection opens with `synchronous = FULL`.
-    let mut synchronous = Sync::Full;
+    let mut synchronous = CommitSync::Full;
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
         while batch.len() < batch_max {
@@ -87,10 +87,10 @@ pub(super) fn run_writer(
                 Err(_) => break,
             }
         }
-        let needed = if batch.iter().any(|job| job.sync() == Sync::Full) {
-            Sync::Full
+        let needed = if batch.iter().any(|job| job.sync() == CommitSync::Full) {
+            CommitSync::Full
         } else {
-            Sync::Deferred
+            CommitSync::Deferred
         };
         let started = std::time::Instant::now();
         let committed = match set_synchronous(&conn, needed, &mut synchronous) {
@@ -113,20 +113,24 @@ pub(super) fn run_writer(
 
 /// Switches `synchronous` to what the batch needs. Only a failure to make commits durable again
 /// is an error; failing to relax them leaves them durable.
-fn set_synchronous(conn: &Connection, needed: Sync, current: &mut Sync) -> Result<(), StoreError> {
+fn set_synchronous(
+    conn: &Connection,
+    needed: CommitSync,
+    current: &mut CommitSync,
+) -> Result<(), StoreError> {
     if needed == *current {
         return Ok(());
     }
     let level = match needed {
-        Sync::Full => "FULL",
-        Sync::Deferred => "NORMAL",
+        CommitSync::Full => "FULL",
+        CommitSync::Deferred => "NORMAL",
     };
     match conn.pragma_update(None, "synchronous", level) {
         Ok(()) => {
             *current = needed;
             Ok(())
         }
-        Err(e) if needed == Sync::Full => Err(classify(e)),
+        Err(e) if needed == CommitSync::Full => Err(classify(e)),
         Err(e) => {
             tracing::warn!(error = %e, "cannot defer the fsync of delivery bookkeeping");
             Ok(())
@@ -192,7 +196,7 @@ mod tests {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Job {
             work,
-            sync: Sync::Full,
+            sync: CommitSync::Full,
             result: None,
             reply,
         });
